@@ -1,0 +1,83 @@
+"""PURE path logic: include/exclude globs and marker/sidecar templates.
+
+Paths are relative to the source root, ``/``-separated, without a leading slash.
+Globs follow the product contract: they match the whole relative path and ``**`` spans directories,
+so ``*.csv`` matches only top-level files and ``**/*.csv`` matches at any depth.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import string
+from collections.abc import Iterable
+
+from wcmatch import glob as wcglob
+
+__all__ = ["PathFilter", "Template"]
+
+
+
+
+def _compile(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    pats = list(patterns)
+    if not pats:
+        return None
+    regexes, _ = wcglob.translate(pats, flags=wcglob.GLOBSTAR | wcglob.DOTGLOB)
+    return re.compile("|".join(f"(?:{r})" for r in regexes))
+
+
+class PathFilter:
+    """Decides which relative paths are candidates and which directories are worth descending into."""
+
+    def __init__(self, include: Iterable[str], exclude: Iterable[str], recursive: bool) -> None:
+        self._include = _compile(include)
+        self._exclude = _compile(exclude)
+        self.recursive = recursive
+
+    def descend(self, rel_dir: str) -> bool:
+        """Whether to list a subdirectory. Excluded directories (e.g. hidden ones) are pruned."""
+        if not self.recursive:
+            return False
+        return self._exclude is None or self._exclude.match(rel_dir) is None
+
+    def wanted(self, rel_path: str) -> bool:
+        if self._exclude is not None and self._exclude.match(rel_path) is not None:
+            return False
+        return self._include is None or self._include.match(rel_path) is not None
+
+
+def _split(path: str) -> dict[str, str]:
+    directory, name = posixpath.split(path)
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    return {"path": path, "dir": directory or ".", "name": name, "stem": stem}
+
+
+class Template:
+    """A marker or sidecar template such as ``{path}.done``, ``{dir}/_SUCCESS`` or ``{path}.sha256``.
+
+    ``render`` names the companion of a data file; ``matches`` tells whether a listed path *is* a
+    companion file (so it is never reported as data itself).
+    """
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        body = template
+        prefix = ""
+        if body.startswith("{dir}/"):
+            # "{dir}" renders as "." at the root, where the companion is just the bare name.
+            body, prefix = body[len("{dir}/") :], "(?:.+/)?"
+        pattern = prefix
+        for literal, field, _, _ in string.Formatter().parse(body):
+            pattern += re.escape(literal)
+            if field is not None:
+                pattern += "[^/]+" if field in ("name", "stem") else ".+"
+        self._regex = re.compile(pattern)
+        self.per_directory = "{path}" not in template and "{name}" not in template and "{stem}" not in template
+
+    def render(self, path: str) -> str:
+        out = self.template.format(**_split(path))
+        return out[2:] if out.startswith("./") else out
+
+    def matches(self, path: str) -> bool:
+        return self._regex.fullmatch(path) is not None
