@@ -14,7 +14,7 @@ import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import yaml
 from croniter import croniter
@@ -144,14 +144,15 @@ class ParsedURL:
 
     def display(self) -> str:
         """The URL without credentials, as it appears in events."""
+        root = quote(self.root, safe="/")
         if self.scheme == "file":
-            return f"file://{self.root}"
+            return f"file://{root}"
         netloc = self.host if self.port is None else f"{self.host}:{self.port}"
         if ":" in self.host and not self.host.startswith("["):
             netloc = f"[{self.host}]" if self.port is None else f"[{self.host}]:{self.port}"
         if self.username:
             netloc = f"{self.username}@{netloc}"
-        return f"{self.scheme}://{netloc}{self.root}"
+        return f"{self.scheme}://{netloc}{root}"
 
 
 def parse_url(value: str) -> ParsedURL:

@@ -24,7 +24,7 @@ def generate(out_dir: Path = OUT_DIR) -> list[Path]:
         f"-I{PROTO_DIR}",
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
-        f"--mypy_out={out_dir}",
+        f"--pyi_out={out_dir}",
         str(PROTO_DIR / "generic.proto"),
     ]
     if protoc.main(args) != 0:

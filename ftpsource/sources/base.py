@@ -8,6 +8,7 @@ into ``ftpsource.errors`` types.
 from __future__ import annotations
 
 import abc
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -49,10 +50,16 @@ class Entry:
 
 @dataclass(slots=True)
 class Listing:
-    """A complete listing of the tree. ``warnings`` name lines or entries that were skipped."""
+    """A listing of the tree, complete except for ``unlisted_dirs``.
+
+    ``warnings`` name lines or entries that were skipped. ``unlisted_dirs`` are directories (relative,
+    no trailing slash) that could not be read; records under them are kept as they are, never read as
+    deleted. An adapter raises instead when the root itself or the connection fails.
+    """
 
     entries: list[Entry]
     warnings: list[str] = field(default_factory=list)
+    unlisted_dirs: list[str] = field(default_factory=list)
 
 
 class Verifier(Protocol):
@@ -113,6 +120,13 @@ class Source(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
+
+    async def wait_for_change(self, timeout: float) -> None:
+        """Return when the tree may have changed, or after ``timeout`` seconds.
+
+        Remote adapters can only poll, so the default just sleeps; the local adapter is woken by inotify.
+        """
+        await asyncio.sleep(timeout)
 
     def file_url(self, path: str) -> str:
         """The full URL of a file, without secrets."""

@@ -1,0 +1,329 @@
+"""PURE decisions: a listing + prior records + now + policy -> what to record, verify and emit.
+
+No I/O and no clock: ``now`` is always passed in, so tests drive time directly. The watcher feeds
+listings in (``plan_poll``), performs the verifications it is asked for (hash, sidecar read), and
+feeds their results back (``after_verify``). It then commits the returned records and events in one
+transaction before anything is sent, which is what makes delivery survive a crash.
+
+A path's life::
+
+    (new) ──listed──> PENDING ──stable + marker──> verify ──same bytes as last ready──> READY (no event)
+                         ^                           │ ───new bytes──> READY (+ ready event)
+                         │                           │ ───problem, < reject_after──> PENDING(problem)
+           size/mtime changed, or changed            └──problem, >= reject_after──> REJECTED (+ event)
+           while being verified
+
+A READY/REJECTED/SKIPPED record whose size or mtime changes becomes PENDING again (a new version).
+Files that disappear are dropped while unreported; once reported they keep a DELETED tombstone so
+identical bytes uploaded again are still recognised as already delivered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Literal
+
+from .config import SourceConfig
+from .paths import PathFilter, Template
+from .sources.base import Digest, Entry
+
+__all__ = [
+    "EventSpec",
+    "FileRecord",
+    "PollPlan",
+    "Policy",
+    "State",
+    "VerifyOutcome",
+    "VerifyRequest",
+    "after_verify",
+    "plan_poll",
+    "version_identity",
+]
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    READY = "ready"
+    REJECTED = "rejected"
+    SKIPPED = "skipped"  # present at a source's first start with `existing: skip`
+    DELETED = "deleted"  # tombstone of a reported file
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The decision-relevant part of a SourceConfig."""
+
+    stable_for_s: float = 30.0
+    min_age_s: float = 0.0
+    min_size: int = 1
+    checksum: Literal["sha256", "md5"] | None = "sha256"
+    reject_after_s: float = 3600.0
+    existing: Literal["emit", "skip"] = "emit"
+    deletes: bool = False
+    validate: bool = True
+    marker: Template | None = None
+    sidecar: Template | None = None
+    path_filter: PathFilter = field(default_factory=lambda: PathFilter([], [], True))
+
+    @classmethod
+    def from_config(cls, cfg: SourceConfig) -> Policy:
+        return cls(
+            stable_for_s=cfg.stable_for_s,
+            min_age_s=cfg.min_age_s,
+            min_size=cfg.min_size,
+            checksum=None if cfg.checksum == "none" else cfg.checksum,
+            reject_after_s=cfg.reject_after_s,
+            existing=cfg.existing,
+            deletes=cfg.deletes,
+            validate=cfg.validate_ == "auto",
+            marker=Template(cfg.marker) if cfg.marker else None,
+            sidecar=Template(cfg.sidecar) if cfg.sidecar else None,
+            path_filter=PathFilter(cfg.include, cfg.exclude, cfg.recursive),
+        )
+
+    def is_companion(self, path: str) -> bool:
+        """Markers and sidecars are never reported as files themselves."""
+        return bool((self.marker and self.marker.matches(path)) or (self.sidecar and self.sidecar.matches(path)))
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """What is remembered about one path. ``size``/``mtime`` are as last observed;
+    ``ready_*`` describe the last version reported ready (generation ``generation``)."""
+
+    path: str
+    size: int
+    mtime: float
+    state: State
+    first_seen: float  # when the current version was first observed
+    stable_since: float  # when size/mtime last changed
+    generation: int = 0
+    ready_checksum: str | None = None
+    ready_size: int | None = None
+    ready_mtime: float | None = None
+    problem: str | None = None
+    problem_since: float | None = None
+    checked: str | None = None  # what a failed verification saw; re-verify only when it changes
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """A decided event, before it is encoded as a CloudEvent (events.py)."""
+
+    type: Literal["ready", "rejected", "deleted", "missing"]
+    path: str
+    at: float
+    size: int = 0
+    mtime: float = 0.0
+    checksum: str | None = None
+    checksum_method: str | None = None
+    reason: Literal["new", "reupload"] | None = None
+    generation: int = 0
+    previous: tuple[str | None, int, float] | None = None  # checksum, size, mtime
+    first_seen: float = 0.0
+    stable_since: float = 0.0
+    problem: str | None = None
+    period: str | None = None
+    deadline: float | None = None
+    late: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyRequest:
+    record: FileRecord
+    entry: Entry
+    sidecar_path: str | None
+    #: a string identifying what is about to be checked (file and sidecar state)
+    check_key: str
+
+
+@dataclass(slots=True)
+class PollPlan:
+    upserts: list[FileRecord] = field(default_factory=list)
+    removals: list[str] = field(default_factory=list)
+    events: list[EventSpec] = field(default_factory=list)
+    verify: list[VerifyRequest] = field(default_factory=list)
+    next_due: float | None = None
+    pending: int = 0
+    tracked: int = 0
+    ready_paths: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyOutcome:
+    record: FileRecord
+    event: EventSpec | None
+
+
+def version_identity(checksum: str | None, size: int, mtime: float) -> str:
+    """Content identity: the checksum, or size+mtime when checksums are off."""
+    return checksum if checksum is not None else f"size={size},mtime={mtime!r}"
+
+
+def _due(due: float | None, at: float) -> float:
+    return at if due is None or at < due else due
+
+
+def plan_poll(
+    entries: Iterable[Entry],
+    records: Mapping[str, FileRecord],
+    now: float,
+    policy: Policy,
+    *,
+    first_start: bool = False,
+    unlisted_dirs: Iterable[str] = (),
+) -> PollPlan:
+    """Compare a complete listing with the records and decide what changed and what to verify.
+
+    ``first_start`` is true only for the very first poll of a source (``existing`` applies then).
+    Records under ``unlisted_dirs`` (directories the adapter could not read) are left untouched.
+    """
+    unlisted = tuple(d.rstrip("/") + "/" for d in unlisted_dirs)
+    plan = PollPlan()
+    listed: dict[str, Entry] = {e.path: e for e in entries}
+    skip_existing = first_start and policy.existing == "skip"
+    pf = policy.path_filter
+    seen: set[str] = set()
+    pending = 0
+    for path, entry in listed.items():
+        if not pf.wanted(path) or policy.is_companion(path):
+            continue
+        seen.add(path)
+        rec = records.get(path)
+        if rec is None:
+            if skip_existing:
+                plan.upserts.append(
+                    FileRecord(path, entry.size, entry.mtime, State.SKIPPED, now, now,
+                               ready_size=entry.size, ready_mtime=entry.mtime)
+                )
+                continue
+            rec = FileRecord(path, entry.size, entry.mtime, State.PENDING, now, now)
+            plan.upserts.append(rec)
+        elif rec.size != entry.size or rec.mtime != entry.mtime or rec.state is State.DELETED:
+            if rec.state is State.PENDING:
+                rec = replace(rec, size=entry.size, mtime=entry.mtime, stable_since=now, checked=None)
+            else:
+                rec = replace(
+                    rec, size=entry.size, mtime=entry.mtime, state=State.PENDING, first_seen=now,
+                    stable_since=now, problem=None, problem_since=None, checked=None,
+                )
+            plan.upserts.append(rec)
+        if rec.state is not State.PENDING:
+            continue
+        pending += 1
+        if entry.size < policy.min_size:
+            continue
+        sidecar_path = policy.sidecar.render(path) if policy.sidecar else None
+        sidecar_entry = listed.get(sidecar_path) if sidecar_path else None
+        if sidecar_path is not None and sidecar_entry is None:
+            continue  # the sidecar has not arrived; nothing to verify against yet
+        if policy.marker is not None:
+            if policy.marker.render(path) not in listed:
+                continue
+            # The producer declared the file done: the marker stands in for the stability window.
+            eligible_at = entry.mtime + policy.min_age_s
+        else:
+            eligible_at = max(rec.stable_since + policy.stable_for_s, entry.mtime + policy.min_age_s)
+        if now < eligible_at:
+            plan.next_due = _due(plan.next_due, eligible_at)
+            continue
+        check_key = f"{entry.size}:{entry.mtime!r}"
+        if sidecar_entry is not None:
+            check_key += f"|{sidecar_entry.size}:{sidecar_entry.mtime!r}"
+        if rec.checked == check_key:
+            # Already failed verification on exactly this state; only time can change the verdict.
+            if rec.problem_since is not None:
+                reject_at = rec.problem_since + policy.reject_after_s
+                if now >= reject_at:
+                    rejected = replace(rec, state=State.REJECTED)
+                    plan.upserts.append(rejected)
+                    plan.events.append(_rejected_event(rejected, now, None))
+                    pending -= 1
+                else:
+                    plan.next_due = _due(plan.next_due, reject_at)
+            continue
+        plan.verify.append(VerifyRequest(rec, entry, sidecar_path, check_key))
+
+    for path, rec in records.items():
+        if path in seen or (unlisted and path.startswith(unlisted)):
+            continue
+        if rec.state in (State.READY, State.REJECTED):
+            plan.upserts.append(replace(rec, state=State.DELETED))
+            if policy.deletes and rec.state is State.READY:
+                plan.events.append(
+                    EventSpec("deleted", path, now, size=rec.size, mtime=rec.mtime,
+                              checksum=rec.ready_checksum, generation=rec.generation)
+                )
+        elif rec.state is not State.DELETED:
+            plan.removals.append(path)
+    plan.pending = pending
+    plan.tracked = len(seen)
+    return plan
+
+
+def _rejected_event(rec: FileRecord, now: float, digest: Digest | None) -> EventSpec:
+    return EventSpec(
+        "rejected", rec.path, now, size=rec.size, mtime=rec.mtime,
+        checksum=digest.value if digest else None, checksum_method=digest.method if digest else None,
+        generation=rec.generation, first_seen=rec.first_seen, stable_since=rec.stable_since,
+        problem=rec.problem,
+    )
+
+
+def after_verify(
+    request: VerifyRequest,
+    digest: Digest | None,
+    after: Entry | None,
+    now: float,
+    policy: Policy,
+    *,
+    sidecar_problem: str | None = None,
+    deadline: float | None = None,
+    late: bool = False,
+) -> VerifyOutcome:
+    """Decide on a verified version.
+
+    ``digest`` is None when the file vanished or changed while being read; ``after`` is the file's
+    state re-read after hashing. ``sidecar_problem`` is a sidecar mismatch or unreadable sidecar.
+    """
+    rec, before = request.record, request.entry
+    if digest is None or after is None or after.size != before.size or after.mtime != before.mtime:
+        # Changed or vanished while being verified: wait for it to settle again, never an event.
+        size, mtime = (after.size, after.mtime) if after is not None else (rec.size, rec.mtime)
+        return VerifyOutcome(replace(rec, size=size, mtime=mtime, stable_since=now, checked=None), None)
+
+    problem = digest.problem or sidecar_problem
+    if problem is not None:
+        since = rec.problem_since if rec.problem_since is not None else now
+        waiting = replace(rec, problem=problem, problem_since=since, checked=request.check_key)
+        if now - since >= policy.reject_after_s:
+            rejected = replace(waiting, state=State.REJECTED)
+            return VerifyOutcome(rejected, _rejected_event(rejected, now, digest))
+        return VerifyOutcome(waiting, None)
+
+    identity = version_identity(digest.value, after.size, after.mtime)
+    previous_identity = (
+        version_identity(rec.ready_checksum, rec.ready_size or 0, rec.ready_mtime or 0.0)
+        if rec.generation > 0
+        else None
+    )
+    cleared = replace(rec, problem=None, problem_since=None, checked=None)
+    if identity == previous_identity:
+        # Same bytes as the version already reported (identical rewrite, touch, re-upload): no event.
+        return VerifyOutcome(replace(cleared, state=State.READY, ready_size=after.size, ready_mtime=after.mtime), None)
+
+    generation = rec.generation + 1
+    previous = (rec.ready_checksum, rec.ready_size or 0, rec.ready_mtime or 0.0) if rec.generation > 0 else None
+    ready = replace(
+        cleared, state=State.READY, generation=generation, ready_checksum=digest.value,
+        ready_size=after.size, ready_mtime=after.mtime,
+    )
+    event = EventSpec(
+        "ready", rec.path, now, size=after.size, mtime=after.mtime, checksum=digest.value,
+        checksum_method=digest.method if digest.value is not None else None,
+        reason="new" if generation == 1 else "reupload", generation=generation, previous=previous,
+        first_seen=rec.first_seen, stable_since=rec.stable_since, deadline=deadline, late=late,
+    )
+    return VerifyOutcome(ready, event)

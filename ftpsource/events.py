@@ -1,0 +1,123 @@
+"""PURE: a decided event -> CloudEvent 1.0 structured JSON bytes.
+
+The ``id`` is derived from the file version (source, path, type, generation, content identity), so a
+version re-sent after a reconnect carries the same id and consumers can de-duplicate on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from urllib.parse import quote
+from datetime import UTC, datetime
+from typing import Any
+
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+
+from .detect import EventSpec, version_identity
+
+__all__ = ["EVENT_TYPES", "SourceInfo", "encode_event", "event_id", "rfc3339"]
+
+EVENT_TYPES = {
+    "ready": "ftpsource.file.ready",
+    "missing": "ftpsource.file.missing",
+    "rejected": "ftpsource.file.rejected",
+    "deleted": "ftpsource.file.deleted",
+}
+_FORMAT = JSONFormat()
+
+
+class SourceInfo:
+    """What an event needs to know about its source: id, display URL (no secrets), algorithm."""
+
+    __slots__ = ("algorithm", "source_id", "url")
+
+    def __init__(self, source_id: str, url: str, algorithm: str | None) -> None:
+        self.source_id = source_id
+        self.url = url.rstrip("/")
+        self.algorithm = algorithm
+
+    def file_url(self, path: str) -> str:
+        return f"{self.url}/{quote(path, safe='/')}"
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def event_id(source_id: str, spec: EventSpec) -> str:
+    """Deterministic per file version (or per expected period for ``missing``)."""
+    if spec.type == "missing":
+        key = f"{source_id}\0missing\0{spec.path}\0{spec.period}"
+    else:
+        ident = version_identity(spec.checksum, spec.size, spec.mtime)
+        key = f"{source_id}\0{spec.type}\0{spec.path}\0{spec.generation}\0{ident}"
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def _checksum(info: SourceInfo, value: str | None, method: str | None) -> dict[str, str] | None:
+    if value is None or info.algorithm is None:
+        return None
+    return {"algorithm": info.algorithm, "value": value, "method": method or "download"}
+
+
+def _data(info: SourceInfo, spec: EventSpec) -> dict[str, Any]:
+    if spec.type == "missing":
+        return {
+            "source_id": info.source_id,
+            "expected_path": spec.path,
+            "period": spec.period,
+            "deadline": rfc3339(spec.deadline),
+        }
+    data: dict[str, Any] = {
+        "source_id": info.source_id,
+        "url": info.file_url(spec.path),
+        "path": spec.path,
+        "name": posixpath.basename(spec.path),
+        "size": spec.size,
+        "mtime": rfc3339(spec.mtime),
+        "checksum": _checksum(info, spec.checksum, spec.checksum_method),
+    }
+    if spec.type == "deleted":
+        data["generation"] = spec.generation
+        return data
+    previous = None
+    if spec.previous is not None:
+        prev_sum, prev_size, prev_mtime = spec.previous
+        previous = {
+            "checksum": (
+                {"algorithm": info.algorithm, "value": prev_sum} if prev_sum and info.algorithm else None
+            ),
+            "size": prev_size,
+            "mtime": rfc3339(prev_mtime),
+        }
+    data.update(
+        reason=spec.reason,
+        generation=spec.generation,
+        previous=previous,
+        late=spec.late,
+        deadline=rfc3339(spec.deadline),
+        first_seen=rfc3339(spec.first_seen),
+        stable_since=rfc3339(spec.stable_since),
+    )
+    if spec.type == "rejected":
+        data["problem"] = spec.problem
+    return data
+
+
+def encode_event(info: SourceInfo, spec: EventSpec) -> tuple[str, bytes]:
+    """Return ``(id, payload)`` for one decided event."""
+    eid = event_id(info.source_id, spec)
+    attributes: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": eid,
+        "source": info.url,
+        "type": EVENT_TYPES[spec.type],
+        "subject": spec.path,
+        "time": datetime.fromtimestamp(spec.at, UTC),
+        "datacontenttype": "application/json",
+    }
+    return eid, _FORMAT.write(CloudEvent(attributes, _data(info, spec)))

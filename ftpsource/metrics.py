@@ -1,0 +1,102 @@
+"""Prometheus metrics (prefix ``ftpsource_``) and the HTTP endpoint for /metrics, /healthz, /readyz.
+
+Labels carry source ids and event types only: never URLs with users, paths or anything secret.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+__all__ = ["Metrics", "MetricsServer"]
+
+
+class Metrics:
+    """Every metric ftpsource exports, on its own registry (so tests can make fresh ones)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter(
+            "ftpsource_events_total", "Events committed to the outbox.", ["source", "type", "reason"], registry=r
+        )
+        self.polls = Counter("ftpsource_polls_total", "Polls by outcome.", ["source", "outcome"], registry=r)
+        self.poll_duration = Histogram(
+            "ftpsource_poll_duration_seconds", "Time to list and decide one poll.", ["source"], registry=r,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        )
+        self.files_tracked = Gauge("ftpsource_files_tracked", "Files currently tracked.", ["source"], registry=r)
+        self.files_pending = Gauge(
+            "ftpsource_files_pending", "Files seen but not yet complete.", ["source"], registry=r
+        )
+        self.bytes_hashed = Counter(
+            "ftpsource_bytes_hashed_total", "Bytes read to hash or verify.", ["source"], registry=r
+        )
+        self.detection_latency = Histogram(
+            "ftpsource_detection_latency_seconds", "From first seen to ready event committed.", ["source"],
+            registry=r, buckets=(0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+        )
+        self.outbox_pending = Gauge(
+            "ftpsource_outbox_pending", "Events decided but not yet written to a stream.", ["source"], registry=r
+        )
+        self.source_errors = Counter(
+            "ftpsource_source_errors_total", "Adapter and state errors by kind.", ["source", "kind"], registry=r
+        )
+        self.streams_active = Gauge("ftpsource_streams_active", "Open StartEventSource streams.", registry=r)
+        self.last_ok_poll = Gauge(
+            "ftpsource_last_successful_poll_timestamp_seconds", "Unix time of the last complete poll.", ["source"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsServer:
+    """A small threaded HTTP server: /metrics, /healthz (process alive), /readyz (``ready()`` true)."""
+
+    def __init__(self, host: str, port: int, metrics: Metrics, ready: Callable[[], bool]) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server naming
+                if self.path.split("?")[0] == "/metrics":
+                    self._send(200, outer.metrics.render(), CONTENT_TYPE_LATEST)
+                elif self.path == "/healthz":
+                    self._send(200, b"ok\n")
+                elif self.path == "/readyz":
+                    ok = outer.ready()
+                    self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+                else:
+                    self._send(404, b"not found\n")
+
+            def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - silence access logs
+                return
+
+        self.metrics = metrics
+        self.ready = ready
+        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="ftpsource-metrics", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()

@@ -1,0 +1,251 @@
+"""The gRPC layer: Argo's ``generic.Eventing/StartEventSource``, auth, supersede, health, shutdown.
+
+Thin on purpose: it parses the request, authorises it, and hands the stream to a ``Watcher``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from ._proto import generic_pb2, generic_pb2_grpc
+from .config import ServerSettings, parse_source_config
+from .credentials import load_credentials
+from .errors import ConfigError, PermanentSourceError, StateError
+from .metrics import Metrics, MetricsServer
+from .store import AsyncStore, OutboxRow
+from .watcher import Watcher, run_session
+
+__all__ = ["App", "EventingServicer", "serve", "start_server"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "generic.Eventing"
+# Notice dead clients (Argo pods that vanished without closing) within about a minute.
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+]
+
+
+@dataclass(eq=False)
+class _Session:
+    source_id: str
+    superseded: bool = False
+    task: asyncio.Task[None] | None = None
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Sessions:
+    """At most one live stream per source id; a newer one supersedes the older."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, _Session] = {}
+
+    async def open(self, source_id: str) -> _Session:
+        new = _Session(source_id)
+        old = self._by_id.get(source_id)
+        self._by_id[source_id] = new
+        if old is not None:
+            old.superseded = True
+            if old.task is not None:
+                old.task.cancel()
+            await old.finished.wait()  # the old watcher must stop before the new one reads state
+        return new
+
+    def close(self, session: _Session) -> None:
+        if self._by_id.get(session.source_id) is session:
+            del self._by_id[session.source_id]
+        session.finished.set()
+
+    def all(self) -> list[_Session]:
+        return list(self._by_id.values())
+
+
+class App:
+    """Process-wide state shared by every stream."""
+
+    def __init__(self, settings: ServerSettings, store: AsyncStore, metrics: Metrics) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.sessions = Sessions()
+        self.serving = False
+        self._token: str | None = None
+        if settings.auth_token_file is not None:
+            self._token = self._read_token(settings.auth_token_file)
+
+    @staticmethod
+    def _read_token(path: Path) -> str:
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError([f"--auth-token-file: cannot read {path} ({exc.strerror})"]) from None
+        if not token:
+            raise ConfigError([f"--auth-token-file: {path} is empty"])
+        return token
+
+    def current_token(self) -> str | None:
+        """The token file is re-read on each call so a rotated Secret applies without a restart."""
+        path = self.settings.auth_token_file
+        if path is None:
+            return None
+        with contextlib.suppress(ConfigError):
+            self._token = self._read_token(path)
+        return self._token
+
+    def authorized(self, metadata: Any) -> bool:
+        token = self.current_token()
+        if token is None:
+            return True
+        presented = ""
+        for key, value in metadata or ():
+            if key.lower() == "authorization":
+                presented = value if isinstance(value, str) else value.decode("utf-8", "replace")
+        expected = f"Bearer {token}"
+        return hmac.compare_digest(presented.encode(), expected.encode())
+
+
+class EventingServicer(generic_pb2_grpc.EventingServicer):  # type: ignore[misc]
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def StartEventSource(  # noqa: N802 - gRPC method name
+        self, request: generic_pb2.EventSource, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        app = self.app
+        if not app.authorized(context.invocation_metadata()):
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+        try:
+            config = parse_source_config(request.config)
+            credentials = load_credentials(app.settings.credentials_dir, config.credentials)
+        except ConfigError as exc:
+            log.warning("rejected config for %r: %s", request.name, exc)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        source_id = config.source_id(request.name)
+        extra = {"source": source_id}
+        session = await app.sessions.open(source_id)
+        watcher = Watcher(config, source_id, app.store, credentials, app.metrics)
+        name = request.name
+
+        async def write(row: OutboxRow) -> None:
+            await context.write(generic_pb2.Event(name=name, payload=row.payload))
+
+        app.metrics.streams_active.inc()
+        log.info("stream opened for %s", config.display_url, extra=extra)
+        task = asyncio.create_task(run_session(watcher, write), name=f"session {source_id}")
+        session.task = task
+        try:
+            await asyncio.wait({task})
+        finally:
+            if not task.done():  # the client went away: our own task was cancelled
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            app.metrics.streams_active.dec()
+            app.sessions.close(session)
+            log.info("stream closed", extra=extra)
+        if session.superseded:
+            await context.abort(grpc.StatusCode.ABORTED, f"source {source_id}: superseded by a newer stream")
+        if task.cancelled():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down")
+        exc = task.exception()
+        if isinstance(exc, PermanentSourceError):
+            log.error("source failed: %s", exc, extra=extra)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"source {source_id}: {exc}")
+        if isinstance(exc, StateError):
+            log.error("state store failed: %s", exc, extra=extra)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        if exc is not None:
+            log.error("stream failed", exc_info=exc, extra=extra)
+            await context.abort(grpc.StatusCode.INTERNAL, f"source {source_id}: internal error: {exc!r}")
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    app: App
+    health: health.aio.HealthServicer
+    metrics_server: MetricsServer | None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics_server.port if self.metrics_server else None
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking streams, end the live ones, wait at most ``grace``, then release the store."""
+        self.app.serving = False
+        await self.health.enter_graceful_shutdown()
+        for session in self.app.sessions.all():
+            if session.task is not None:
+                session.task.cancel()
+        await self.server.stop(grace)
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        self.app.store.close()
+
+
+def _split_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+async def start_server(settings: ServerSettings, metrics: Metrics | None = None) -> RunningServer:
+    """Open the store and start gRPC (and metrics) listeners. Raises ``StateError``/``ConfigError``."""
+    metrics = metrics or Metrics()
+    store = AsyncStore.open(settings.state)
+    app = App(settings, store, metrics)
+    server = grpc.aio.server(options=KEEPALIVE_OPTIONS)
+    generic_pb2_grpc.add_EventingServicer_to_server(EventingServicer(app), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if settings.tls_cert and settings.tls_key:
+        creds = grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())])
+        port = server.add_secure_port(settings.listen, creds)
+    else:
+        port = server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise ConfigError([f"--listen: cannot listen on {settings.listen}"])
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    app.serving = True
+    metrics_server = None
+    if settings.metrics_listen:
+        host, mport = _split_hostport(settings.metrics_listen)
+        try:
+            metrics_server = MetricsServer(host, mport, metrics, ready=lambda: app.serving)
+        except OSError as exc:
+            await server.stop(None)
+            raise ConfigError([f"--metrics-listen: cannot listen on {settings.metrics_listen} ({exc.strerror})"]) from None
+        metrics_server.start()
+    log.info("serving gRPC on port %d", port)
+    return RunningServer(server, port, app, health_servicer, metrics_server)
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Run until SIGTERM/SIGINT, then shut down within ``settings.grace_s``."""
+    running = await start_server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down (grace %.0fs)", settings.grace_s)
+    t0 = time.monotonic()
+    await running.stop(settings.grace_s)
+    log.info("stopped in %.1fs", time.monotonic() - t0)

@@ -1,0 +1,359 @@
+"""The only module that touches SQLite: sources, file records, the outbox and expectations.
+
+Durability model: each decision (file records + the events it produced) is committed in ONE
+transaction before anything is streamed; a stream reads undelivered rows from the outbox and marks
+them delivered after writing them. So a crash at any point either loses nothing (undelivered rows are
+sent on the next stream) or re-sends the few rows written but not yet marked.
+
+The database uses WAL with ``synchronous=FULL``. It must live on a local filesystem: SQLite's locking
+and WAL need a real local disk, not NFS/SMB.
+
+All methods are synchronous; ``AsyncStore`` runs them on one dedicated thread, so there is exactly one
+connection and one writer and the event loop never blocks on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+from .detect import FileRecord, State
+from .errors import StateError
+
+__all__ = ["AsyncStore", "Expectation", "HistoryRow", "NewEvent", "OutboxRow", "SourceRow", "Store"]
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sources (
+    id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    first_start REAL NOT NULL,
+    last_poll REAL,
+    last_ok_poll REAL,
+    last_error TEXT,
+    initialized REAL
+);
+CREATE TABLE IF NOT EXISTS files (
+    source_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    state TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    stable_since REAL NOT NULL,
+    generation INTEGER NOT NULL,
+    ready_checksum TEXT,
+    ready_size INTEGER,
+    ready_mtime REAL,
+    problem TEXT,
+    problem_since REAL,
+    checked TEXT,
+    PRIMARY KEY (source_id, path)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    source_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    path TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created REAL NOT NULL,
+    delivered REAL
+);
+CREATE INDEX IF NOT EXISTS outbox_undelivered ON outbox (source_id, seq) WHERE delivered IS NULL;
+CREATE INDEX IF NOT EXISTS outbox_path ON outbox (source_id, path);
+CREATE TABLE IF NOT EXISTS expectations (
+    source_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    period TEXT NOT NULL,
+    path TEXT NOT NULL,
+    deadline REAL NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY (source_id, rule, period)
+) WITHOUT ROWID;
+"""
+
+_FILE_COLUMNS = (
+    "path, size, mtime, state, first_seen, stable_since, generation, ready_checksum, ready_size, "
+    "ready_mtime, problem, problem_since, checked"
+)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    seq: int
+    event_id: str
+    type: str
+    path: str
+    payload: bytes
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    seq: int
+    event_id: str
+    type: str
+    created: float
+    delivered: float | None
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRow:
+    id: str
+    url: str
+    first_start: float
+    last_poll: float | None
+    last_ok_poll: float | None
+    last_error: str | None
+    files: int
+    pending: int
+    undelivered: int
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    rule: str
+    period: str
+    path: str
+    deadline: float
+    state: str  # open | met | missing
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    event_id: str
+    type: str
+    path: str
+    payload: bytes
+
+
+def _record_row(source_id: str, r: FileRecord) -> tuple[Any, ...]:
+    return (
+        source_id, r.path, r.size, r.mtime, r.state.value, r.first_seen, r.stable_since, r.generation,
+        r.ready_checksum, r.ready_size, r.ready_mtime, r.problem, r.problem_since, r.checked,
+    )
+
+
+def _to_record(r: tuple[Any, ...]) -> FileRecord:
+    return FileRecord(
+        path=r[0], size=r[1], mtime=r[2], state=State(r[3]), first_seen=r[4], stable_since=r[5],
+        generation=r[6], ready_checksum=r[7], ready_size=r[8], ready_mtime=r[9], problem=r[10],
+        problem_since=r[11], checked=r[12],
+    )
+
+
+def _describe(exc: sqlite3.Error, path: Path) -> str:
+    text = str(exc)
+    if "disk is full" in text or "database or disk is full" in text:
+        return f"state store {path}: disk full; nothing was recorded, will retry"
+    if "readonly" in text or "unable to open" in text:
+        return f"state store {path}: cannot write ({text}); check the directory exists and is writable"
+    if "not a database" in text:
+        return f"state store {path}: file is not an ftpsource SQLite database"
+    return f"state store {path}: {text}"
+
+
+class Store:
+    """Synchronous SQLite access. Use ``AsyncStore`` from async code."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        if not parent.is_dir():
+            raise StateError(f"state store {self.path}: directory {parent} does not exist")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise StateError(f"state store {self.path}: directory {parent} is not writable")
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise StateError(
+                    f"state store {self.path}: written by a newer ftpsource (schema {row[0]}); upgrade ftpsource"
+                )
+        except sqlite3.Error as exc:
+            raise StateError(_describe(exc, self.path)) from None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StateError(_describe(exc, self.path)) from None
+
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, tuple(args)).fetchall()
+            except sqlite3.Error as exc:
+                raise StateError(_describe(exc, self.path)) from None
+
+    # sources -----------------------------------------------------------------------------------
+    def begin_source(self, source_id: str, url: str, now: float) -> tuple[bool, float]:
+        """Register a source. Returns ``(first_start, first_start_time)``; ``first_start`` stays true
+        until a first poll has been committed (``commit(..., initialized=True)``)."""
+        with self._tx() as db:
+            row = db.execute("SELECT first_start, initialized FROM sources WHERE id=?", (source_id,)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO sources (id, url, first_start) VALUES (?, ?, ?)", (source_id, url, now))
+                return True, now
+            db.execute("UPDATE sources SET url=? WHERE id=?", (url, source_id))
+            return row[1] is None, float(row[0])
+
+    def record_poll(self, source_id: str, at: float, ok: bool, error: str | None = None) -> None:
+        with self._tx() as db:
+            if ok:
+                db.execute(
+                    "UPDATE sources SET last_poll=?, last_ok_poll=?, last_error=NULL WHERE id=?",
+                    (at, at, source_id),
+                )
+            else:
+                db.execute("UPDATE sources SET last_poll=?, last_error=? WHERE id=?", (at, error, source_id))
+
+    def list_sources(self) -> list[SourceRow]:
+        rows = self._query(
+            "SELECT s.id, s.url, s.first_start, s.last_poll, s.last_ok_poll, s.last_error,"
+            " (SELECT COUNT(*) FROM files f WHERE f.source_id=s.id AND f.state != 'deleted'),"
+            " (SELECT COUNT(*) FROM files f WHERE f.source_id=s.id AND f.state = 'pending'),"
+            " (SELECT COUNT(*) FROM outbox o WHERE o.source_id=s.id AND o.delivered IS NULL)"
+            " FROM sources s ORDER BY s.id"
+        )
+        return [SourceRow(*r) for r in rows]
+
+    # files ---------------------------------------------------------------------------------------
+    def load_records(self, source_id: str) -> dict[str, FileRecord]:
+        rows = self._query(f"SELECT {_FILE_COLUMNS} FROM files WHERE source_id=?", (source_id,))
+        return {r[0]: _to_record(r) for r in rows}
+
+    def get_record(self, source_id: str, path: str) -> FileRecord | None:
+        rows = self._query(f"SELECT {_FILE_COLUMNS} FROM files WHERE source_id=? AND path=?", (source_id, path))
+        return _to_record(rows[0]) if rows else None
+
+    def commit(
+        self,
+        source_id: str,
+        upserts: Iterable[FileRecord] = (),
+        removals: Iterable[str] = (),
+        events: Iterable[NewEvent] = (),
+        now: float = 0.0,
+        expectations: Iterable[Expectation] = (),
+        initialized: bool = False,
+    ) -> int:
+        """Persist one decision atomically. Returns the number of events added to the outbox."""
+        events = list(events)
+        with self._tx() as db:
+            db.executemany(
+                f"INSERT OR REPLACE INTO files (source_id, {_FILE_COLUMNS}) VALUES ({','.join('?' * 14)})",
+                (_record_row(source_id, r) for r in upserts),
+            )
+            db.executemany("DELETE FROM files WHERE source_id=? AND path=?", ((source_id, p) for p in removals))
+            db.executemany(
+                "INSERT INTO outbox (source_id, event_id, type, path, payload, created) VALUES (?,?,?,?,?,?)",
+                ((source_id, e.event_id, e.type, e.path, e.payload, now) for e in events),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO expectations VALUES (?,?,?,?,?,?)",
+                ((source_id, x.rule, x.period, x.path, x.deadline, x.state) for x in expectations),
+            )
+            if initialized:
+                db.execute("UPDATE sources SET initialized=? WHERE id=? AND initialized IS NULL", (now, source_id))
+        return len(events)
+
+    # outbox --------------------------------------------------------------------------------------
+    def undelivered(self, source_id: str, limit: int = 256) -> list[OutboxRow]:
+        rows = self._query(
+            "SELECT seq, event_id, type, path, payload, created FROM outbox"
+            " WHERE source_id=? AND delivered IS NULL ORDER BY seq LIMIT ?",
+            (source_id, limit),
+        )
+        return [OutboxRow(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows]
+
+    def mark_delivered(self, seqs: Iterable[int], now: float) -> None:
+        with self._tx() as db:
+            db.executemany("UPDATE outbox SET delivered=? WHERE seq=?", ((now, s) for s in seqs))
+
+    def undelivered_count(self, source_id: str) -> int:
+        return int(
+            self._query("SELECT COUNT(*) FROM outbox WHERE source_id=? AND delivered IS NULL", (source_id,))[0][0]
+        )
+
+    def history(self, source_id: str, path: str) -> list[HistoryRow]:
+        rows = self._query(
+            "SELECT seq, event_id, type, created, delivered, payload FROM outbox"
+            " WHERE source_id=? AND path=? ORDER BY seq",
+            (source_id, path),
+        )
+        return [HistoryRow(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
+
+    def forget(self, source_id: str, path: str | None = None) -> int:
+        """Forget a path (or a whole source) so it is reported again. Returns how many records went."""
+        with self._tx() as db:
+            if path is None:
+                n = db.execute("DELETE FROM files WHERE source_id=?", (source_id,)).rowcount
+                db.execute("DELETE FROM expectations WHERE source_id=?", (source_id,))
+                db.execute("DELETE FROM sources WHERE id=?", (source_id,))
+                db.execute("UPDATE outbox SET delivered=COALESCE(delivered, -1) WHERE source_id=?", (source_id,))
+            else:
+                n = db.execute("DELETE FROM files WHERE source_id=? AND path=?", (source_id, path)).rowcount
+        return int(n)
+
+    # expectations ----------------------------------------------------------------------------------
+    def load_expectations(self, source_id: str) -> list[Expectation]:
+        rows = self._query(
+            "SELECT rule, period, path, deadline, state FROM expectations WHERE source_id=? ORDER BY deadline",
+            (source_id,),
+        )
+        return [Expectation(*r) for r in rows]
+
+
+class AsyncStore:
+    """Runs ``Store`` calls on one dedicated thread."""
+
+    def __init__(self, store: Store) -> None:
+        self.sync = store
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftpsource-store")
+
+    @classmethod
+    def open(cls, path: Path) -> AsyncStore:
+        return cls(Store(path))
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.sync.close()

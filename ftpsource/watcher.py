@@ -1,0 +1,279 @@
+"""The per-source loop: list -> decide -> verify/hash -> commit (records + outbox) -> stream.
+
+``Watcher.run`` polls and decides; ``Watcher.deliver`` streams the outbox. They share nothing but the
+store and an ``asyncio.Event`` that says "the outbox grew", so a slow or absent client never stalls
+detection, and a crash between the two loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from .config import SourceConfig
+from .credentials import Credentials
+from .detect import EventSpec, FileRecord, Policy, State, VerifyOutcome, VerifyRequest, after_verify, plan_poll
+from .errors import FileVanished, PermanentSourceError, SourceError, StateError
+from .events import SourceInfo, encode_event
+from .formats import verifier_for
+from .metrics import Metrics
+from .sources.base import Digest, Entry, Source, adapter_for
+from .store import AsyncStore, NewEvent, OutboxRow
+from .verify import build_verifier
+
+__all__ = ["Backoff", "Watcher", "run_session"]
+
+log = logging.getLogger(__name__)
+
+VERIFY_BATCH = 64
+DELIVER_BATCH = 32
+MIN_RESCAN_S = 0.25
+
+Clock = Callable[[], float]
+
+
+class Backoff:
+    """Exponential backoff with full jitter, capped."""
+
+    def __init__(self, base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None) -> None:
+        self.base, self.cap, self.attempt = base, cap, 0
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        delay = min(self.cap, self.base * 2**self.attempt)
+        self.attempt += 1
+        return self._rng.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Watcher:
+    """Runs one source: polling, decisions and the outbox for ``source_id``."""
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        source_id: str,
+        store: AsyncStore,
+        credentials: Credentials,
+        metrics: Metrics,
+        *,
+        clock: Clock = time.time,
+        adapter_factory: Callable[..., Source] = adapter_for,
+    ) -> None:
+        self.config = config
+        self.source_id = source_id
+        self.store = store
+        self.credentials = credentials
+        self.metrics = metrics
+        self.clock = clock
+        self.policy = Policy.from_config(config)
+        self.info = SourceInfo(source_id, config.display_url, self.policy.checksum)
+        self.records: dict[str, FileRecord] = {}
+        self.outbox_changed = asyncio.Event()
+        self.polled = asyncio.Event()  # set after each complete poll (tests and `check` wait on it)
+        self._adapter_factory = adapter_factory
+        self._log_extra = {"source": source_id}
+        self._verify_slots = asyncio.Semaphore(config.max_connections)
+
+    # detection -------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Poll forever. Raises ``PermanentSourceError`` when retrying cannot help."""
+        store = self.store
+        first_start, _ = await store.run(store.sync.begin_source, self.source_id, self.info.url, self.clock())
+        self.records = await store.run(store.sync.load_records, self.source_id)
+        await self._refresh_outbox_gauge()
+        backoff = Backoff()
+        async with self._adapter_factory(self.config, self.credentials, self.policy.path_filter) as src:
+            while True:
+                started = self.clock()
+                try:
+                    next_due = await self.poll_once(src, first_start=first_start)
+                    first_start = False
+                    backoff.reset()
+                    delay = self.config.poll_interval_s - (self.clock() - started)
+                    if next_due is not None:
+                        delay = min(delay, next_due - self.clock())
+                    delay = max(delay, MIN_RESCAN_S)
+                except PermanentSourceError as exc:
+                    self._count_error(exc.kind)
+                    await self._record_poll(False, str(exc))
+                    raise
+                except (SourceError, StateError) as exc:
+                    kind = exc.kind if isinstance(exc, SourceError) else "state"
+                    self._count_error(kind)
+                    delay = backoff.next()
+                    log.warning("poll failed (%s), retrying in %.1fs", exc, delay, extra=self._log_extra)
+                    with contextlib.suppress(StateError):
+                        await self._record_poll(False, str(exc))
+                await src.wait_for_change(delay)
+
+    async def poll_once(self, src: Source, *, first_start: bool = False) -> float | None:
+        """One complete poll. Returns when the next pending file becomes due, if any."""
+        sid = self.source_id
+        t0 = time.perf_counter()
+        try:
+            listing = await src.list()
+        except SourceError:
+            self.metrics.polls.labels(sid, "error").inc()
+            raise
+        for warning in listing.warnings:
+            log.warning("listing: %s", warning, extra=self._log_extra)
+        now = self.clock()
+        plan = plan_poll(
+            listing.entries, self.records, now, self.policy, first_start=first_start,
+            unlisted_dirs=listing.unlisted_dirs,
+        )
+        await self._commit(plan.upserts, plan.removals, plan.events, now, initialized=first_start)
+        self.metrics.poll_duration.labels(sid).observe(time.perf_counter() - t0)
+
+        next_due = plan.next_due
+        for i in range(0, len(plan.verify), VERIFY_BATCH):
+            batch = plan.verify[i : i + VERIFY_BATCH]
+            outcomes = await asyncio.gather(*(self._verify(src, req) for req in batch))
+            done = [o for o in outcomes if o is not None]
+            now = self.clock()
+            await self._commit(
+                [o.record for o in done], (), [o.event for o in done if o.event is not None], now
+            )
+            for o in done:
+                rec = o.record
+                if rec.state is State.PENDING and rec.problem_since is not None:
+                    due = rec.problem_since + self.policy.reject_after_s
+                    next_due = due if next_due is None else min(next_due, due)
+                elif rec.state is State.PENDING:
+                    due = now + self.policy.stable_for_s
+                    next_due = due if next_due is None else min(next_due, due)
+
+        pending = sum(1 for r in self.records.values() if r.state is State.PENDING)
+        tracked = sum(1 for r in self.records.values() if r.state is not State.DELETED)
+        self.metrics.files_pending.labels(sid).set(pending)
+        self.metrics.files_tracked.labels(sid).set(tracked)
+        self.metrics.polls.labels(sid, "ok").inc()
+        await self._record_poll(True)
+        self.polled.set()
+        return next_due
+
+    async def _verify(self, src: Source, req: VerifyRequest) -> VerifyOutcome | None:
+        path = req.record.path
+        extra = {"source": self.source_id, "path": path}
+        policy = self.policy
+        async with self._verify_slots:
+            sidecar_problem: str | None = None
+            verifier = verifier_for(path) if policy.validate else None
+            digest: Digest | None = None
+            after: Entry | None = None
+            try:
+                if req.sidecar_path is not None:
+                    try:
+                        content = await src.read_small(req.sidecar_path)
+                    except FileVanished:
+                        content = None
+                    verifier, sidecar_problem = build_verifier(verifier, content, path, req.sidecar_path)
+                    if sidecar_problem:
+                        log.warning("sidecar %s: %s", req.sidecar_path, sidecar_problem, extra=extra)
+                try:
+                    digest = await src.digest(path, policy.checksum, verifier, req.entry.size)
+                except FileVanished as exc:
+                    log.info("changed while being read, pending again: %s", exc, extra=extra)
+                after = await src.stat(path)
+            except SourceError as exc:
+                self._count_error(exc.kind)
+                log.warning("verification failed, will retry: %s", exc, extra=extra)
+                return None
+        if digest is not None and digest.method != "server":
+            self.metrics.bytes_hashed.labels(self.source_id).inc(digest.size)
+        outcome = after_verify(req, digest, after, self.clock(), policy, sidecar_problem=sidecar_problem)
+        if outcome.record.problem and outcome.event is None:
+            log.warning("not ready: %s", outcome.record.problem, extra=extra)
+        return outcome
+
+    async def _commit(
+        self,
+        upserts: Sequence[FileRecord],
+        removals: Sequence[str],
+        events: Sequence[EventSpec],
+        now: float,
+        *,
+        initialized: bool = False,
+    ) -> None:
+        if not (upserts or removals or events or initialized):
+            return
+        encoded = []
+        for spec in events:
+            eid, payload = encode_event(self.info, spec)
+            encoded.append(NewEvent(eid, spec.type, spec.path, payload))
+        store = self.store
+        await store.run(
+            store.sync.commit, self.source_id, upserts, removals, encoded, now, initialized=initialized
+        )
+        # Only after the commit succeeded does memory follow the database.
+        for rec in upserts:
+            self.records[rec.path] = rec
+        for path in removals:
+            self.records.pop(path, None)
+        for spec in events:
+            self.metrics.events.labels(self.source_id, f"ftpsource.file.{spec.type}", spec.reason or "").inc()
+            if spec.type == "ready":
+                self.metrics.detection_latency.labels(self.source_id).observe(max(0.0, now - spec.first_seen))
+                log.info(
+                    "ready: %s generation %d", spec.reason, spec.generation,
+                    extra={"source": self.source_id, "path": spec.path},
+                )
+            else:
+                log.info("%s", spec.type, extra={"source": self.source_id, "path": spec.path})
+        if events:
+            await self._refresh_outbox_gauge()
+            self.outbox_changed.set()
+
+    async def _record_poll(self, ok: bool, error: str | None = None) -> None:
+        now = self.clock()
+        await self.store.run(self.store.sync.record_poll, self.source_id, now, ok, error)
+        if ok:
+            self.metrics.last_ok_poll.labels(self.source_id).set(now)
+
+    async def _refresh_outbox_gauge(self) -> None:
+        n = await self.store.run(self.store.sync.undelivered_count, self.source_id)
+        self.metrics.outbox_pending.labels(self.source_id).set(n)
+
+    def _count_error(self, kind: str) -> None:
+        self.metrics.source_errors.labels(self.source_id, kind).inc()
+
+    # delivery ----------------------------------------------------------------------------------------
+    async def deliver(self, write: Callable[[OutboxRow], Awaitable[None]]) -> None:
+        """Forever: write undelivered outbox rows in order, then mark them delivered.
+
+        A row is marked only after ``write`` returned, so a crash re-sends at most one batch.
+        """
+        store = self.store
+        while True:
+            self.outbox_changed.clear()
+            rows = await store.run(store.sync.undelivered, self.source_id, DELIVER_BATCH)
+            if not rows:
+                await self.outbox_changed.wait()
+                continue
+            for row in rows:
+                await write(row)
+            await store.run(store.sync.mark_delivered, [r.seq for r in rows], self.clock())
+            await self._refresh_outbox_gauge()
+
+
+async def run_session(watcher: Watcher, write: Callable[[OutboxRow], Awaitable[None]]) -> None:
+    """Run detection and delivery together until one fails (or the caller cancels)."""
+    tasks = [
+        asyncio.create_task(watcher.deliver(write), name=f"deliver {watcher.source_id}"),
+        asyncio.create_task(watcher.run(), name=f"watch {watcher.source_id}"),
+    ]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

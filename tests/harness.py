@@ -1,0 +1,183 @@
+"""Test harness: a real ftpsource gRPC server (in-process or as a subprocess) and a real gRPC client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+
+from ftpsource._proto import generic_pb2, generic_pb2_grpc
+from ftpsource.config import ServerSettings
+from ftpsource.metrics import Metrics
+from ftpsource.server import RunningServer, start_server
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.asynccontextmanager
+async def run_server(tmp: Path, **overrides: Any) -> AsyncIterator[RunningServer]:
+    """An in-process server on a free loopback port with its own state file."""
+    settings = ServerSettings(
+        listen="127.0.0.1:0",
+        metrics_listen="127.0.0.1:0",
+        state=overrides.pop("state", tmp / "state.db"),
+        **overrides,
+    )
+    running = await start_server(settings, Metrics())
+    try:
+        yield running
+    finally:
+        await running.stop(1.0)
+
+
+@dataclass
+class Stream:
+    """One StartEventSource call; events are parsed CloudEvent dicts, in arrival order."""
+
+    call: Any
+    channel: grpc.aio.Channel
+    events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    received: list[dict[str, Any]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+    status: grpc.StatusCode | None = None
+    details: str | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def _pump(self) -> None:
+        try:
+            async for msg in self.call:
+                event = json.loads(msg.payload)
+                event["_name"] = msg.name
+                self.received.append(event)
+                await self.events.put(event)
+            self.status = grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as exc:
+            self.status, self.details = exc.code(), exc.details()
+        except asyncio.CancelledError:
+            self.status = grpc.StatusCode.CANCELLED
+        finally:
+            self.ended.set()
+
+    async def next(self, timeout: float = 20.0) -> dict[str, Any]:
+        """The next event; fails the test if none arrives in ``timeout`` or the stream ends."""
+        get = asyncio.ensure_future(self.events.get())
+        end = asyncio.ensure_future(self.ended.wait())
+        done, _ = await asyncio.wait({get, end}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if get in done:
+            end.cancel()
+            return get.result()
+        get.cancel()
+        end.cancel()
+        if self.ended.is_set() and self.events.empty():
+            raise AssertionError(f"stream ended ({self.status}: {self.details}) while waiting for an event")
+        raise AssertionError(f"no event within {timeout}s; received so far: {[e['subject'] for e in self.received]}")
+
+    async def until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> dict[str, Any]:
+        """Events up to and including the first matching ``predicate``; returns that one."""
+        deadline = time.monotonic() + timeout
+        while True:
+            event = await self.next(max(0.01, deadline - time.monotonic()))
+            if predicate(event):
+                return event
+
+    async def wait_end(self, timeout: float = 20.0) -> grpc.StatusCode | None:
+        await asyncio.wait_for(self.ended.wait(), timeout)
+        return self.status
+
+    async def close(self) -> None:
+        self.call.cancel()
+        if self.task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await self.channel.close()
+
+
+async def open_stream(
+    port: int, config: dict[str, Any] | str | bytes, name: str = "files", token: str | None = None
+) -> Stream:
+    """Open a StartEventSource stream as Argo's client does (optionally with a bearer token)."""
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    stub = generic_pb2_grpc.EventingStub(channel)
+    if isinstance(config, dict):
+        config = yaml.safe_dump(config)
+    raw = config.encode() if isinstance(config, str) else config
+    metadata = (("authorization", f"Bearer {token}"),) if token is not None else None
+    call = stub.StartEventSource(generic_pb2.EventSource(name=name, config=raw), metadata=metadata)
+    stream = Stream(call, channel)
+    stream.task = asyncio.create_task(stream._pump())
+    return stream
+
+
+@contextlib.asynccontextmanager
+async def stream_to(port: int, config: dict[str, Any] | str, **kw: Any) -> AsyncIterator[Stream]:
+    stream = await open_stream(port, config, **kw)
+    try:
+        yield stream
+    finally:
+        await stream.close()
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    """Wait for a condition that has no event of its own to await."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class ServerProcess:
+    """``ftpsource serve`` as a real subprocess, for kill -9 and SIGTERM tests."""
+
+    def __init__(self, state: Path, log_path: Path, extra: list[str] | None = None) -> None:
+        self.state, self.log_path, self.extra = state, log_path, extra or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self, timeout: float = 20.0) -> int:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        start_at = self.log_path.stat().st_size
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ftpsource.cli", "serve", "--listen", "127.0.0.1:0",
+             "--metrics-listen", "", "--state", str(self.state), "--log-format", "json", *self.extra],
+            stdout=subprocess.DEVNULL, stderr=self._log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.log_path, "rb") as f:
+                f.seek(start_at)
+                text = f.read().decode("utf-8", "replace")
+            m = re.search(r"serving gRPC on port (\d+)", text)
+            if m:
+                self.port = int(m.group(1))
+                return self.port
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited early: {text}")
+            time.sleep(0.05)
+        raise AssertionError("server did not start")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._log.close()
+
+    def terminate(self, timeout: float = 20.0) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        rc = self.proc.wait(timeout)
+        self._log.close()
+        return rc
