@@ -161,7 +161,9 @@ def parse_url(value: str) -> ParsedURL:
     if scheme not in SCHEMES:
         raise ValueError(f"unsupported scheme {parts.scheme!r} in {value!r} (use file, ftp, ftps or sftp)")
     if parts.password is not None:
-        raise ValueError("a password in the URL is not allowed; put it in a credential set and name it in `credentials`")
+        raise ValueError(
+            "a password in the URL is not allowed; put it in a credential set and name it in `credentials`"
+        )
     if parts.query or parts.fragment:
         raise ValueError("query strings and fragments are not supported")
     path = unquote(parts.path) or "/"
@@ -230,7 +232,7 @@ class SourceConfig(BaseModel):
     @field_validator("host_key")
     @classmethod
     def _host_key(cls, value: str | None) -> str | None:
-        if value is not None and not (value.startswith("SHA256:") or value.startswith("MD5:")):
+        if value is not None and not value.startswith(("SHA256:", "MD5:")):
             raise ValueError("expected a fingerprint like 'SHA256:…' (ssh-keygen -lf key.pub)")
         return value
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from urllib.parse import quote
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent

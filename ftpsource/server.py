@@ -119,7 +119,7 @@ class App:
         return hmac.compare_digest(presented.encode(), expected.encode())
 
 
-class EventingServicer(generic_pb2_grpc.EventingServicer):  # type: ignore[misc]
+class EventingServicer(generic_pb2_grpc.EventingServicer):
     def __init__(self, app: App) -> None:
         self.app = app
 
@@ -162,16 +162,16 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.ABORTED, f"source {source_id}: superseded by a newer stream")
         if task.cancelled():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down")
-        exc = task.exception()
-        if isinstance(exc, PermanentSourceError):
-            log.error("source failed: %s", exc, extra=extra)
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"source {source_id}: {exc}")
-        if isinstance(exc, StateError):
-            log.error("state store failed: %s", exc, extra=extra)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        if exc is not None:
-            log.error("stream failed", exc_info=exc, extra=extra)
-            await context.abort(grpc.StatusCode.INTERNAL, f"source {source_id}: internal error: {exc!r}")
+        failure = task.exception()
+        if isinstance(failure, PermanentSourceError):
+            log.error("source failed: %s", failure, extra=extra)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"source {source_id}: {failure}")
+        if isinstance(failure, StateError):
+            log.error("state store failed: %s", failure, extra=extra)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(failure))
+        if failure is not None:
+            log.error("stream failed", exc_info=failure, extra=extra)
+            await context.abort(grpc.StatusCode.INTERNAL, f"source {source_id}: internal error: {failure!r}")
 
 
 @dataclass
@@ -210,7 +210,7 @@ async def start_server(settings: ServerSettings, metrics: Metrics | None = None)
     store = AsyncStore.open(settings.state)
     app = App(settings, store, metrics)
     server = grpc.aio.server(options=KEEPALIVE_OPTIONS)
-    generic_pb2_grpc.add_EventingServicer_to_server(EventingServicer(app), server)
+    generic_pb2_grpc.add_EventingServicer_to_server(EventingServicer(app), server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.tls_cert and settings.tls_key:
@@ -231,7 +231,8 @@ async def start_server(settings: ServerSettings, metrics: Metrics | None = None)
             metrics_server = MetricsServer(host, mport, metrics, ready=lambda: app.serving)
         except OSError as exc:
             await server.stop(None)
-            raise ConfigError([f"--metrics-listen: cannot listen on {settings.metrics_listen} ({exc.strerror})"]) from None
+            problem = f"--metrics-listen: cannot listen on {settings.metrics_listen} ({exc.strerror})"
+            raise ConfigError([problem]) from None
         metrics_server.start()
     log.info("serving gRPC on port %d", port)
     return RunningServer(server, port, app, health_servicer, metrics_server)

@@ -1,0 +1,334 @@
+"""The decision core, table-driven and property-based. Time is injected; nothing sleeps."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ftpsource.detect import (
+    EventSpec,
+    FileRecord,
+    Policy,
+    State,
+    after_verify,
+    plan_poll,
+)
+from ftpsource.paths import PathFilter, Template
+from ftpsource.sources.base import Digest, Entry
+
+S = 30.0  # stable_for in these tests
+
+
+def policy(**kw: object) -> Policy:
+    base: dict[str, object] = {"stable_for_s": S}
+    base.update(kw)
+    return Policy(**base)  # type: ignore[arg-type]
+
+
+@dataclass
+class Sim:
+    """A tiny in-memory 'filesystem' driven through the pure functions, as the watcher would."""
+
+    pol: Policy
+    files: dict[str, bytes]
+    mtimes: dict[str, float]
+    records: dict[str, FileRecord]
+    events: list[EventSpec]
+    first: bool = True
+
+    @classmethod
+    def new(cls, **kw: object) -> Sim:
+        return cls(policy(**kw), {}, {}, {}, [])
+
+    def write(self, path: str, content: bytes, t: float) -> None:
+        self.files[path] = content
+        self.mtimes[path] = t
+
+    def touch(self, path: str, t: float) -> None:
+        self.mtimes[path] = t
+
+    def entries(self) -> list[Entry]:
+        return [Entry(p, len(c), self.mtimes[p]) for p, c in self.files.items()]
+
+    def poll(self, now: float) -> list[EventSpec]:
+        plan = plan_poll(self.entries(), self.records, now, self.pol, first_start=self.first)
+        self.first = False
+        for r in plan.upserts:
+            self.records[r.path] = r
+        for p in plan.removals:
+            self.records.pop(p, None)
+        new = list(plan.events)
+        for req in plan.verify:
+            content = self.files.get(req.record.path)
+            if content is None:
+                outcome = after_verify(req, None, None, now, self.pol)
+            else:
+                algo = self.pol.checksum
+                value = hashlib.new(algo, content).hexdigest() if algo else None
+                digest = Digest(algo, value, "local", len(content))
+                after = Entry(req.record.path, len(content), self.mtimes[req.record.path])
+                outcome = after_verify(req, digest, after, now, self.pol)
+            self.records[outcome.record.path] = outcome.record
+            if outcome.event:
+                new.append(outcome.event)
+        self.events.extend(new)
+        return new
+
+
+def kinds(events: list[EventSpec]) -> list[tuple[str, str, str | None, int]]:
+    return [(e.type, e.path, e.reason, e.generation) for e in events]
+
+
+# --- table-driven scenarios ----------------------------------------------------------------------------
+# Each step: ("write", path, content, t) | ("touch", path, t) | ("delete", path) | ("poll", t, expected)
+SCENARIOS: dict[str, list[tuple[object, ...]]] = {
+    "new file waits for stable_for, then one event": [
+        ("write", "a", b"1", 0.0),
+        ("poll", 1.0, []),
+        ("poll", 1.0 + S - 0.1, []),
+        ("poll", 1.0 + S, [("ready", "a", "new", 1)]),
+        ("poll", 100.0, []),
+    ],
+    "growing file restarts the window": [
+        ("write", "a", b"1", 0.0),
+        ("poll", 1.0, []),
+        ("write", "a", b"12", 20.0),
+        ("poll", 21.0, []),
+        ("poll", 1.0 + S, []),
+        ("poll", 21.0 + S, [("ready", "a", "new", 1)]),
+    ],
+    "identical rewrite emits nothing": [
+        ("write", "a", b"same", 0.0),
+        ("poll", 0.0, []),
+        ("poll", S, [("ready", "a", "new", 1)]),
+        ("write", "a", b"same", 50.0),
+        ("poll", 50.0, []),
+        ("poll", 50.0 + S, []),
+    ],
+    "touch emits nothing": [
+        ("write", "a", b"x", 0.0),
+        ("poll", 0.0, []),
+        ("poll", S, [("ready", "a", "new", 1)]),
+        ("touch", "a", 60.0),
+        ("poll", 60.0, []),
+        ("poll", 60.0 + S, []),
+    ],
+    "new bytes are a reupload, generation 2": [
+        ("write", "a", b"v1", 0.0),
+        ("poll", 0.0, []),
+        ("poll", S, [("ready", "a", "new", 1)]),
+        ("write", "a", b"v2", 60.0),
+        ("poll", 60.0, []),
+        ("poll", 60.0 + S, [("ready", "a", "reupload", 2)]),
+    ],
+    "min_size holds back an empty file": [
+        ("write", "a", b"", 0.0),
+        ("poll", 0.0, []),
+        ("poll", 2 * S, []),
+        ("write", "a", b"data", 70.0),
+        ("poll", 70.0, []),
+        ("poll", 70.0 + S, [("ready", "a", "new", 1)]),
+    ],
+    "deleted then identical bytes again: nothing": [
+        ("write", "a", b"v1", 0.0),
+        ("poll", 0.0, []),
+        ("poll", S, [("ready", "a", "new", 1)]),
+        ("delete", "a"),
+        ("poll", 40.0, []),
+        ("write", "a", b"v1", 50.0),
+        ("poll", 50.0, []),
+        ("poll", 50.0 + S, []),
+    ],
+    "old mtime file added later is still reported": [
+        ("write", "new", b"n", 1000.0),
+        ("poll", 1000.0, []),
+        ("poll", 1000.0 + S, [("ready", "new", "new", 1)]),
+        ("write", "old", b"o", 5.0),
+        ("poll", 1100.0, []),
+        ("poll", 1100.0 + S, [("ready", "old", "new", 1)]),
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_scenario(name: str) -> None:
+    sim = Sim.new()
+    for step in SCENARIOS[name]:
+        op = step[0]
+        if op == "write":
+            sim.write(step[1], step[2], step[3])  # type: ignore[arg-type]
+        elif op == "touch":
+            sim.touch(step[1], step[2])  # type: ignore[arg-type]
+        elif op == "delete":
+            sim.files.pop(step[1])  # type: ignore[call-overload]
+        else:
+            assert kinds(sim.poll(step[1])) == step[2], f"{name}: at t={step[1]}"  # type: ignore[arg-type]
+
+
+def test_existing_skip_records_without_emitting_but_reports_later_changes() -> None:
+    sim = Sim.new(existing="skip")
+    sim.write("old", b"1", 0.0)
+    assert sim.poll(10.0) == []
+    assert sim.records["old"].state is State.SKIPPED
+    assert sim.poll(10.0 + S) == []
+    sim.write("fresh", b"2", 50.0)
+    sim.poll(50.0)
+    assert kinds(sim.poll(50.0 + S)) == [("ready", "fresh", "new", 1)]
+    sim.write("old", b"changed", 90.0)
+    sim.poll(90.0)
+    assert kinds(sim.poll(90.0 + S)) == [("ready", "old", "new", 1)]
+
+
+def test_existing_emit_reports_files_present_at_first_start() -> None:
+    sim = Sim.new(existing="emit")
+    sim.write("old", b"1", 0.0)
+    sim.poll(1000.0)
+    assert kinds(sim.poll(1000.0 + S)) == [("ready", "old", "new", 1)]
+
+
+def test_checksum_none_uses_size_and_mtime() -> None:
+    sim = Sim.new(checksum=None)
+    sim.write("a", b"1", 0.0)
+    sim.poll(0.0)
+    first = sim.poll(S)
+    assert kinds(first) == [("ready", "a", "new", 1)] and first[0].checksum is None
+    sim.touch("a", 100.0)  # without checksums a touch *is* a new version
+    sim.poll(100.0)
+    assert kinds(sim.poll(100.0 + S)) == [("ready", "a", "reupload", 2)]
+
+
+def test_changed_while_hashing_goes_back_to_pending() -> None:
+    pol = policy()
+    rec = FileRecord("a", 5, 1.0, State.PENDING, 0.0, 0.0)
+    plan = plan_poll([Entry("a", 5, 1.0)], {"a": rec}, 100.0, pol)
+    (req,) = plan.verify
+    digest = Digest("sha256", "x", "local", 5)
+    grown = Entry("a", 9, 101.0)
+    out = after_verify(req, digest, grown, 102.0, pol)
+    assert out.event is None
+    assert out.record.state is State.PENDING and out.record.stable_since == 102.0 and out.record.size == 9
+    vanished = after_verify(req, None, None, 102.0, pol)
+    assert vanished.event is None and vanished.record.state is State.PENDING
+
+
+def test_ready_event_fields() -> None:
+    sim = Sim.new()
+    sim.write("d/a.csv", b"v1", 0.0)
+    sim.poll(5.0)
+    (ev,) = sim.poll(5.0 + S)
+    assert (ev.first_seen, ev.stable_since, ev.size, ev.mtime) == (5.0, 5.0, 2, 0.0)
+    assert ev.previous is None
+    sim.write("d/a.csv", b"v2!", 100.0)
+    sim.poll(100.0)
+    (ev2,) = sim.poll(100.0 + S)
+    assert ev2.previous == (hashlib.sha256(b"v1").hexdigest(), 2, 0.0)
+
+
+def test_marker_releases_file_and_is_never_reported() -> None:
+    sim = Sim.new(marker=Template("{path}.done"))
+    sim.write("a.csv", b"data", 0.0)
+    sim.poll(0.0)
+    assert sim.poll(10 * S) == []  # stable for ages, but no marker
+    sim.write("a.csv.done", b"", 400.0)
+    assert kinds(sim.poll(401.0)) == [("ready", "a.csv", "new", 1)]  # the marker stands in for stability
+    assert "a.csv.done" not in sim.records
+
+
+def test_directory_marker_releases_every_file_in_that_directory() -> None:
+    sim = Sim.new(marker=Template("{dir}/_SUCCESS"))
+    for name in ("d/p1", "d/p2", "e/p3"):
+        sim.write(name, b"x" + name.encode(), 0.0)
+    sim.poll(0.0)
+    assert sim.poll(100.0) == []
+    sim.write("d/_SUCCESS", b"", 100.0)
+    assert sorted(e.path for e in sim.poll(101.0)) == ["d/p1", "d/p2"]
+
+
+def test_include_exclude() -> None:
+    sim = Sim.new(path_filter=PathFilter(["**/*.csv"], ["**/.*", "**/*.part"], True))
+    for p in ("a.csv", "d/b.csv", "c.txt", "d/x.csv.part", ".hidden.csv"):
+        sim.write(p, b"1", 0.0)
+    sim.poll(0.0)
+    assert sorted(e.path for e in sim.poll(S)) == ["a.csv", "d/b.csv"]
+
+
+def test_problem_waits_then_rejects_once() -> None:
+    pol = policy(reject_after_s=100.0)
+    rec = FileRecord("a.gz", 5, 1.0, State.PENDING, 0.0, 0.0)
+    entry = Entry("a.gz", 5, 1.0)
+    plan = plan_poll([entry], {"a.gz": rec}, S, pol)
+    (req,) = plan.verify
+    bad = Digest("sha256", "h", "local", 5, problem="truncated gzip")
+    waiting = after_verify(req, bad, entry, S, pol)
+    assert waiting.event is None and waiting.record.problem == "truncated gzip"
+    # Unchanged file: not re-verified, and rejected once reject_after has passed since the problem.
+    plan2 = plan_poll([entry], {"a.gz": waiting.record}, S + 50, pol)
+    assert plan2.verify == [] and plan2.events == [] and plan2.next_due == S + 100
+    plan3 = plan_poll([entry], {"a.gz": waiting.record}, S + 100, pol)
+    assert [e.type for e in plan3.events] == ["rejected"] and plan3.events[0].problem == "truncated gzip"
+    rejected = plan3.upserts[0]
+    assert plan_poll([entry], {"a.gz": rejected}, S + 500, pol).events == []
+    # A corrected upload after rejection becomes pending again and is reported as new.
+    fixed = Entry("a.gz", 9, 700.0)
+    plan4 = plan_poll([fixed], {"a.gz": rejected}, 700.0, pol)
+    assert plan4.upserts[0].state is State.PENDING and plan4.upserts[0].problem is None
+
+
+def test_partial_listing_dirs_are_not_deletions() -> None:
+    sim = Sim.new(deletes=True)
+    sim.write("d/a", b"1", 0.0)
+    sim.poll(0.0)
+    sim.poll(S)
+    plan = plan_poll([], sim.records, 100.0, sim.pol, unlisted_dirs=["d"])
+    assert plan.upserts == [] and plan.removals == [] and plan.events == []
+    plan = plan_poll([], sim.records, 100.0, sim.pol)
+    assert [e.type for e in plan.events] == ["deleted"]
+
+
+# --- property: for any writes and polls -------------------------------------------------------------
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("write"), st.sampled_from([b"A", b"B", b"CC"]), st.floats(0.1, 50.0)),
+        st.tuples(st.just("touch"), st.just(b""), st.floats(0.1, 50.0)),
+        st.tuples(st.just("poll"), st.just(b""), st.floats(0.1, 50.0)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops)
+def test_property_no_early_event_and_one_event_per_content_version(steps: list[tuple[str, bytes, float]]) -> None:
+    sim = Sim.new()
+    t = 0.0
+    last_change = None
+    emitted: list[bytes] = []
+    for op, content, dt in steps:
+        t += dt
+        if op == "write":
+            sim.write("f", content, t)
+            last_change = t
+        elif op == "touch" and "f" in sim.files:
+            sim.touch("f", t)
+            last_change = t
+        else:
+            for ev in sim.poll(t):
+                assert ev.type == "ready"
+                # never before the file has been unchanged for stable_for
+                assert last_change is not None and t - last_change >= S
+                emitted.append(sim.files["f"])
+    # settle: two polls far apart report the final content if it differs from the last reported
+    if sim.files:
+        for ev in sim.poll(t + 1) + sim.poll(t + 1 + S):
+            emitted.append(sim.files["f"])
+            assert ev.type == "ready"
+        assert emitted and emitted[-1] == sim.files["f"]
+    # exactly one event per distinct content version: never the same bytes twice in a row
+    assert all(a != b for a, b in zip(emitted, emitted[1:], strict=False))
+    gens = [e.generation for e in sim.events]
+    assert gens == list(range(1, len(gens) + 1))
