@@ -128,6 +128,7 @@ class EventSpec:
     period: str | None = None
     deadline: float | None = None
     late: bool = False
+    late_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +283,7 @@ def after_verify(
     sidecar_problem: str | None = None,
     deadline: float | None = None,
     late: bool = False,
+    late_seconds: float | None = None,
 ) -> VerifyOutcome:
     """Decide on a verified version.
 
@@ -325,5 +327,6 @@ def after_verify(
         checksum_method=digest.method if digest.value is not None else None,
         reason="new" if generation == 1 else "reupload", generation=generation, previous=previous,
         first_seen=rec.first_seen, stable_since=rec.stable_since, deadline=deadline, late=late,
+        late_seconds=late_seconds,
     )
     return VerifyOutcome(ready, event)

@@ -99,6 +99,7 @@ def _data(info: SourceInfo, spec: EventSpec) -> dict[str, Any]:
         generation=spec.generation,
         previous=previous,
         late=spec.late,
+        late_seconds=spec.late_seconds,
         deadline=rfc3339(spec.deadline),
         first_seen=rfc3339(spec.first_seen),
         stable_since=rfc3339(spec.stable_since),

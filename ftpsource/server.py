@@ -11,6 +11,7 @@ import hmac
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ class _Session:
     source_id: str
     superseded: bool = False
     task: asyncio.Task[None] | None = None
+    watcher: Watcher | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -78,10 +80,13 @@ class Sessions:
 class App:
     """Process-wide state shared by every stream."""
 
-    def __init__(self, settings: ServerSettings, store: AsyncStore, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: ServerSettings, store: AsyncStore, metrics: Metrics, clock: Callable[[], float] = time.time
+    ) -> None:
         self.settings = settings
         self.store = store
         self.metrics = metrics
+        self.clock = clock
         self.sessions = Sessions()
         self.serving = False
         self._token: str | None = None
@@ -97,6 +102,12 @@ class App:
         if not token:
             raise ConfigError([f"--auth-token-file: {path} is empty"])
         return token
+
+    def wake_all(self) -> None:
+        """Make every source re-evaluate now (after an injected clock jumped)."""
+        for session in self.sessions.all():
+            if session.watcher is not None:
+                session.watcher.wake()
 
     def current_token(self) -> str | None:
         """The token file is re-read on each call so a rotated Secret applies without a restart."""
@@ -138,7 +149,8 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
         source_id = config.source_id(request.name)
         extra = {"source": source_id}
         session = await app.sessions.open(source_id)
-        watcher = Watcher(config, source_id, app.store, credentials, app.metrics)
+        watcher = Watcher(config, source_id, app.store, credentials, app.metrics, clock=app.clock)
+        session.watcher = watcher
         name = request.name
 
         async def write(row: OutboxRow) -> None:
@@ -204,11 +216,16 @@ def _split_hostport(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-async def start_server(settings: ServerSettings, metrics: Metrics | None = None) -> RunningServer:
-    """Open the store and start gRPC (and metrics) listeners. Raises ``StateError``/``ConfigError``."""
+async def start_server(
+    settings: ServerSettings, metrics: Metrics | None = None, clock: Callable[[], float] = time.time
+) -> RunningServer:
+    """Open the store and start gRPC (and metrics) listeners. Raises ``StateError``/``ConfigError``.
+
+    ``clock`` is injectable so deadline tests take milliseconds instead of hours.
+    """
     metrics = metrics or Metrics()
     store = AsyncStore.open(settings.state)
-    app = App(settings, store, metrics)
+    app = App(settings, store, metrics, clock)
     server = grpc.aio.server(options=KEEPALIVE_OPTIONS)
     generic_pb2_grpc.add_EventingServicer_to_server(EventingServicer(app), server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()

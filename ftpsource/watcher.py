@@ -19,10 +19,11 @@ from .credentials import Credentials
 from .detect import EventSpec, FileRecord, Policy, State, VerifyOutcome, VerifyRequest, after_verify, plan_poll
 from .errors import FileVanished, PermanentSourceError, SourceError, StateError
 from .events import SourceInfo, encode_event
+from .expect import advance, match_arrival
 from .formats import verifier_for
 from .metrics import Metrics
 from .sources.base import Digest, Entry, Source, adapter_for
-from .store import AsyncStore, NewEvent, OutboxRow
+from .store import AsyncStore, Expectation, NewEvent, OutboxRow
 from .verify import build_verifier
 
 __all__ = ["Backoff", "Watcher", "run_session"]
@@ -75,6 +76,9 @@ class Watcher:
         self.policy = Policy.from_config(config)
         self.info = SourceInfo(source_id, config.display_url, self.policy.checksum)
         self.records: dict[str, FileRecord] = {}
+        self.expectations: dict[tuple[str, str], Expectation] = {}
+        self.first_start_at = 0.0
+        self._wake = asyncio.Event()
         self.outbox_changed = asyncio.Event()
         self.polled = asyncio.Event()  # set after each complete poll (tests and `check` wait on it)
         self._adapter_factory = adapter_factory
@@ -85,8 +89,13 @@ class Watcher:
     async def run(self) -> None:
         """Poll forever. Raises ``PermanentSourceError`` when retrying cannot help."""
         store = self.store
-        first_start, _ = await store.run(store.sync.begin_source, self.source_id, self.info.url, self.clock())
+        first_start, self.first_start_at = await store.run(
+            store.sync.begin_source, self.source_id, self.info.url, self.clock()
+        )
         self.records = await store.run(store.sync.load_records, self.source_id)
+        self.expectations = {
+            (x.rule, x.period): x for x in await store.run(store.sync.load_expectations, self.source_id)
+        }
         await self._refresh_outbox_gauge()
         backoff = Backoff()
         async with self._adapter_factory(self.config, self.credentials, self.policy.path_filter) as src:
@@ -111,7 +120,21 @@ class Watcher:
                     log.warning("poll failed (%s), retrying in %.1fs", exc, delay, extra=self._log_extra)
                     with contextlib.suppress(StateError):
                         await self._record_poll(False, str(exc))
-                await src.wait_for_change(delay)
+                await self._sleep(src, delay)
+
+    def wake(self) -> None:
+        """Re-evaluate now (used when an injected clock jumps)."""
+        self._wake.set()
+
+    async def _sleep(self, src: Source, delay: float) -> None:
+        changed = asyncio.ensure_future(src.wait_for_change(delay))
+        woken = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({changed, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            woken.cancel()
+            self._wake.clear()
 
     async def poll_once(self, src: Source, *, first_start: bool = False) -> float | None:
         """One complete poll. Returns when the next pending file becomes due, if any."""
@@ -129,26 +152,30 @@ class Watcher:
             listing.entries, self.records, now, self.policy, first_start=first_start,
             unlisted_dirs=listing.unlisted_dirs,
         )
-        await self._commit(plan.upserts, plan.removals, plan.events, now, initialized=first_start)
+        exp = advance(self.config.expect, self.expectations, self.records, self.first_start_at, now)
+        await self._commit(
+            plan.upserts, plan.removals, [*plan.events, *exp.events], now, initialized=first_start,
+            expectations=exp.changed,
+        )
         self.metrics.poll_duration.labels(sid).observe(time.perf_counter() - t0)
 
-        next_due = plan.next_due
+        next_due = _earliest(plan.next_due, exp.next_due)
         for i in range(0, len(plan.verify), VERIFY_BATCH):
             batch = plan.verify[i : i + VERIFY_BATCH]
             outcomes = await asyncio.gather(*(self._verify(src, req) for req in batch))
-            done = [o for o in outcomes if o is not None]
+            done = [o for o, _ in outcomes if o is not None]
+            met = [m for o, m in outcomes if o is not None and o.event is not None and m is not None]
             now = self.clock()
             await self._commit(
-                [o.record for o in done], (), [o.event for o in done if o.event is not None], now
+                [o.record for o in done], (), [o.event for o in done if o.event is not None], now,
+                expectations=met,
             )
             for o in done:
                 rec = o.record
                 if rec.state is State.PENDING and rec.problem_since is not None:
-                    due = rec.problem_since + self.policy.reject_after_s
-                    next_due = due if next_due is None else min(next_due, due)
+                    next_due = _earliest(next_due, rec.problem_since + self.policy.reject_after_s)
                 elif rec.state is State.PENDING:
-                    due = now + self.policy.stable_for_s
-                    next_due = due if next_due is None else min(next_due, due)
+                    next_due = _earliest(next_due, now + self.policy.stable_for_s)
 
         pending = sum(1 for r in self.records.values() if r.state is State.PENDING)
         tracked = sum(1 for r in self.records.values() if r.state is not State.DELETED)
@@ -159,7 +186,9 @@ class Watcher:
         self.polled.set()
         return next_due
 
-    async def _verify(self, src: Source, req: VerifyRequest) -> VerifyOutcome | None:
+    async def _verify(
+        self, src: Source, req: VerifyRequest
+    ) -> tuple[VerifyOutcome | None, Expectation | None]:
         path = req.record.path
         extra = {"source": self.source_id, "path": path}
         policy = self.policy
@@ -185,13 +214,18 @@ class Watcher:
             except SourceError as exc:
                 self._count_error(exc.kind)
                 log.warning("verification failed, will retry: %s", exc, extra=extra)
-                return None
+                return None, None
         if digest is not None and digest.method != "server":
             self.metrics.bytes_hashed.labels(self.source_id).inc(digest.size)
-        outcome = after_verify(req, digest, after, self.clock(), policy, sidecar_problem=sidecar_problem)
+        now = self.clock()
+        match = match_arrival(self.config.expect, self.expectations, path, now)
+        outcome = after_verify(
+            req, digest, after, now, policy, sidecar_problem=sidecar_problem,
+            deadline=match.deadline, late=match.late, late_seconds=match.late_seconds,
+        )
         if outcome.record.problem and outcome.event is None:
             log.warning("not ready: %s", outcome.record.problem, extra=extra)
-        return outcome
+        return outcome, match.expectation
 
     async def _commit(
         self,
@@ -201,8 +235,9 @@ class Watcher:
         now: float,
         *,
         initialized: bool = False,
+        expectations: Sequence[Expectation] = (),
     ) -> None:
-        if not (upserts or removals or events or initialized):
+        if not (upserts or removals or events or initialized or expectations):
             return
         encoded = []
         for spec in events:
@@ -210,13 +245,16 @@ class Watcher:
             encoded.append(NewEvent(eid, spec.type, spec.path, payload))
         store = self.store
         await store.run(
-            store.sync.commit, self.source_id, upserts, removals, encoded, now, initialized=initialized
+            store.sync.commit, self.source_id, upserts, removals, encoded, now,
+            expectations=expectations, initialized=initialized,
         )
         # Only after the commit succeeded does memory follow the database.
         for rec in upserts:
             self.records[rec.path] = rec
         for path in removals:
             self.records.pop(path, None)
+        for x in expectations:
+            self.expectations[(x.rule, x.period)] = x
         for spec in events:
             self.metrics.events.labels(self.source_id, f"ftpsource.file.{spec.type}", spec.reason or "").inc()
             if spec.type == "ready":
@@ -248,7 +286,8 @@ class Watcher:
     async def deliver(self, write: Callable[[OutboxRow], Awaitable[None]]) -> None:
         """Forever: write undelivered outbox rows in order, then mark them delivered.
 
-        A row is marked only after ``write`` returned, so a crash re-sends at most one batch.
+        Rows are marked after ``write`` returned, also when the stream is torn down mid-batch, so only a
+        process killed between writing and marking re-sends anything (at most one batch).
         """
         store = self.store
         while True:
@@ -257,10 +296,23 @@ class Watcher:
             if not rows:
                 await self.outbox_changed.wait()
                 continue
-            for row in rows:
-                await write(row)
-            await store.run(store.sync.mark_delivered, [r.seq for r in rows], self.clock())
+            written: list[int] = []
+            try:
+                for row in rows:
+                    await write(row)
+                    written.append(row.seq)
+            finally:
+                if written:
+                    # Queued on the store thread even if we are being cancelled right now.
+                    marked = store.submit(store.sync.mark_delivered, written, self.clock())
+            await asyncio.wrap_future(marked)
             await self._refresh_outbox_gauge()
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
 
 
 async def run_session(watcher: Watcher, write: Callable[[OutboxRow], Awaitable[None]]) -> None:

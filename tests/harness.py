@@ -27,8 +27,23 @@ from ftpsource.server import RunningServer, start_server
 REPO = Path(__file__).resolve().parents[1]
 
 
+class ShiftedClock:
+    """Real time plus an offset that tests move forward: time keeps flowing, deadlines come at once."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 @contextlib.asynccontextmanager
-async def run_server(tmp: Path, **overrides: Any) -> AsyncIterator[RunningServer]:
+async def run_server(
+    tmp: Path, clock: Callable[[], float] = time.time, **overrides: Any
+) -> AsyncIterator[RunningServer]:
     """An in-process server on a free loopback port with its own state file."""
     settings = ServerSettings(
         listen="127.0.0.1:0",
@@ -36,7 +51,7 @@ async def run_server(tmp: Path, **overrides: Any) -> AsyncIterator[RunningServer
         state=overrides.pop("state", tmp / "state.db"),
         **overrides,
     )
-    running = await start_server(settings, Metrics())
+    running = await start_server(settings, Metrics(), clock=clock)
     try:
         yield running
     finally:
