@@ -1,0 +1,85 @@
+"""Paths, the skip-or-fail rule and small helpers shared by the deploy tests."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+# CI lays shared/ beside the clone, as it is beside the work tree here.
+SCHEMAS = Path(__file__).resolve().parents[2].parent / "shared" / "schemas"
+REQUIRE_TOOLS = os.environ.get("FTPSOURCE_REQUIRE_REAL_SERVERS") == "1"
+
+# Components (kustomize 3.7) and `labels[].includeTemplates` (kustomize 5.0) are used by deploy/.
+MIN_KUSTOMIZE = (5, 0)
+
+
+def require(condition: object, reason: str) -> None:
+    """Skip when ``condition`` is false, or fail when CI says every tool must be there."""
+    if condition:
+        return
+    if REQUIRE_TOOLS:
+        pytest.fail(f"{reason} (required: FTPSOURCE_REQUIRE_REAL_SERVERS=1)")
+    pytest.skip(reason)
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    match = re.search(r"v?(\d+)\.(\d+)(?:\.(\d+))?", text)
+    return tuple(int(part) for part in match.groups(default="0")) if match else ()
+
+
+@functools.cache
+def kustomize_command() -> tuple[list[str] | None, str]:
+    """The command that renders a kustomization, and its kustomize version (or why there is none)."""
+    kubectl = shutil.which("kubectl")
+    if kubectl:
+        out = subprocess.run([kubectl, "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=30)
+        if out.returncode == 0:
+            version = json.loads(out.stdout).get("kustomizeVersion", "")
+            if version:
+                return [kubectl, "kustomize"], version
+    standalone = shutil.which("kustomize")
+    if standalone:
+        out = subprocess.run([standalone, "version"], capture_output=True, text=True, timeout=30)
+        if out.returncode == 0:
+            return [standalone, "build"], out.stdout.strip()
+    return None, "neither kubectl (with built-in kustomize) nor kustomize is on PATH"
+
+
+class Tree:
+    """The objects of one rendered kustomization, with look-ups by kind and name."""
+
+    def __init__(self, name: str, objects: list[dict[str, Any]]) -> None:
+        self.name = name
+        self.objects = objects
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.objects)
+
+    def of_kind(self, kind: str) -> list[dict[str, Any]]:
+        return [obj for obj in self.objects if obj.get("kind") == kind]
+
+    def names(self, kind: str) -> set[str]:
+        return {obj["metadata"]["name"] for obj in self.of_kind(kind)}
+
+    def get(self, kind: str, name: str) -> dict[str, Any]:
+        found = [obj for obj in self.of_kind(kind) if obj["metadata"]["name"] == name]
+        assert len(found) == 1, f"{self.name}: expected one {kind}/{name}, found {len(found)}"
+        return found[0]
+
+    def find(self, kind: str, name: str) -> dict[str, Any] | None:
+        found = [obj for obj in self.of_kind(kind) if obj["metadata"]["name"] == name]
+        return found[0] if found else None
+
+
+TREES = ("base", "overlays/monitoring", "examples/etl")

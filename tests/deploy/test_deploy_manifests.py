@@ -1,0 +1,974 @@
+"""The kustomize trees under deploy/: they render, every object is schema-valid, and the pieces that
+refer to each other (Service, EventSource, Sensor, WorkflowTemplate, Secrets, RBAC, NetworkPolicy)
+actually line up, so `kubectl apply -k` gives a stack that works rather than one that merely applies."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from ftplib import FTP
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from ftpsource.config import parse_source_config
+
+from .support import DEPLOY, TREES, require
+
+K8S_VERSION = "1.32.0"
+ARGO_KINDS = {"EventBus", "EventSource", "Sensor", "Workflow", "WorkflowTemplate"}
+MONITORING_KINDS = {"ServiceMonitor", "PrometheusRule"}
+NAMESPACE = "ftpsource-etl"
+
+# From the product contract.
+EVENT_TYPES = {"ftpsource.file.ready", "ftpsource.file.missing", "ftpsource.file.rejected", "ftpsource.file.deleted"}
+READY_DATA_FIELDS = {
+    "source_id",
+    "url",
+    "path",
+    "name",
+    "size",
+    "mtime",
+    "checksum",
+    "reason",
+    "generation",
+    "previous",
+    "late",
+    "deadline",
+    "first_seen",
+    "stable_since",
+}
+METRICS = {
+    "events_total",
+    "polls_total",
+    "poll_duration_seconds",
+    "files_tracked",
+    "files_pending",
+    "bytes_hashed_total",
+    "detection_latency_seconds",
+    "outbox_pending",
+    "source_errors_total",
+    "streams_active",
+    "last_successful_poll_timestamp_seconds",
+}
+# What the Sensor must hand the ETL workflow, by workflow parameter name.
+WORKFLOW_INPUTS = {
+    "url": "body.data.url",
+    "checksum": "body.data.checksum.value",
+    "generation": "body.data.generation",
+}
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def name_of(obj: dict[str, Any]) -> str:
+    return f"{obj['kind']}/{obj['metadata'].get('name') or obj['metadata'].get('generateName')}"
+
+
+def parse_flags(args: list[str]) -> dict[str, str]:
+    """``["serve", "--state=/x", "--log-format", "json"]`` -> ``{"state": "/x", "log-format": "json"}``."""
+    flags: dict[str, str] = {}
+    items = iter(args)
+    for arg in items:
+        if not arg.startswith("--"):
+            continue
+        key, eq, value = arg[2:].partition("=")
+        flags[key] = value if eq else next(items, "")
+    return flags
+
+
+def ftpsource_deployment(tree: Any) -> dict[str, Any]:
+    return tree.get("Deployment", "ftpsource")
+
+
+def ftpsource_container(tree: Any) -> dict[str, Any]:
+    containers = ftpsource_deployment(tree)["spec"]["template"]["spec"]["containers"]
+    return next(c for c in containers if c["name"] == "ftpsource")
+
+
+def mount_for(container: dict[str, Any], path: str) -> dict[str, Any] | None:
+    """The volumeMount whose directory holds ``path`` (the deepest one)."""
+    best = None
+    for mount in container.get("volumeMounts", []):
+        root = mount["mountPath"].rstrip("/") + "/"
+        if (path.rstrip("/") + "/").startswith(root) and (
+            best is None or len(mount["mountPath"]) > len(best["mountPath"])
+        ):
+            best = mount
+    return best
+
+
+def volume(pod_spec: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(v for v in pod_spec.get("volumes", []) if v["name"] == name)
+
+
+def projected_files(vol: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """File path inside a secret/projected volume -> (secret name, key)."""
+    files: dict[str, tuple[str, str]] = {}
+    sources = vol["projected"]["sources"] if "projected" in vol else [{"secret": vol["secret"]}]
+    for source in sources:
+        secret = source.get("secret")
+        if secret is None:
+            continue
+        name = secret.get("name") or secret.get("secretName")
+        for item in secret.get("items", []):
+            files[item["path"]] = (name, item["key"])
+    return files
+
+
+def label_selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    for key, value in selector.get("matchLabels", {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions", []):
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        present = key in labels
+        if (
+            (op == "Exists" and not present)
+            or (op == "DoesNotExist" and present)
+            or (op == "In" and labels.get(key) not in values)
+            or (op == "NotIn" and present and labels[key] in values)
+        ):
+            return False
+    return True
+
+
+def secret_keys(secret: dict[str, Any]) -> set[str]:
+    return set(secret.get("data", {})) | set(secret.get("stringData", {}))
+
+
+def secret_value(secret: dict[str, Any], key: str) -> str:
+    if key in secret.get("stringData", {}):
+        return str(secret["stringData"][key])
+    import base64
+
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def configmap_keys(configmap: dict[str, Any]) -> set[str]:
+    return set(configmap.get("data", {})) | set(configmap.get("binaryData", {}))
+
+
+def pods(tree: Any) -> list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]]:
+    """(what, containers, volumes) for every pod the tree defines: Deployments and each
+    WorkflowTemplate template (whose pods see template- and workflow-level volumes)."""
+    found = []
+    for kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        for obj in tree.of_kind(kind):
+            spec = obj["spec"]["template"]["spec"]
+            containers = spec.get("containers", []) + spec.get("initContainers", [])
+            found.append((name_of(obj), containers, spec.get("volumes", [])))
+    for obj in tree.of_kind("WorkflowTemplate"):
+        for template in obj["spec"]["templates"]:
+            containers = [template[k] for k in ("container", "script") if k in template]
+            containers += template.get("initContainers", []) + template.get("sidecars", [])
+            if containers:
+                volumes = template.get("volumes", []) + obj["spec"].get("volumes", [])
+                found.append((f"{name_of(obj)} template {template['name']}", containers, volumes))
+    return found
+
+
+def references(
+    containers: list[dict[str, Any]], volumes: list[dict[str, Any]]
+) -> list[tuple[str, str, str | None, bool]]:
+    """(kind, name, key or None, optional) of every Secret, ConfigMap and PVC a pod uses."""
+    refs: list[tuple[str, str, str | None, bool]] = []
+
+    def keyed(kind: str, name: str, items: list[dict[str, Any]], optional: bool) -> None:
+        if items:
+            refs.extend((kind, name, item["key"], optional) for item in items)
+        else:
+            refs.append((kind, name, None, optional))
+
+    for vol in volumes:
+        if "secret" in vol:
+            keyed(
+                "Secret",
+                vol["secret"]["secretName"],
+                vol["secret"].get("items", []),
+                vol["secret"].get("optional", False),
+            )
+        if "configMap" in vol:
+            keyed(
+                "ConfigMap",
+                vol["configMap"]["name"],
+                vol["configMap"].get("items", []),
+                vol["configMap"].get("optional", False),
+            )
+        if "persistentVolumeClaim" in vol:
+            refs.append(("PersistentVolumeClaim", vol["persistentVolumeClaim"]["claimName"], None, False))
+        for source in vol.get("projected", {}).get("sources", []):
+            for kind, field in (("Secret", "secret"), ("ConfigMap", "configMap")):
+                if field in source:
+                    keyed(
+                        kind,
+                        source[field]["name"],
+                        source[field].get("items", []),
+                        source[field].get("optional", False),
+                    )
+    for container in containers:
+        for env in container.get("env", []):
+            source = env.get("valueFrom", {})
+            for kind, field in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
+                if field in source:
+                    ref = source[field]
+                    refs.append((kind, ref["name"], ref["key"], ref.get("optional", False)))
+        for env_from in container.get("envFrom", []):
+            for kind, field in (("Secret", "secretRef"), ("ConfigMap", "configMapRef")):
+                if field in env_from:
+                    refs.append((kind, env_from[field]["name"], None, env_from[field].get("optional", False)))
+    return refs
+
+
+def sensor_triggers(tree: Any) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return [(sensor, trigger) for sensor in tree.of_kind("Sensor") for trigger in sensor["spec"]["triggers"]]
+
+
+def eventsource_events(tree: Any) -> dict[tuple[str, str], dict[str, Any]]:
+    """(EventSource name, event name) -> the generic source's spec."""
+    return {
+        (es["metadata"]["name"], event): spec
+        for es in tree.of_kind("EventSource")
+        for event, spec in es["spec"].get("generic", {}).items()
+    }
+
+
+def dependency_types(dependency: dict[str, Any]) -> set[str] | None:
+    """The `body.type` values a dependency lets through, or None when it does not filter on it."""
+    for data_filter in dependency.get("filters", {}).get("data", []):
+        if data_filter["path"] == "body.type" and data_filter.get("comparator", "=") in ("=", "=="):
+            return set(data_filter["value"])
+    return None
+
+
+def all_objects() -> list[str]:
+    return list(TREES)
+
+
+# ------------------------------------------------------------------------------------ rendering, schemas
+
+
+@pytest.mark.parametrize("tree", all_objects())
+def test_tree_renders_without_warnings(kustomize: Any, tree: str) -> None:
+    objects, stderr = kustomize(tree)
+    assert objects, f"{tree} rendered nothing"
+    # Deprecated fields (commonLabels, patchesStrategicMerge, ...) print warnings; keep the trees clean.
+    assert "warning" not in stderr.lower(), stderr
+    names = [(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects]
+    assert len(names) == len(set(names)), "duplicate objects"
+
+
+@pytest.mark.parametrize("tree", all_objects())
+def test_every_kind_is_checked(trees: dict[str, Any], tree: str) -> None:
+    """A kind nobody validates could hide any mistake: each must be core, Argo or monitoring."""
+    core_groups = {"v1", "apps/v1", "rbac.authorization.k8s.io/v1", "networking.k8s.io/v1", "batch/v1", "policy/v1"}
+    for obj in trees[tree]:
+        api = obj["apiVersion"]
+        if obj["kind"] in ARGO_KINDS:
+            assert api == "argoproj.io/v1alpha1", name_of(obj)
+        elif obj["kind"] in MONITORING_KINDS:
+            assert api == "monitoring.coreos.com/v1", name_of(obj)
+        else:
+            assert api in core_groups, f"{name_of(obj)} ({api}) is validated by no test"
+
+
+@pytest.mark.parametrize("tree", all_objects())
+def test_core_objects_match_kubernetes_schema(trees: dict[str, Any], tree: str) -> None:
+    import kubernetes_validate
+
+    # An older kubernetes-validate ships schemas up to its own release only.
+    latest = kubernetes_validate.latest_version()
+    version = K8S_VERSION if tuple(map(int, latest.split(".")))[:2] >= (1, 32) else latest
+    errors = []
+    for obj in trees[tree]:
+        if obj["kind"] in ARGO_KINDS | MONITORING_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            errors.append(f"{name_of(obj)}: {'/'.join(map(str, exc.path))}: {exc.message}")
+    assert not errors, "\n".join(errors)
+
+
+def test_argo_objects_match_argo_schemas(etl: Any, argo_validator: Any) -> None:
+    checked: set[str] = set()
+    errors = []
+    for obj in etl:
+        if obj["kind"] in ARGO_KINDS:
+            errors += [f"{name_of(obj)}: {e}" for e in argo_validator(obj)]
+            checked.add(obj["kind"])
+    # The Workflow a Sensor submits is opaque to the Sensor schema: validate it on its own.
+    for sensor, trigger in sensor_triggers(etl):
+        resource = trigger["template"].get("argoWorkflow", {}).get("source", {}).get("resource")
+        if resource is not None:
+            assert resource["kind"] == "Workflow"
+            errors += [f"{name_of(sensor)} workflow: {e}" for e in argo_validator(resource)]
+            checked.add("Workflow")
+    assert not errors, "\n".join(errors)
+    assert checked == ARGO_KINDS
+
+
+def test_strict_argo_schema_rejects_misspelt_field(etl: Any, argo_validator: Any) -> None:
+    """The schema check is not vacuous: an unknown field and a wrong type are both caught."""
+    sensor = yaml.safe_load(yaml.safe_dump(etl.get("Sensor", "etl")))
+    assert argo_validator(sensor) == []
+    sensor["spec"]["dependencies"][0]["eventsourcename"] = sensor["spec"]["dependencies"][0].pop("eventSourceName")
+    sensor["spec"]["eventBusName"] = 7
+    errors = argo_validator(sensor)
+    assert any("eventsourcename" in e for e in errors), errors
+    assert any("eventBusName" in e for e in errors), errors
+
+
+# ------------------------------------------------------------------------------------- ftpsource itself
+
+
+@pytest.mark.parametrize("tree", all_objects())
+def test_ftpsource_pod_is_locked_down(trees: dict[str, Any], tree: str) -> None:
+    deployment = ftpsource_deployment(trees[tree])
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["type"] == "Recreate"
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["serviceAccountName"] in trees[tree].names("ServiceAccount")
+    container = ftpsource_container(trees[tree])
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert "add" not in security["capabilities"]
+    for kind in ("requests", "limits"):
+        assert set(container["resources"][kind]) >= {"cpu", "memory"}, kind
+    tmp = mount_for(container, "/tmp/x")
+    assert tmp is not None and tmp["mountPath"] == "/tmp"
+    assert "emptyDir" in volume(pod, tmp["name"])
+
+
+@pytest.mark.parametrize("tree", all_objects())
+def test_ftpsource_probes_hit_the_metrics_listener(trees: dict[str, Any], tree: str) -> None:
+    container = ftpsource_container(trees[tree])
+    flags = parse_flags(container["args"])
+    metrics_port = int(flags.get("metrics-listen", "0.0.0.0:9090").rsplit(":", 1)[1])
+    assert metrics_port == 9090
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        http = container[probe]["httpGet"]
+        assert http["path"] == path
+        port = ports[http["port"]] if isinstance(http["port"], str) else http["port"]
+        assert port == metrics_port, probe
+
+
+@pytest.mark.parametrize("tree", all_objects())
+def test_ftpsource_paths_live_on_the_right_volumes(trees: dict[str, Any], tree: str) -> None:
+    pod = ftpsource_deployment(trees[tree])["spec"]["template"]["spec"]
+    container = ftpsource_container(trees[tree])
+    assert container["args"][0] == "serve"
+    flags = parse_flags(container["args"])
+
+    state = mount_for(container, flags["state"])
+    assert state is not None and state["mountPath"] == "/var/lib/ftpsource"
+    claim = volume(pod, state["name"])["persistentVolumeClaim"]["claimName"]
+    assert trees[tree].find("PersistentVolumeClaim", claim) is not None
+    assert not state.get("readOnly", False)
+
+    token = mount_for(container, flags["auth-token-file"])
+    assert token is not None and token.get("readOnly") is True
+    files = projected_files(volume(pod, token["name"]))
+    relative = flags["auth-token-file"][len(token["mountPath"]) :].strip("/")
+    assert relative in files, f"{flags['auth-token-file']} is not a file of volume {token['name']}"
+
+    credentials = mount_for(container, flags["credentials-dir"])
+    assert credentials is not None and credentials["mountPath"] == flags["credentials-dir"]
+    sets = projected_files(volume(pod, credentials["name"]))
+    assert sets and all(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.]+", path) for path in sets), sets
+    assert {path.split("/", 1)[1] for path in sets} <= {"username", "password", "private_key", "known_hosts", "ca.pem"}
+    # Every mount names a volume of the pod.
+    names = {v["name"] for v in pod["volumes"]}
+    assert {m["name"] for m in container["volumeMounts"]} <= names
+
+
+@pytest.mark.parametrize("tree", all_objects())
+def test_service_and_networkpolicy_select_ftpsource_pods(trees: dict[str, Any], tree: str) -> None:
+    tree_ = trees[tree]
+    deployment = ftpsource_deployment(tree_)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert label_selector_matches(deployment["spec"]["selector"], labels)
+    container = ftpsource_container(tree_)
+    container_ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container_ports == {"grpc": 8080, "metrics": 9090}
+    listen = int(parse_flags(container["args"]).get("listen", "0.0.0.0:8080").rsplit(":", 1)[1])
+    assert listen == container_ports["grpc"]
+
+    service = tree_.get("Service", "ftpsource")
+    assert label_selector_matches({"matchLabels": service["spec"]["selector"]}, labels)
+    for port in service["spec"]["ports"]:
+        target = port["targetPort"]
+        assert (container_ports[target] if isinstance(target, str) else target) == container_ports[port["name"]]
+
+    policy = tree_.get("NetworkPolicy", "ftpsource")
+    assert label_selector_matches(policy["spec"]["podSelector"], labels)
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    by_port = {rule["ports"][0]["port"]: rule for rule in policy["spec"]["ingress"]}
+    assert set(by_port) == {8080, 9090}
+    assert all(len(rule["ports"]) == 1 for rule in policy["spec"]["ingress"])
+
+    (grpc_peer,) = by_port[8080]["from"]
+    argo_pod = {"eventsource-name": "ftpsource-files", "controller": "eventsource-controller"}
+    assert label_selector_matches(grpc_peer["podSelector"], argo_pod)
+    assert not label_selector_matches(grpc_peer["podSelector"], {"app.kubernetes.io/name": "prometheus"})
+    assert not label_selector_matches(grpc_peer["podSelector"], {"app": "anything-else"})
+    (metrics_peer,) = by_port[9090]["from"]
+    assert label_selector_matches(metrics_peer["podSelector"], {"app.kubernetes.io/name": "prometheus"})
+    assert not label_selector_matches(metrics_peer["podSelector"], argo_pod)
+
+
+@pytest.mark.parametrize("tree", all_objects())
+def test_common_label_on_every_base_object(trees: dict[str, Any], tree: str) -> None:
+    base_names = {
+        "ServiceAccount/ftpsource",
+        "Secret/ftpsource-auth",
+        "Secret/ftpsource-credentials-example",
+        "PersistentVolumeClaim/ftpsource-state",
+        "Deployment/ftpsource",
+        "Service/ftpsource",
+        "NetworkPolicy/ftpsource",
+    }
+    seen = set()
+    for obj in trees[tree]:
+        if name_of(obj) in base_names:
+            seen.add(name_of(obj))
+            assert obj["metadata"]["labels"]["app.kubernetes.io/name"] == "ftpsource", name_of(obj)
+    assert seen == base_names
+
+
+# ------------------------------------------------------------------------------- references inside pods
+
+
+@pytest.mark.parametrize("tree", all_objects())
+def test_every_secret_configmap_and_claim_a_pod_uses_exists(trees: dict[str, Any], tree: str) -> None:
+    tree_ = trees[tree]
+    checked = 0
+    problems = []
+    for what, containers, volumes in pods(tree_):
+        volume_names = {v["name"] for v in volumes}
+        for container in containers:
+            for mount in container.get("volumeMounts", []):
+                if mount["name"] not in volume_names:
+                    problems.append(f"{what}: mount {mount['name']} has no volume")
+        for kind, name, key, optional in references(containers, volumes):
+            checked += 1
+            obj = tree_.find(kind, name)
+            if obj is None:
+                if not optional:
+                    problems.append(f"{what}: {kind}/{name} does not exist")
+                continue
+            if key is not None:
+                keys = secret_keys(obj) if kind == "Secret" else configmap_keys(obj)
+                if key not in keys:
+                    problems.append(f"{what}: {kind}/{name} has no key {key!r}")
+    assert not problems, "\n".join(problems)
+    assert checked >= 4
+
+
+def test_generated_transform_configmap_is_referenced_by_its_hashed_name(etl: Any) -> None:
+    generated = [cm for cm in etl.of_kind("ConfigMap") if cm["metadata"]["name"].startswith("etl-transform")]
+    assert len(generated) == 1
+    name = generated[0]["metadata"]["name"]
+    assert re.fullmatch(r"etl-transform-[a-z0-9]{10}", name), "expected kustomize's content-hash suffix"
+    script = (DEPLOY / "examples" / "etl" / "transform.py").read_text(encoding="utf-8")
+    assert generated[0]["data"]["transform.py"] == script
+
+    template = next(
+        t for t in etl.get("WorkflowTemplate", "ftpsource-etl")["spec"]["templates"] if t["name"] == "transform"
+    )
+    code = next(v for v in template["volumes"] if "configMap" in v)
+    assert code["configMap"]["name"] == name
+    mount = next(m for m in template["container"]["volumeMounts"] if m["name"] == code["name"])
+    assert template["container"]["command"][:2] == ["python", f"{mount['mountPath']}/transform.py"]
+
+
+def test_images_are_pinned(trees: dict[str, Any]) -> None:
+    for tree in trees.values():
+        for what, containers, _ in pods(tree):
+            for container in containers:
+                image = container["image"]
+                tag = image.rsplit("/", 1)[-1].partition(":")[2]
+                assert tag and tag != "latest", f"{tree.name} {what}: image {image} is not pinned"
+
+
+# ------------------------------------------------------------------------------------ the ETL example
+
+
+def test_etl_objects_all_live_in_one_namespace(etl: Any) -> None:
+    assert etl.get("Namespace", NAMESPACE)
+    for obj in etl:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace") == NAMESPACE, name_of(obj)
+    for binding in etl.of_kind("RoleBinding"):
+        for subject in binding["subjects"]:
+            assert subject.get("namespace", NAMESPACE) == NAMESPACE
+
+
+def test_eventsource_connects_to_the_ftpsource_service(etl: Any) -> None:
+    service = etl.get("Service", "ftpsource")
+    grpc_port = next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
+    namespace = service["metadata"]["namespace"]
+    allowed_hosts = {
+        "ftpsource",
+        f"ftpsource.{namespace}",
+        f"ftpsource.{namespace}.svc",
+        f"ftpsource.{namespace}.svc.cluster.local",
+    }
+    events = eventsource_events(etl)
+    assert len(events) == 2
+    for (es_name, event), spec in events.items():
+        host, _, port = spec["url"].rpartition(":")
+        assert "://" not in spec["url"], "Argo dials host:port; a scheme breaks the gRPC target"
+        assert host in allowed_hosts, f"{es_name}/{event}: {spec['url']}"
+        assert int(port) == grpc_port
+        assert spec["insecure"] is True and spec["jsonBody"] is True
+        secret = etl.get("Secret", spec["authSecret"]["name"])
+        assert spec["authSecret"]["key"] in secret_keys(secret)
+        # The same token the server checks.
+        pod = ftpsource_deployment(etl)["spec"]["template"]["spec"]
+        container = ftpsource_container(etl)
+        token_file = parse_flags(container["args"])["auth-token-file"]
+        mount = mount_for(container, token_file)
+        assert mount is not None
+        files = projected_files(volume(pod, mount["name"]))
+        assert files[token_file[len(mount["mountPath"]) :].strip("/")] == (
+            spec["authSecret"]["name"],
+            spec["authSecret"]["key"],
+        )
+
+
+def test_eventsource_configs_parse_and_their_resources_exist(etl: Any) -> None:
+    pod = ftpsource_deployment(etl)["spec"]["template"]["spec"]
+    container = ftpsource_container(etl)
+    credentials_dir = parse_flags(container["args"])["credentials-dir"]
+    credential_volume = volume(pod, mount_for(container, credentials_dir)["name"])  # type: ignore[index]
+    credential_files = projected_files(credential_volume)
+    schemes = set()
+    for (_, event), spec in eventsource_events(etl).items():
+        assert isinstance(yaml.safe_load(spec["config"]), dict)
+        config = parse_source_config(spec["config"])
+        url = config.parsed_url
+        schemes.add(url.scheme)
+        if config.credentials:
+            files = {
+                p.split("/", 1)[1]: ref for p, ref in credential_files.items() if p.startswith(f"{config.credentials}/")
+            }
+            assert {"username", "password"} <= set(files), f"{event}: credential set {config.credentials} incomplete"
+            for secret_name, key in files.values():
+                assert key in secret_keys(etl.get("Secret", secret_name))
+        if url.scheme == "file":
+            mount = mount_for(container, url.root)
+            assert mount is not None and mount["mountPath"] != "/tmp", f"{event}: {url.root} is not mounted"
+            claim = volume(pod, mount["name"])["persistentVolumeClaim"]["claimName"]
+            assert etl.find("PersistentVolumeClaim", claim) is not None
+        else:
+            # The example's servers run in the namespace: the host must be one of its Services.
+            service = etl.get("Service", url.host)
+            default = {"ftp": 21, "ftps": 21, "sftp": 22}[url.scheme]
+            assert (url.port or default) in {p["port"] for p in service["spec"]["ports"]}
+    assert schemes == {"ftp", "file"}
+
+
+def test_sensor_dependencies_name_defined_events(etl: Any) -> None:
+    events = eventsource_events(etl)
+    buses = etl.names("EventBus")
+    assert buses == {"default"}
+    for es in etl.of_kind("EventSource"):
+        assert es["spec"].get("eventBusName", "default") in buses
+    sensors = etl.of_kind("Sensor")
+    assert len(sensors) == 2
+    for sensor in sensors:
+        assert sensor["spec"].get("eventBusName", "default") in buses
+        for dep in sensor["spec"]["dependencies"]:
+            assert (dep["eventSourceName"], dep["eventName"]) in events, f"{name_of(sensor)}: {dep['name']}"
+            types = dependency_types(dep)
+            assert types and types <= EVENT_TYPES, f"{dep['name']} filters on {types}"
+
+
+def test_sensor_triggers_fire_on_their_own_dependencies(etl: Any) -> None:
+    for sensor, trigger in sensor_triggers(etl):
+        deps = {d["name"] for d in sensor["spec"]["dependencies"]}
+        template = trigger["template"]
+        conditions = template.get("conditions")
+        if len(deps) > 1:
+            # Without conditions a trigger waits for all dependencies at once.
+            assert conditions, f"{name_of(sensor)} trigger {template['name']} has no conditions"
+        if conditions:
+            named = set(re.findall(r"[A-Za-z0-9_-]+", conditions))
+            assert named and named <= deps, conditions
+        for param in template.get("argoWorkflow", {}).get("parameters", []):
+            assert param["src"]["dependencyName"] in deps
+            if conditions:
+                # A parameter from a dependency that did not fire would resolve to nothing.
+                assert param["src"]["dependencyName"] in named
+
+
+def test_etl_workflows_start_only_for_ready_files(etl: Any) -> None:
+    etl_sensor = etl.get("Sensor", "etl")
+    deps = {d["name"]: d for d in etl_sensor["spec"]["dependencies"]}
+    triggers = [t["template"] for t in etl_sensor["spec"]["triggers"]]
+    assert triggers and all("argoWorkflow" in t for t in triggers)
+    covered = set()
+    for template in triggers:
+        assert template["argoWorkflow"]["operation"] == "submit"
+        for dep_name in re.findall(r"[A-Za-z0-9_-]+", template["conditions"]):
+            assert dependency_types(deps[dep_name]) == {"ftpsource.file.ready"}
+            covered.add(deps[dep_name]["eventName"])
+    assert covered == {event for _, event in eventsource_events(etl)}
+
+    alerts = etl.get("Sensor", "ftpsource-alerts")
+    for dep in alerts["spec"]["dependencies"]:
+        assert dependency_types(dep) == {"ftpsource.file.missing", "ftpsource.file.rejected"}
+    assert {d["eventName"] for d in alerts["spec"]["dependencies"]} == covered
+    assert any("log" in t["template"] for t in alerts["spec"]["triggers"])
+    assert not any("argoWorkflow" in t["template"] for t in alerts["spec"]["triggers"])
+
+
+def test_sensor_passes_the_parameters_the_workflow_template_declares(etl: Any) -> None:
+    template = etl.get("WorkflowTemplate", "ftpsource-etl")
+    declared = {p["name"]: p for p in template["spec"]["arguments"]["parameters"]}
+    triggers = [t for _, t in sensor_triggers(etl) if "argoWorkflow" in t["template"]]
+    assert len(triggers) == 2
+    for trigger in triggers:
+        workflow_trigger = trigger["template"]["argoWorkflow"]
+        workflow = workflow_trigger["source"]["resource"]
+        assert workflow["metadata"].get("generateName"), "each run needs its own name"
+        ref = workflow["spec"]["workflowTemplateRef"]["name"]
+        assert etl.find("WorkflowTemplate", ref) is not None
+        passed = workflow["spec"]["arguments"]["parameters"]
+        names = [p["name"] for p in passed]
+        assert set(names) <= set(declared), f"unknown parameters {set(names) - set(declared)}"
+        required = {name for name, p in declared.items() if "value" not in p and "default" not in p}
+        supplied: dict[str, str] = {}
+        for param in workflow_trigger["parameters"]:
+            match = re.fullmatch(r"spec\.arguments\.parameters\.(\d+)\.value", param["dest"])
+            assert match, param["dest"]
+            index = int(match.group(1))
+            assert index < len(passed), f"{param['dest']} points past the Workflow's parameters"
+            data_key = param["src"]["dataKey"]
+            field = re.fullmatch(r"body\.data\.(\w+)(?:\.\w+)*", data_key)
+            assert field and field.group(1) in READY_DATA_FIELDS, data_key
+            supplied[names[index]] = data_key
+        assert required <= set(supplied), f"parameters without a value: {required - set(supplied)}"
+        for name, data_key in WORKFLOW_INPUTS.items():
+            assert supplied.get(name) == data_key, name
+        # checksum may be null (`checksum: none`): a default keeps the trigger from failing.
+        checksum = [p for p in workflow_trigger["parameters"] if p["src"]["dataKey"].endswith("checksum.value")]
+        assert checksum and "value" in checksum[0]["src"]
+
+
+def test_workflow_template_steps_and_artifacts(etl: Any) -> None:
+    spec = etl.get("WorkflowTemplate", "ftpsource-etl")["spec"]
+    templates = {t["name"]: t for t in spec["templates"]}
+    steps = [step["name"] for group in templates[spec["entrypoint"]]["steps"] for step in group]
+    assert steps == ["extract", "transform", "load"]
+    declared = {p["name"] for p in spec["arguments"]["parameters"]}
+    text = yaml.safe_dump(spec)
+    used = set(re.findall(r"\{\{workflow\.parameters\.(\w+)\}\}", text))
+    assert used == declared, f"declared but unused: {declared - used}; used but undeclared: {used - declared}"
+    for match in re.findall(r"\{\{steps\.(\w+)\.outputs\.artifacts\.(\w+)\}\}", text):
+        step, artifact = match
+        assert artifact in {a["name"] for a in templates[step]["outputs"]["artifacts"]}
+    # The script writes where the output artifact is collected from.
+    extract = templates["extract"]
+    env = {e["name"]: e.get("value") for e in extract["script"]["env"]}
+    assert env["RAW_PATH"] == extract["outputs"]["artifacts"][0]["path"]
+    assert "{{workflow.parameters.checksum}}" in (env["EXPECTED_SHA256"] or "")
+    load = templates["load"]
+    assert "s3" in load["outputs"]["artifacts"][0], "the load step stores its result in the artifact repository"
+    # RBAC: the pods' service account may report results, the Sensor's may submit.
+    assert spec["serviceAccountName"] in etl.names("ServiceAccount")
+
+
+def test_rbac_lets_the_sensor_submit_and_the_workflow_report(etl: Any) -> None:
+    def rules_for(service_account: str) -> list[dict[str, Any]]:
+        rules = []
+        for binding in etl.of_kind("RoleBinding"):
+            if any(s["kind"] == "ServiceAccount" and s["name"] == service_account for s in binding["subjects"]):
+                assert binding["roleRef"]["kind"] == "Role"
+                rules += etl.get("Role", binding["roleRef"]["name"])["rules"]
+        return rules
+
+    def allowed(rules: list[dict[str, Any]], resource: str, verb: str) -> bool:
+        return any("argoproj.io" in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"] for r in rules)
+
+    sensor_sa = etl.get("Sensor", "etl")["spec"]["template"]["serviceAccountName"]
+    assert sensor_sa in etl.names("ServiceAccount")
+    sensor_rules = rules_for(sensor_sa)
+    assert allowed(sensor_rules, "workflows", "create")
+    assert allowed(sensor_rules, "workflowtemplates", "get")
+    assert not allowed(sensor_rules, "workflows", "delete")
+
+    workflow_sa = etl.get("WorkflowTemplate", "ftpsource-etl")["spec"]["serviceAccountName"]
+    workflow_rules = rules_for(workflow_sa)
+    assert allowed(workflow_rules, "workflowtaskresults", "create")
+    assert allowed(workflow_rules, "workflowtaskresults", "patch")
+
+    for binding in etl.of_kind("RoleBinding"):
+        assert etl.find("Role", binding["roleRef"]["name"]) is not None
+        for subject in binding["subjects"]:
+            assert subject["name"] in etl.names("ServiceAccount")
+
+
+def test_default_artifact_repository_points_at_minio(etl: Any) -> None:
+    configmap = etl.get("ConfigMap", "artifact-repositories")
+    key = configmap["metadata"]["annotations"]["workflows.argoproj.io/default-artifact-repository"]
+    repository = yaml.safe_load(configmap["data"][key])["s3"]
+    host, _, port = repository["endpoint"].partition(":")
+    service = etl.get("Service", host)
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    assert repository["bucket"]
+    for field in ("accessKeySecret", "secretKeySecret"):
+        ref = repository[field]
+        assert ref["key"] in secret_keys(etl.get("Secret", ref["name"]))
+    # MinIO is started with the same credentials the repository uses.
+    minio_env = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in etl.get("Deployment", "minio")["spec"]["template"]["spec"]["containers"][0]["env"]
+        if "valueFrom" in e
+    }
+    assert minio_env["MINIO_ROOT_USER"] == repository["accessKeySecret"]
+    assert minio_env["MINIO_ROOT_PASSWORD"] == repository["secretKeySecret"]
+
+
+# ------------------------------------------------------------------------ scripts and commands, for real
+
+
+def test_extract_script_downloads_and_verifies(etl: Any, tmp_path: Path) -> None:
+    template = next(
+        t for t in etl.get("WorkflowTemplate", "ftpsource-etl")["spec"]["templates"] if t["name"] == "extract"
+    )
+    script = tmp_path / "extract.py"
+    script.write_text(template["script"]["source"], encoding="utf-8")
+    payload = b"id,name\n1,alpha\n"
+    source = tmp_path / "incoming" / "sales.csv"
+    source.parent.mkdir()
+    source.write_bytes(payload)
+    target = tmp_path / "out" / "raw"
+
+    def run(expected: str) -> subprocess.CompletedProcess[str]:
+        env = {"SOURCE_URL": source.as_uri(), "EXPECTED_SHA256": expected, "RAW_PATH": str(target), "PATH": ""}
+        return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=30)
+
+    good = run(hashlib.sha256(payload).hexdigest())
+    assert good.returncode == 0, good.stderr
+    assert target.read_bytes() == payload
+    unchecked = run("")
+    assert unchecked.returncode == 0, unchecked.stderr
+    bad = run("0" * 64)
+    assert bad.returncode != 0 and "checksum mismatch" in bad.stderr
+    assert not target.exists(), "a file that failed verification must not become the artifact"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "server exited early"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def test_test_ftp_server_command_serves_the_example_credentials(etl: Any, tmp_path: Path) -> None:
+    """Run the test-ftp container's command here (pyftpdlib is a dev dependency), log in with the
+    Secret's credentials, and let the extract script fetch a file through it as the workflow would."""
+    pytest.importorskip("pyftpdlib")
+    pod = etl.get("Deployment", "test-ftp")["spec"]["template"]["spec"]
+    init = pod["initContainers"][0]
+    assert re.search(r"pyftpdlib==[\d.]+", " ".join(init["command"])), "pin the FTP server version"
+    container = pod["containers"][0]
+    secret_env = {
+        e["name"]: secret_value(
+            etl.get("Secret", e["valueFrom"]["secretKeyRef"]["name"]), e["valueFrom"]["secretKeyRef"]["key"]
+        )
+        for e in container["env"]
+        if "valueFrom" in e
+    }
+    port = _free_port()
+    data = tmp_path / "srv"
+    (data / "incoming").mkdir(parents=True)
+    (data / "incoming" / "sales.csv").write_bytes(b"a,b\n1,2\n")
+    args = []
+    for arg in container["args"]:
+        arg = re.sub(r"\$\((\w+)\)", lambda m: secret_env[m.group(1)], arg)
+        if arg.startswith("--port="):
+            arg = f"--port={port}"
+        elif arg.startswith("--directory="):
+            arg = f"--directory={data}"
+        args.append(arg)
+    assert args != container["args"]
+    command = [sys.executable if c == "python" else c for c in container["command"]]
+    server = subprocess.Popen(
+        [*command, "--interface=127.0.0.1", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_for_port(port, server)
+        with FTP() as ftp:
+            ftp.connect("127.0.0.1", port, timeout=10)
+            ftp.login(secret_env["FTP_USER"], secret_env["FTP_PASSWORD"])
+            assert ftp.nlst("incoming") in (["incoming/sales.csv"], ["sales.csv"])
+        # The Service maps port 21 to the container port the server listens on.
+        service = etl.get("Service", "test-ftp")
+        assert service["spec"]["ports"][0]["port"] == 21
+        assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
+        assert container["ports"][0]["containerPort"] == int(
+            next(a for a in container["args"] if a.startswith("--port=")).split("=")[1]
+        )
+
+        extract = next(
+            t for t in etl.get("WorkflowTemplate", "ftpsource-etl")["spec"]["templates"] if t["name"] == "extract"
+        )
+        script = tmp_path / "extract.py"
+        script.write_text(extract["script"]["source"], encoding="utf-8")
+        target = tmp_path / "raw"
+        env = {
+            "SOURCE_URL": f"ftp://127.0.0.1:{port}/incoming/sales.csv",
+            "EXPECTED_SHA256": hashlib.sha256(b"a,b\n1,2\n").hexdigest(),
+            "RAW_PATH": str(target),
+            "FTP_USER": secret_env["FTP_USER"],
+            "FTP_PASSWORD": secret_env["FTP_PASSWORD"],
+        }
+        result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert target.read_bytes() == b"a,b\n1,2\n"
+        assert secret_env["FTP_PASSWORD"] not in result.stdout + result.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+# ------------------------------------------------------------------------------------------ monitoring
+
+
+def _rule_groups(monitoring: Any) -> list[dict[str, Any]]:
+    return monitoring.get("PrometheusRule", "ftpsource")["spec"]["groups"]  # type: ignore[no-any-return]
+
+
+def test_servicemonitor_scrapes_the_metrics_port(monitoring: Any) -> None:
+    monitor = monitoring.get("ServiceMonitor", "ftpsource")
+    service = monitoring.get("Service", "ftpsource")
+    assert label_selector_matches(monitor["spec"]["selector"], service["metadata"]["labels"])
+    endpoints = monitor["spec"]["endpoints"]
+    assert endpoints and all(e["port"] in {p["name"] for p in service["spec"]["ports"]} for e in endpoints)
+    assert endpoints[0]["port"] == "metrics" and endpoints[0].get("path", "/metrics") == "/metrics"
+
+
+def test_alert_rules_have_the_required_shape(monitoring: Any) -> None:
+    alerts = {}
+    for group in _rule_groups(monitoring):
+        assert group["name"] and group["rules"]
+        for rule in group["rules"]:
+            assert set(rule) <= {"alert", "record", "expr", "for", "labels", "annotations", "keep_firing_for"}
+            assert rule.get("alert") and isinstance(rule["expr"], str)
+            assert rule["labels"]["severity"] in {"info", "warning", "critical"}
+            assert rule["annotations"]["summary"]
+            alerts[rule["alert"]] = rule["expr"]
+            for metric in re.findall(r"\bftpsource_(\w+?)(?:_bucket|_sum|_count)?\b", rule["expr"]):
+                assert metric in METRICS, f"{rule['alert']} uses ftpsource_{metric}, which the server does not export"
+    assert {
+        "FtpsourceSourceFailing",
+        "FtpsourceNoSuccessfulPoll",
+        "FtpsourceOutboxGrowing",
+        "FtpsourceFileMissing",
+    } <= set(alerts)
+    assert "ftpsource_source_errors_total" in alerts["FtpsourceSourceFailing"]
+    assert 'type="ftpsource.file.missing"' in alerts["FtpsourceFileMissing"]
+
+
+def _promtool() -> str:
+    path = shutil.which("promtool")
+    require(path, "promtool (Debian package prometheus) is not on PATH")
+    assert path is not None
+    return path
+
+
+def test_promtool_accepts_the_rules(monitoring: Any, tmp_path: Path) -> None:
+    promtool = _promtool()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": _rule_groups(monitoring)}), encoding="utf-8")
+    result = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alerts_fire_when_they_should_and_only_then(monitoring: Any, tmp_path: Path) -> None:
+    """promtool's rule unit tests: a stuck source and a healthy one, minute by minute."""
+    promtool = _promtool()
+    # Annotations are checked by `promtool check rules`; here only when and with which labels.
+    groups = yaml.safe_load(yaml.safe_dump(_rule_groups(monitoring)))
+    for group in groups:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}), encoding="utf-8")
+
+    def fired(alert: str, at: str, *labels: dict[str, str]) -> dict[str, Any]:
+        return {"eval_time": at, "alertname": alert, "exp_alerts": [{"exp_labels": dict(lbl)} for lbl in labels]}
+
+    stuck = {"source": "stuck"}
+    test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'ftpsource_last_successful_poll_timestamp_seconds{source="stuck"}', "values": "0x40"},
+                    {"series": 'ftpsource_last_successful_poll_timestamp_seconds{source="ok"}', "values": "0+60x40"},
+                    {"series": 'ftpsource_outbox_pending{source="stuck"}', "values": "150x40"},
+                    {"series": 'ftpsource_outbox_pending{source="ok"}', "values": "3x40"},
+                    {"series": 'ftpsource_source_errors_total{source="stuck",kind="connect"}', "values": "0+1x40"},
+                    {"series": 'ftpsource_source_errors_total{source="ok",kind="connect"}', "values": "2x40"},
+                    {
+                        "series": 'ftpsource_events_total{source="stuck",type="ftpsource.file.missing"}',
+                        "values": "0 0 0 1x37",
+                    },
+                    {
+                        "series": 'ftpsource_events_total{source="ok",type="ftpsource.file.ready",reason="new"}',
+                        "values": "0+1x40",
+                    },
+                ],
+                "alert_rule_test": [
+                    fired("FtpsourceNoSuccessfulPoll", "10m"),
+                    fired("FtpsourceNoSuccessfulPoll", "25m", {**stuck, "severity": "critical"}),
+                    fired("FtpsourceOutboxGrowing", "10m"),
+                    fired("FtpsourceOutboxGrowing", "20m", {**stuck, "severity": "warning"}),
+                    fired("FtpsourceSourceFailing", "10m"),
+                    fired("FtpsourceSourceFailing", "25m", {**stuck, "kind": "connect", "severity": "warning"}),
+                    fired("FtpsourceFileMissing", "2m"),
+                    fired(
+                        "FtpsourceFileMissing",
+                        "10m",
+                        {**stuck, "type": "ftpsource.file.missing", "severity": "warning"},
+                    ),
+                    fired("FtpsourceFileRejected", "30m"),
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test), encoding="utf-8")
+    result = subprocess.run(
+        [promtool, "test", "rules", "test.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
