@@ -14,6 +14,7 @@ import time
 from ftplib import FTP
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -646,7 +647,14 @@ def test_sensor_passes_the_parameters_the_workflow_template_declares(etl: Any) -
     for trigger in triggers:
         workflow_trigger = trigger["template"]["argoWorkflow"]
         workflow = workflow_trigger["source"]["resource"]
-        assert workflow["metadata"].get("generateName"), "each run needs its own name"
+        # Either a fresh name per run, or a name completed from the (per file version) event id.
+        name_params = [p for p in workflow_trigger["parameters"] if p["dest"] == "metadata.name"]
+        if name_params:
+            assert "generateName" not in workflow["metadata"]
+            assert [(p["src"]["dataKey"], p.get("operation")) for p in name_params] == [("body.id", "append")]
+            assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*)?-", workflow["metadata"]["name"])
+        else:
+            assert workflow["metadata"].get("generateName"), "each run needs its own name"
         ref = workflow["spec"]["workflowTemplateRef"]["name"]
         assert etl.find("WorkflowTemplate", ref) is not None
         passed = workflow["spec"]["arguments"]["parameters"]
@@ -655,6 +663,8 @@ def test_sensor_passes_the_parameters_the_workflow_template_declares(etl: Any) -
         required = {name for name, p in declared.items() if "value" not in p and "default" not in p}
         supplied: dict[str, str] = {}
         for param in workflow_trigger["parameters"]:
+            if param["dest"] == "metadata.name":
+                continue
             match = re.fullmatch(r"spec\.arguments\.parameters\.(\d+)\.value", param["dest"])
             assert match, param["dest"]
             index = int(match.group(1))
@@ -972,3 +982,149 @@ def test_alerts_fire_when_they_should_and_only_then(monitoring: Any, tmp_path: P
         [promtool, "test", "rules", "test.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------------ the real server, as the pod runs it
+
+
+def _materialise_pod_files(etl: Any, root: Path) -> dict[str, Path]:
+    """Lay out the ftpsource container's mounts under ``root`` as the kubelet would: Secret items
+    become files, claims and emptyDirs become empty directories. Returns mountPath -> local dir."""
+    pod = ftpsource_deployment(etl)["spec"]["template"]["spec"]
+    mounts: dict[str, Path] = {}
+    for mount in ftpsource_container(etl)["volumeMounts"]:
+        local = root / mount["mountPath"].strip("/")
+        local.mkdir(parents=True, exist_ok=True)
+        vol = volume(pod, mount["name"])
+        if "secret" in vol or "projected" in vol:
+            for path, (secret_name, key) in projected_files(vol).items():
+                secret = etl.find("Secret", secret_name)
+                assert secret is not None, secret_name
+                (local / path).parent.mkdir(parents=True, exist_ok=True)
+                (local / path).write_text(secret_value(secret, key), encoding="utf-8")
+        mounts[mount["mountPath"]] = local
+    return mounts
+
+
+def _relocate(value: str, mounts: dict[str, Path]) -> str:
+    for mount_path, local in sorted(mounts.items(), key=lambda item: -len(item[0])):
+        if value == mount_path or value.startswith(mount_path.rstrip("/") + "/"):
+            return str(local) + value[len(mount_path.rstrip("/")) :]
+    return value
+
+
+def _http_status(url: str) -> int:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_the_pod_command_runs_the_real_server_end_to_end(etl: Any, tmp_path: Path) -> None:
+    """Start `ftpsource` with the Deployment's args (paths moved under a temp dir, ports free), answer
+    its probes, then stream the EventSource's local source as Argo would: token from the Secret, config
+    from the EventSource. The Sensor's filter and parameter keys must resolve on the real event."""
+    import json as json_
+    import os
+
+    import grpc
+
+    from ftpsource._proto import generic_pb2, generic_pb2_grpc
+
+    # What the image's `ftpsource` console script runs.
+    command = [sys.executable, "-c", "import sys; from ftpsource.cli import main; sys.exit(main(sys.argv[1:]))"]
+    container = ftpsource_container(etl)
+    mounts = _materialise_pod_files(etl, tmp_path / "pod")
+    grpc_port, metrics_port = _free_port(), _free_port()
+    args = []
+    for arg in container["args"]:
+        key, eq, value = arg.partition("=")
+        if key == "--listen":
+            value = f"127.0.0.1:{grpc_port}"
+        elif key == "--metrics-listen":
+            value = f"127.0.0.1:{metrics_port}"
+        args.append(f"{key}{eq}{_relocate(value, mounts)}" if eq else arg)
+    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    server = subprocess.Popen(
+        [*command, *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    output = ""
+    token = secret_value(etl.get("Secret", "ftpsource-auth"), "token")
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert server.poll() is None, server.communicate(timeout=5)
+            try:
+                if _http_status(f"http://127.0.0.1:{metrics_port}/readyz") == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the server never became ready")
+        assert _http_status(f"http://127.0.0.1:{metrics_port}/healthz") == 200
+
+        spec = eventsource_events(etl)[("ftpsource-files", "incoming-local")]
+        config = yaml.safe_load(spec["config"])
+        incoming = _relocate(urlsplit(config["url"]).path, mounts)
+        assert incoming != urlsplit(config["url"]).path, "the local source's directory is not mounted"
+        Path(incoming, "sales.csv").write_bytes(b"Order ID,Amount\n1,10\n")
+        config.update(url=Path(incoming).as_uri(), stable_for="200ms", poll_interval="1s")
+        request = generic_pb2.EventSource(name="incoming-local", config=yaml.safe_dump(config).encode())
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = generic_pb2_grpc.EventingStub(channel)
+            with pytest.raises(grpc.RpcError) as denied:
+                next(iter(stub.StartEventSource(request, timeout=10)))
+            assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            stream = stub.StartEventSource(request, metadata=[("authorization", f"Bearer {token}")], timeout=20)
+            event = next(iter(stream))
+            stream.cancel()
+        assert event.name == "incoming-local"
+        body = json_.loads(event.payload)
+        assert body["type"] == "ftpsource.file.ready"
+
+        # What the Sensor sees: Argo wraps the payload as the `body` of its own event.
+        argo_event = {"body": body}
+
+        def lookup(key: str) -> Any:
+            node: Any = argo_event
+            for part in key.split("."):
+                node = node[part]
+            return node
+
+        etl_sensor = etl.get("Sensor", "etl")
+        dependency = next(d for d in etl_sensor["spec"]["dependencies"] if d["eventName"] == "incoming-local")
+        for data_filter in dependency["filters"]["data"]:
+            assert lookup(data_filter["path"]) in data_filter["value"]
+        trigger = next(t for t in etl_sensor["spec"]["triggers"] if t["template"]["conditions"] == dependency["name"])
+        values = {
+            p["src"]["dataKey"]: lookup(p["src"]["dataKey"]) for p in trigger["template"]["argoWorkflow"]["parameters"]
+        }
+        assert values["body.data.url"].endswith("/sales.csv")
+        assert values["body.data.checksum.value"] == hashlib.sha256(b"Order ID,Amount\n1,10\n").hexdigest()
+        assert values["body.data.generation"] == 1
+        workflow = trigger["template"]["argoWorkflow"]["source"]["resource"]
+        name = workflow["metadata"]["name"] + values["body.id"]
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name), f"{name} is not a valid Workflow name"
+    finally:
+        server.terminate()
+        try:
+            out, err = server.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            out, err = server.communicate()
+            raise AssertionError("ftpsource did not exit within 20 s of SIGTERM") from None
+        output = out + err
+    assert token not in output, "the auth token leaked into the logs"
+    logged = [line for line in output.splitlines() if line.strip()]
+    assert logged, "the server logged nothing"
+    for line in logged:
+        json_.loads(line)  # --log-format=json: every line is one JSON object
