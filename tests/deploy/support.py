@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,9 @@ def version_tuple(text: str) -> tuple[int, ...]:
 @functools.cache
 def kustomize_command() -> tuple[list[str] | None, str]:
     """The command that renders a kustomization, and its kustomize version (or why there is none)."""
-    kubectl = shutil.which("kubectl")
+    # A kubectl wheel installed into the virtualenv lands beside the interpreter, maybe not on PATH.
+    beside_python = Path(sys.executable).with_name("kubectl")
+    kubectl = shutil.which("kubectl") or (str(beside_python) if beside_python.exists() else None)
     if kubectl:
         out = subprocess.run([kubectl, "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=30)
         if out.returncode == 0:
