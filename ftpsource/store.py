@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -295,11 +295,11 @@ class Store:
         return len(events)
 
     # outbox --------------------------------------------------------------------------------------
-    def undelivered(self, source_id: str, limit: int = 256) -> list[OutboxRow]:
+    def undelivered(self, source_id: str, limit: int = 256, after_seq: int = 0) -> list[OutboxRow]:
         rows = self._query(
             "SELECT seq, event_id, type, path, payload, created FROM outbox"
-            " WHERE source_id=? AND delivered IS NULL ORDER BY seq LIMIT ?",
-            (source_id, limit),
+            " WHERE source_id=? AND delivered IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+            (source_id, after_seq, limit),
         )
         return [OutboxRow(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows]
 
@@ -355,10 +355,6 @@ class AsyncStore:
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
-
-    def submit(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        """Queue a call without awaiting it: it runs even if the caller is cancelled meanwhile."""
-        return self._pool.submit(fn, *args, **kwargs)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from .config import SourceConfig
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 VERIFY_BATCH = 64
 DELIVER_BATCH = 32
+CONFIRM_S = 1.0
 MIN_RESCAN_S = 0.25
 
 Clock = Callable[[], float]
@@ -284,29 +286,36 @@ class Watcher:
 
     # delivery ----------------------------------------------------------------------------------------
     async def deliver(self, write: Callable[[OutboxRow], Awaitable[None]]) -> None:
-        """Forever: write undelivered outbox rows in order, then mark them delivered.
+        """Forever: write undelivered outbox rows in order; mark them delivered once confirmed.
 
-        Rows are marked after ``write`` returned, also when the stream is torn down mid-batch, so only a
-        process killed between writing and marking re-sends anything (at most one batch).
+        gRPC has no application acknowledgement and a completed write only means the bytes reached the
+        transport, so a row counts as delivered once the stream has stayed open for ``CONFIRM_S`` after
+        it was written. A stream that ends sooner (client gone, server killed) leaves those rows
+        undelivered, and they are sent first on the next stream: at-least-once, never lost. Consumers
+        can drop the rare duplicate by CloudEvent ``id``.
         """
         store = self.store
+        unconfirmed: deque[tuple[int, float]] = deque()
+        last_seq = 0
         while True:
+            now = time.monotonic()
+            confirmed = []
+            while unconfirmed and unconfirmed[0][1] <= now - CONFIRM_S:
+                confirmed.append(unconfirmed.popleft()[0])
+            if confirmed:
+                await store.run(store.sync.mark_delivered, confirmed, self.clock())
+                await self._refresh_outbox_gauge()
             self.outbox_changed.clear()
-            rows = await store.run(store.sync.undelivered, self.source_id, DELIVER_BATCH)
-            if not rows:
-                await self.outbox_changed.wait()
+            rows = await store.run(store.sync.undelivered, self.source_id, DELIVER_BATCH, last_seq)
+            for row in rows:
+                await write(row)
+                unconfirmed.append((row.seq, time.monotonic()))
+                last_seq = row.seq
+            if rows:
                 continue
-            written: list[int] = []
-            try:
-                for row in rows:
-                    await write(row)
-                    written.append(row.seq)
-            finally:
-                if written:
-                    # Queued on the store thread even if we are being cancelled right now.
-                    marked = store.submit(store.sync.mark_delivered, written, self.clock())
-            await asyncio.wrap_future(marked)
-            await self._refresh_outbox_gauge()
+            timeout = None if not unconfirmed else max(0.0, unconfirmed[0][1] + CONFIRM_S - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.outbox_changed.wait(), timeout)
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:

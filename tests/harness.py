@@ -196,3 +196,17 @@ class ServerProcess:
         rc = self.proc.wait(timeout)
         self._log.close()
         return rc
+
+
+async def all_delivered(srv: RunningServer, timeout: float = 20.0) -> None:
+    """Wait until every decided event is confirmed delivered (the stream stayed open long enough)."""
+    from ftpsource.store import Store
+
+    def done() -> bool:
+        store = Store(srv.app.settings.state)
+        try:
+            return all(s.undelivered == 0 for s in store.list_sources())
+        finally:
+            store.close()
+
+    await eventually(done, timeout, what="outbox to drain")

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ftpsource.config import ServerSettings
 from ftpsource.store import Store
-from tests.harness import ServerProcess, eventually, open_stream, run_server, stream_to
+from tests.harness import ServerProcess, all_delivered, eventually, open_stream, run_server, stream_to
 
 FAST = {"stable_for": "500ms", "poll_interval": "5s"}
 
@@ -77,6 +77,7 @@ async def test_restart_reports_exactly_the_files_added_while_down(tmp_path: Path
     (root / "before.csv").write_bytes(b"b")
     async with run_server(tmp_path) as srv, stream_to(srv.port, cfg(root)) as stream:
         await stream.until(is_ready("before.csv"))
+        await all_delivered(srv)
     for i in range(5):
         (root / f"while_down_{i}.csv").write_bytes(b"d%d" % i)
     async with run_server(tmp_path) as srv, stream_to(srv.port, cfg(root)) as stream:
@@ -157,6 +158,7 @@ async def test_newer_stream_supersedes_older(tmp_path: Path, root: Path) -> None
         old = await open_stream(srv.port, cfg(root))
         (root / "a").write_bytes(b"1")
         await old.until(is_ready("a"))
+        await all_delivered(srv)
         async with stream_to(srv.port, cfg(root)) as new:
             assert await old.wait_end() == grpc.StatusCode.ABORTED
             assert "superseded" in (old.details or "")
