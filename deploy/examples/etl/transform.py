@@ -49,9 +49,7 @@ def normalise_headers(names: Sequence[str]) -> list[str]:
     return result
 
 
-def transform_rows(
-    rows: Iterable[Sequence[str]], checksum: str
-) -> Iterator[list[str]]:
+def transform_rows(rows: Iterable[Sequence[str]], checksum: str) -> Iterator[list[str]]:
     """Header row first, then data rows; yields the rows to write (header included)."""
     iterator = iter(rows)
     try:
