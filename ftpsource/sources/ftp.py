@@ -1,0 +1,699 @@
+"""FTP and FTPS (explicit TLS) through aioftp: ``ftp://`` and ``ftps://``.
+
+aioftp drives the control connection (connect, AUTH TLS, login, commands); data connections are
+opened here, because aioftp completes the TLS handshake of a data connection before it sends the
+transfer command, and servers that only start TLS after the command (vsftpd, proftpd) then hang.
+
+Listing walks the tree with ``CWD`` + ``MLSD``, falling back to ``LIST`` (parsed by ``listparse``) on
+servers without MLSD. ``LIST`` times are coarse (minute or day), so exact times come from ``MDTM``
+where the server has it, asked only when a file's ``(size, LIST time)`` changes; an unchanged file
+gets the same ``Entry`` on every poll. A transfer abandoned part-way leaves the control connection in
+an unknown state (aioftp issue #201), so that connection is discarded rather than reused.
+
+Every network step runs under ``timeout_s``; failures are translated at this boundary into
+``ftpsource.errors`` types, and their messages never contain the password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import posixpath
+import re
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aioftp
+
+from ..config import SourceConfig
+from ..credentials import Credentials
+from ..errors import FileVanished, PermanentSourceError, SourceError, TransientSourceError
+from ..paths import PathFilter
+from .base import CHUNK_SIZE, Algorithm, Entry, Listing, Source, register
+from .listparse import ListEntry, parse_list_line, parse_mdtm, parse_mlsx_line
+
+__all__ = ["DEFAULT_TIMEOUT_S", "FtpSource"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 30.0
+# Idle pooled connections older than this are checked with NOOP before reuse (servers drop idle sessions).
+_IDLE_CHECK_S = 10.0
+_LIST_READ_SIZE = 64 * 1024
+_HASH_NAMES: dict[str, str] = {"sha256": "SHA-256", "md5": "MD5"}
+_HEX_LENGTH: dict[str, int] = {"sha256": 64, "md5": 32}
+
+
+@dataclass(frozen=True, slots=True)
+class _Features:
+    """What FEAT announced (RFC 2389): command name -> parameters."""
+
+    raw: dict[str, str]
+
+    @classmethod
+    def parse(cls, lines: list[str]) -> _Features:
+        raw: dict[str, str] = {}
+        for line in lines:
+            # Feature lines start with a space; the first and last lines are the 211 text.
+            if not line.startswith(" "):
+                continue
+            name, _, params = line.strip().partition(" ")
+            if name and name.lower() != "end":
+                raw[name.upper()] = params.strip()
+        return cls(raw)
+
+    def has(self, name: str) -> bool:
+        return name in self.raw
+
+    @property
+    def hash_algorithms(self) -> frozenset[str]:
+        if "HASH" not in self.raw:
+            return frozenset()
+        return frozenset(a.strip().rstrip("*").upper() for a in self.raw["HASH"].split(";") if a.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """The mtime given for a path, remembered with the LIST facts it was derived from."""
+
+    size: int
+    list_mtime: float
+    resolution_s: int
+    mtime: float
+
+
+class _Connection:
+    """One logged-in control connection. ``clean`` is False while a reply or transfer is outstanding."""
+
+    def __init__(self, client: aioftp.Client, host: str, tls: bool) -> None:
+        self.client = client
+        self.host = host
+        self.tls = tls
+        self.clean = True
+        self.features = _Features({})
+        self.idle_since = time.monotonic()
+        self._passive = ["EPSV", "PASV"]
+
+    async def cmd(
+        self, command: str | None, expected: str | tuple[str, ...], wait: str | tuple[str, ...] = ()
+    ) -> tuple[str, list[str]]:
+        self.clean = False
+        try:
+            code, info = await self.client.command(command, expected, wait)
+        except aioftp.StatusCodeError:
+            self.clean = True  # the whole reply was read; the session is still in step
+            raise
+        self.clean = True
+        return str(code), info
+
+    async def _passive_port(self) -> int:
+        while True:
+            command = self._passive[0]
+            try:
+                _, info = await self.cmd(command, "229" if command == "EPSV" else "227")
+            except aioftp.StatusCodeError as exc:
+                if len(self._passive) > 1 and _code(exc).startswith("50"):
+                    self._passive.pop(0)
+                    continue
+                raise
+            if command == "EPSV":
+                return aioftp.Client.parse_epsv_response(info[-1])[1]
+            # The address in a PASV reply is often wrong behind NAT; the control host is not.
+            return aioftp.Client.parse_pasv_response(info[-1])[1]
+
+    async def open_data(self, command: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+        """Open a passive data connection for ``command``; returns (reader, writer, already_finished)."""
+        port = await self._passive_port()
+        reader, writer = await asyncio.open_connection(self.host, port)
+        try:
+            self.clean = False
+            await self.client.command(command)
+            handshake: asyncio.Future[None] | None = None
+            if self.tls:
+                ssl_object = self.client.stream.writer.transport.get_extra_info("ssl_object")
+                # Reuse the control session: servers such as vsftpd insist on it (require_ssl_reuse).
+                context = aioftp.SSLSessionBoundContext(
+                    ssl.PROTOCOL_TLS_CLIENT, context=ssl_object.context, session=ssl_object.session
+                )
+                # Servers differ in whether they start TLS before or after the 150 reply: do both at once.
+                handshake = asyncio.ensure_future(writer.start_tls(context, server_hostname=self.host))
+            try:
+                code, _ = await self.cmd(None, ("1xx", "2xx"))
+            except BaseException:
+                if handshake is not None:
+                    handshake.cancel()
+                    await asyncio.gather(handshake, return_exceptions=True)
+                raise
+            if handshake is not None:
+                await handshake
+        except BaseException:
+            writer.close()
+            raise
+        done = code.startswith("2")
+        self.clean = done
+        return reader, writer, done
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _code(exc: aioftp.StatusCodeError) -> str:
+    return str(exc.received_codes[-1]) if exc.received_codes else "000"
+
+
+def _reply(exc: aioftp.StatusCodeError) -> str:
+    info = exc.info if isinstance(exc.info, list) else [exc.info]
+    text = " ".join(str(i).strip() for i in info if str(i).strip())
+    return f"{_code(exc)} {text}".strip()
+
+
+async def _close_writer(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+        await asyncio.wait_for(writer.wait_closed(), 2.0)
+
+
+@register("ftp", "ftps")
+class FtpSource(Source):
+    """FTP/FTPS adapter. ``timeout_s`` bounds every network step (connect, command, chunk)."""
+
+    scheme = "ftp"
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        credentials: Credentials,
+        path_filter: PathFilter,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        hash_timeout_s: float | None = None,
+    ) -> None:
+        super().__init__(config, credentials, path_filter)
+        self.timeout_s = timeout_s
+        # A server hash reads the whole file before it answers.
+        self.hash_timeout_s = hash_timeout_s if hash_timeout_s is not None else 10 * timeout_s
+        self._tls = self.url.scheme == "ftps"
+        self._host = self.url.host
+        self._port = self.url.port or 21
+        self._user = self.url.username or credentials.username or "anonymous"
+        self._password = credentials.password.reveal() if credentials.password is not None else ""
+        if not self._password and self._user == "anonymous":
+            self._password = "ftpsource@"
+        self._slots = asyncio.Semaphore(config.max_connections)
+        self._idle: list[_Connection] = []
+        self._closed = False
+        self._features: _Features | None = None
+        self._mlsd: bool | None = None  # None: not tried yet
+        self._list_command = "LIST -a"
+        self._mdtm_ok = True
+        self._memo: dict[str, _Memo] = {}
+        #: counters for tests and debugging
+        self.stats: collections.Counter[str] = collections.Counter()
+
+    # errors ------------------------------------------------------------------------------------------
+    def _where(self) -> str:
+        return f"{self.url.scheme}://{self._host}:{self._port}"
+
+    def _scrub(self, text: str) -> str:
+        if self._password and len(self._password) >= 3:
+            text = text.replace(self._password, "***")
+        return text
+
+    def _translate(self, exc: BaseException, action: str) -> SourceError | None:
+        """Map a third-party failure to a ``SourceError``; None for exceptions that are not ours to map."""
+        where = self._where()
+        if isinstance(exc, SourceError):
+            return exc
+        if isinstance(exc, TimeoutError):
+            return TransientSourceError(f"{where}: {action} timed out after {self.timeout_s:g}s", kind="timeout")
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return PermanentSourceError(
+                self._scrub(
+                    f"{where}: TLS certificate not trusted ({exc.verify_message}); put the issuing CA in ca.pem "
+                    "of the credential set, or set tls_verify: false"
+                ),
+                kind="tls",
+            )
+        if isinstance(exc, ssl.SSLError):
+            reason = exc.reason or str(exc)
+            return TransientSourceError(self._scrub(f"{where}: TLS error while {action}: {reason}"), kind="tls")
+        if isinstance(exc, ConnectionRefusedError):
+            return TransientSourceError(f"{where}: connection refused", kind="connect")
+        if isinstance(exc, asyncio.IncompleteReadError | EOFError | ConnectionError):
+            return TransientSourceError(f"{where}: connection lost while {action}", kind="connect")
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            return TransientSourceError(self._scrub(f"{where}: {action}: {reason}"), kind="connect")
+        if isinstance(exc, aioftp.StatusCodeError):
+            code = _code(exc)
+            kind = "connect" if code == "421" else "protocol"
+            return TransientSourceError(self._scrub(f"{where}: {action}: server replied {_reply(exc)}"), kind=kind)
+        if isinstance(exc, UnicodeDecodeError):
+            return TransientSourceError(f"{where}: {action}: server reply is not UTF-8", kind="protocol")
+        if isinstance(exc, aioftp.AIOFTPException | ValueError):
+            return TransientSourceError(self._scrub(f"{where}: {action}: {exc}"), kind="protocol")
+        return None
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            mapped = self._translate(exc, action)
+            if mapped is None or mapped is exc:
+                raise
+            raise mapped from exc
+
+    # connections -------------------------------------------------------------------------------------
+    def _ssl_context(self) -> ssl.SSLContext:
+        cafile = str(self.credentials.ca_file) if self.credentials.ca_file is not None else None
+        context = ssl.create_default_context(cafile=cafile)
+        if not self.config.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    async def _connect(self) -> _Connection:
+        client = aioftp.Client(encoding="utf-8")
+        conn = _Connection(client, self._host, self._tls)
+        where = self._where()
+        phase = "connecting"
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await client.connect(self._host, self._port)
+                if self._tls:
+                    phase = "negotiating TLS"
+                    try:
+                        await conn.cmd("AUTH TLS", "234")
+                    except aioftp.StatusCodeError as exc:
+                        raise PermanentSourceError(
+                            f"{where}: server does not offer explicit TLS (AUTH TLS: {_reply(exc)})", kind="tls"
+                        ) from exc
+                    await client.stream.start_tls(self._ssl_context(), server_hostname=self._host)
+                    await conn.cmd("PBSZ 0", "200")
+                    await conn.cmd("PROT P", "200")
+                phase = "logging in"
+                try:
+                    await client.login(self._user, self._password)
+                except aioftp.StatusCodeError as exc:
+                    if _code(exc).startswith("4"):
+                        raise
+                    raise PermanentSourceError(
+                        self._scrub(f"{where}: login as {self._user!r} refused: {_reply(exc)}"), kind="auth"
+                    ) from exc
+                phase = "negotiating features"
+                try:
+                    _, info = await conn.cmd("FEAT", "2xx")
+                    conn.features = _Features.parse(info)
+                except aioftp.StatusCodeError:
+                    conn.features = _Features({})
+                if conn.features.has("UTF8"):
+                    with contextlib.suppress(aioftp.StatusCodeError):
+                        await conn.cmd("OPTS UTF8 ON", "2xx")
+                await conn.cmd("TYPE I", "200")
+        except Exception as exc:
+            client.close()
+            mapped = self._translate(exc, phase)
+            if mapped is None or mapped is exc:
+                raise
+            raise mapped from exc
+        except BaseException:
+            client.close()
+            raise
+        self.stats["connect"] += 1
+        if self._features is None:
+            self._features = conn.features
+        return conn
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[_Connection]:
+        if self._closed:
+            raise TransientSourceError(f"{self._where()}: adapter is closed", kind="closed")
+        async with self._slots:
+            conn: _Connection | None = None
+            while self._idle and conn is None:
+                candidate = self._idle.pop()
+                if time.monotonic() - candidate.idle_since > _IDLE_CHECK_S:
+                    try:
+                        async with asyncio.timeout(min(self.timeout_s, 5.0)):
+                            await candidate.cmd("NOOP", "2xx")
+                    except Exception:
+                        candidate.close()
+                        continue
+                    except BaseException:
+                        candidate.close()
+                        raise
+                conn = candidate
+            if conn is None:
+                conn = await self._connect()
+            try:
+                yield conn
+            except BaseException:
+                self._release(conn, reuse=conn.clean)
+                raise
+            self._release(conn, reuse=True)
+
+    def _release(self, conn: _Connection, *, reuse: bool) -> None:
+        if reuse and conn.clean and not self._closed:
+            conn.idle_since = time.monotonic()
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2.0):
+                    await conn.cmd("QUIT", "2xx")
+            conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.client.stream.writer.wait_closed(), 2.0)
+
+    # paths -------------------------------------------------------------------------------------------
+    def _abs(self, rel: str) -> str:
+        root = self.url.root
+        return posixpath.join(root, rel) if rel else root
+
+    # listing -----------------------------------------------------------------------------------------
+    async def _transfer_all(self, conn: _Connection, command: str) -> bytes:
+        async with asyncio.timeout(self.timeout_s):
+            reader, writer, done = await conn.open_data(command)
+        chunks: list[bytes] = []
+        try:
+            while True:
+                async with asyncio.timeout(self.timeout_s):
+                    chunk = await reader.read(_LIST_READ_SIZE)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            await _close_writer(writer)
+        if not done:
+            async with asyncio.timeout(self.timeout_s):
+                await conn.cmd(None, "2xx", "1xx")
+        return b"".join(chunks)
+
+    async def _list_dir(self, conn: _Connection) -> tuple[bytes, bool]:
+        """List the current directory; returns (data, is_mlsd)."""
+        if self._mlsd is not False:
+            try:
+                data = await self._transfer_all(conn, "MLSD")
+            except aioftp.StatusCodeError as exc:
+                if self._mlsd is None and _code(exc) in ("500", "502"):
+                    log.debug("%s: no MLSD (%s); listing with LIST", self._where(), _reply(exc))
+                    self._mlsd = False
+                else:
+                    raise
+            else:
+                self._mlsd = True
+                return data, True
+        try:
+            return await self._transfer_all(conn, self._list_command), False
+        except aioftp.StatusCodeError as exc:
+            # "LIST -a" shows dot files (a marker may be one); a server that takes "-a" for a path
+            # refuses it, and then plain LIST has to do.
+            if self._list_command == "LIST" or not _code(exc).startswith("5"):
+                raise
+        data = await self._transfer_all(conn, "LIST")
+        self._list_command = "LIST"
+        return data, False
+
+    async def _walk(self, conn: _Connection, listing: Listing) -> list[tuple[str, ListEntry]]:
+        now = datetime.now(UTC)
+        files: list[tuple[str, ListEntry]] = []
+        queue: collections.deque[str] = collections.deque([""])
+        where = self._where()
+        while queue:
+            rel = queue.popleft()
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await conn.cmd(f"CWD {self._abs(rel)}", "2xx")
+                data, is_mlsd = await self._list_dir(conn)
+            except aioftp.StatusCodeError as exc:
+                code = _code(exc)
+                if not (code.startswith("5") or code == "450"):
+                    raise
+                if not rel:
+                    raise PermanentSourceError(
+                        f"{where}: root directory {self.url.root!r} cannot be listed: {_reply(exc)}", kind="root"
+                    ) from exc
+                listing.unlisted_dirs.append(rel)
+                listing.warnings.append(f"cannot list directory {rel!r}: {_reply(exc)}")
+                continue
+            for raw in data.split(b"\n"):
+                raw = raw.rstrip(b"\r")
+                if not raw.strip():
+                    continue
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    listing.warnings.append(f"{rel or '.'}: skipped an entry whose name is not UTF-8: {raw!r}")
+                    continue
+                try:
+                    entry = parse_mlsx_line(line) if is_mlsd else parse_list_line(line, now=now)
+                except ValueError as exc:
+                    listing.warnings.append(f"{rel or '.'}: skipped a line that could not be parsed ({exc})")
+                    continue
+                if entry is None or entry.name in (".", ".."):
+                    continue
+                if "/" in entry.name or "\r" in entry.name or "\n" in entry.name:
+                    listing.warnings.append(f"{rel or '.'}: skipped an entry with an unusable name {entry.name!r}")
+                    continue
+                child = f"{rel}/{entry.name}" if rel else entry.name
+                if entry.kind == "dir":
+                    if self.path_filter.descend(child):
+                        queue.append(child)
+                elif entry.kind == "file" and entry.size is not None and entry.mtime is not None:
+                    files.append((child, entry))
+        for message in listing.warnings:
+            log.warning("%s: %s", where, message)
+        return files
+
+    def _settle(self, path: str, entry: ListEntry, exact: float | None) -> Entry:
+        """The mtime to report for a listed file, stable while its LIST facts stay the same."""
+        assert entry.size is not None and entry.mtime is not None
+        if entry.resolution_s <= 1:
+            return Entry(path, entry.size, entry.mtime)
+        memo = self._memo.get(path)
+        if exact is not None:
+            mtime = exact
+        elif (
+            memo is not None
+            and memo.size == entry.size
+            and memo.list_mtime == entry.mtime
+            and memo.resolution_s == entry.resolution_s
+        ):
+            mtime = memo.mtime
+        elif (
+            memo is not None
+            and memo.size == entry.size
+            and entry.resolution_s > memo.resolution_s
+            and memo.list_mtime - memo.list_mtime % entry.resolution_s == entry.mtime
+        ):
+            # ``ls`` switched to the coarser year form (file older than six months): same file.
+            mtime = memo.mtime
+        else:
+            mtime = entry.mtime
+        self._memo[path] = _Memo(entry.size, entry.mtime, entry.resolution_s, mtime)
+        return Entry(path, entry.size, mtime)
+
+    def _needs_mdtm(self, path: str, entry: ListEntry) -> bool:
+        if entry.resolution_s <= 1 or not self._mdtm_ok:
+            return False
+        features = self._features
+        if features is not None and not features.has("MDTM"):
+            return False
+        memo = self._memo.get(path)
+        return not (
+            memo is not None
+            and memo.size == entry.size
+            and memo.list_mtime == entry.mtime
+            and memo.resolution_s == entry.resolution_s
+        )
+
+    async def _mdtm(self, conn: _Connection, path: str) -> float | None:
+        """The exact mtime of ``path``; None when the server cannot tell (vanished, unsupported)."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                _, info = await conn.cmd(f"MDTM {self._abs(path)}", "213")
+        except aioftp.StatusCodeError as exc:
+            if _code(exc) in ("500", "502", "504"):
+                self._mdtm_ok = False
+            return None
+        self.stats["mdtm"] += 1
+        try:
+            return parse_mdtm(info[-1])
+        except ValueError:
+            return None
+
+    async def _exact_mtimes(self, paths: list[str]) -> dict[str, float | None]:
+        results: dict[str, float | None] = {}
+        pending = collections.deque(paths)
+
+        async def worker() -> None:
+            async with self._connection() as conn:
+                while pending and self._mdtm_ok:
+                    path = pending.popleft()
+                    results[path] = await self._mdtm(conn, path)
+
+        workers = max(1, min(self.config.max_connections, (len(paths) + 19) // 20))
+        tasks = [asyncio.create_task(worker()) for _ in range(workers)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return results
+
+    async def list(self) -> Listing:
+        listing = Listing([])
+        with self._errors("listing"):
+            async with self._connection() as conn:
+                files = await self._walk(conn, listing)
+            need = [path for path, entry in files if self._needs_mdtm(path, entry)]
+            exact = await self._exact_mtimes(need) if need else {}
+        listing.entries = [self._settle(path, entry, exact.get(path)) for path, entry in files]
+        listed = {path for path, _ in files}
+        for path in [p for p in self._memo if p not in listed]:
+            del self._memo[path]
+        return listing
+
+    async def stat(self, path: str) -> Entry | None:
+        with self._errors(f"checking {path!r}"):
+            async with self._connection() as conn:
+                features = conn.features
+                absolute = self._abs(path)
+                if features.has("MLST"):
+                    try:
+                        async with asyncio.timeout(self.timeout_s):
+                            _, info = await conn.cmd(f"MLST {absolute}", "2xx")
+                    except aioftp.StatusCodeError as exc:
+                        if _code(exc).startswith("5") or _code(exc) == "450":
+                            return None
+                        raise
+                    facts = [line for line in info[1:] if line.startswith(" ") and "=" in line]
+                    if not facts:
+                        return None
+                    entry = parse_mlsx_line(facts[0])
+                    if entry.kind != "file" or entry.size is None or entry.mtime is None:
+                        return None
+                    return Entry(path, entry.size, entry.mtime)
+                if self._mdtm_ok and features.has("MDTM") and features.has("SIZE"):
+                    try:
+                        async with asyncio.timeout(self.timeout_s):
+                            _, info = await conn.cmd(f"SIZE {absolute}", "213")
+                    except aioftp.StatusCodeError as exc:
+                        if _code(exc).startswith("5") or _code(exc) == "450":
+                            return None
+                        raise
+                    size = int(info[-1].strip())
+                    mtime = await self._mdtm(conn, path)
+                    if mtime is not None:
+                        return Entry(path, size, mtime)
+                    if self._mdtm_ok:
+                        return None  # vanished between SIZE and MDTM
+                return await self._stat_by_listing(conn, path)
+
+    async def _stat_by_listing(self, conn: _Connection, path: str) -> Entry | None:
+        parent, name = posixpath.split(path)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await conn.cmd(f"CWD {self._abs(parent)}", "2xx")
+            data, is_mlsd = await self._list_dir(conn)
+        except aioftp.StatusCodeError as exc:
+            if _code(exc).startswith("5") or _code(exc) == "450":
+                return None
+            raise
+        now = datetime.now(UTC)
+        for raw in data.split(b"\n"):
+            try:
+                line = raw.rstrip(b"\r").decode("utf-8")
+                entry = parse_mlsx_line(line) if is_mlsd else parse_list_line(line, now=now)
+            except ValueError:  # includes UnicodeDecodeError
+                continue
+            if entry is not None and entry.name == name:
+                if entry.kind != "file" or entry.size is None or entry.mtime is None:
+                    return None
+                return self._settle(path, entry, None)
+        return None
+
+    # content -----------------------------------------------------------------------------------------
+    async def read(self, path: str) -> AsyncIterator[bytes]:
+        absolute = self._abs(path)
+        with self._errors(f"downloading {path!r}"):
+            async with self._connection() as conn:
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        reader, writer, done = await conn.open_data(f"RETR {absolute}")
+                except aioftp.StatusCodeError as exc:
+                    raise FileVanished(f"{path}: cannot be downloaded: {_reply(exc)}") from exc
+                complete = False
+                try:
+                    while True:
+                        try:
+                            async with asyncio.timeout(self.timeout_s):
+                                chunk = await reader.read(CHUNK_SIZE)
+                        except (TimeoutError, OSError, ssl.SSLError) as exc:
+                            raise FileVanished(f"{path}: download failed part-way ({type(exc).__name__})") from exc
+                        if not chunk:
+                            break
+                        yield chunk
+                    await _close_writer(writer)
+                    if not done:
+                        try:
+                            async with asyncio.timeout(self.timeout_s):
+                                await conn.cmd(None, "2xx", "1xx")
+                        except aioftp.StatusCodeError as exc:
+                            raise FileVanished(f"{path}: download failed: {_reply(exc)}") from exc
+                        except (TimeoutError, OSError) as exc:
+                            raise FileVanished(f"{path}: download not confirmed ({type(exc).__name__})") from exc
+                    complete = True
+                finally:
+                    if not complete:
+                        # Abandoned or failed mid-transfer: this control connection is out of step.
+                        conn.clean = False
+                        writer.close()
+
+    async def server_digest(self, path: str, algorithm: Algorithm) -> str | None:
+        features = self._features
+        if features is None:
+            with self._errors("connecting"):
+                async with self._connection() as conn:
+                    features = conn.features
+        name = _HASH_NAMES[algorithm]
+        absolute = self._abs(path)
+        if name in features.hash_algorithms:
+            commands = [f"OPTS HASH {name}", f"HASH {absolute}"]
+        elif features.has("X" + name.replace("-", "")) and not re.search(r"\s", absolute):
+            # XSHA256/XMD5 split their argument on spaces (file, start, end).
+            commands = [f"X{name.replace('-', '')} {absolute}"]
+        else:
+            return None
+        with self._errors(f"hashing {path!r} on the server"):
+            async with self._connection() as conn:
+                try:
+                    async with asyncio.timeout(self.hash_timeout_s):
+                        for command in commands[:-1]:
+                            await conn.cmd(command, "2xx")
+                        _, info = await conn.cmd(commands[-1], "2xx")
+                except aioftp.StatusCodeError as exc:
+                    log.debug("%s: server hash unavailable for %s: %s", self._where(), path, _reply(exc))
+                    return None
+                except TimeoutError:
+                    conn.close()
+                    conn.clean = False
+                    log.info("%s: server hash of %s timed out; downloading instead", self._where(), path)
+                    return None
+        match = re.search(rf"\b([0-9a-fA-F]{{{_HEX_LENGTH[algorithm]}}})\b", info[-1])
+        if match is None:
+            return None
+        self.stats["server_hash"] += 1
+        return match.group(1).lower()

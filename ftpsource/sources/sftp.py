@@ -1,0 +1,423 @@
+"""SFTP through asyncssh: ``sftp://``.
+
+One SSH connection per adapter carries up to ``max_connections`` concurrent SFTP operations. The
+server's host key must be trusted before any password or key is offered: it is checked against the
+credential set's ``known_hosts`` or the pinned ``host_key`` fingerprint; with neither, the adapter
+refuses to connect (naming the fingerprint it saw) unless ``insecure_skip_host_key_check`` is set.
+
+Listings are recursive ``READDIR`` walks that keep regular files (and, like the local adapter,
+symlinks to regular files; linked directories are not followed), with the integer-second mtime SFTPv3
+gives, which is stable from poll to poll. Every network step runs
+under ``timeout_s``; failures are translated into ``ftpsource.errors`` types without secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import posixpath
+from collections.abc import AsyncIterator, Iterator, Sequence
+
+import asyncssh
+from asyncssh.constants import FILEXFER_TYPE_DIRECTORY, FILEXFER_TYPE_REGULAR, FILEXFER_TYPE_SYMLINK
+
+from ..config import SourceConfig
+from ..credentials import Credentials
+from ..errors import FileVanished, PermanentSourceError, SourceError, TransientSourceError
+from ..paths import PathFilter
+from .base import CHUNK_SIZE, Entry, Listing, Source, register
+
+__all__ = ["DEFAULT_TIMEOUT_S", "SftpSource"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 30.0
+_GONE = (asyncssh.SFTPNoSuchFile, asyncssh.SFTPPermissionDenied)
+
+
+class _HostKeyCheck(asyncssh.SSHClient):
+    """Checks the server key against the pinned fingerprint and remembers what the server presented."""
+
+    def __init__(self, pinned: str | None) -> None:
+        self.pinned = pinned
+        self.seen: str | None = None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+        # Called only for keys that known_hosts (if any) did not already trust.
+        self.seen = key.get_fingerprint("sha256")
+        if self.pinned is None:
+            return False
+        algorithm = "md5" if self.pinned.upper().startswith("MD5:") else "sha256"
+        return _same_fingerprint(key.get_fingerprint(algorithm), self.pinned)
+
+
+def _same_fingerprint(actual: str, pinned: str) -> bool:
+    prefix, _, value = pinned.partition(":")
+    actual_prefix, _, actual_value = actual.partition(":")
+    if prefix.upper() != actual_prefix.upper():
+        return False
+    if prefix.upper() == "MD5":
+        return value.lower() == actual_value.lower()
+    return value.rstrip("=") == actual_value.rstrip("=")
+
+
+def _no_known_hosts(
+    host: str, addr: str, port: int
+) -> tuple[Sequence[asyncssh.SSHKey], Sequence[asyncssh.SSHKey], Sequence[asyncssh.SSHKey]]:
+    # Trust nothing up front, so every key goes through _HostKeyCheck (never ~/.ssh/known_hosts).
+    return [], [], []
+
+
+@register("sftp")
+class SftpSource(Source):
+    """SFTP adapter. ``timeout_s`` bounds every network step (connect, each request, each chunk)."""
+
+    scheme = "sftp"
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        credentials: Credentials,
+        path_filter: PathFilter,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        super().__init__(config, credentials, path_filter)
+        self.timeout_s = timeout_s
+        self._host = self.url.host
+        self._port = self.url.port or 22
+        self._user = self.url.username or credentials.username
+        secrets = (credentials.password, credentials.private_key)
+        self._secrets = [s.reveal() for s in secrets if s is not None and len(s.reveal()) >= 3]
+        self._slots = asyncio.Semaphore(config.max_connections)
+        self._connect_lock = asyncio.Lock()
+        self._conn: asyncssh.SSHClientConnection | None = None
+        self._sftp: asyncssh.SFTPClient | None = None
+        self._closed = False
+        #: counters for tests and debugging
+        self.stats: collections.Counter[str] = collections.Counter()
+
+    # errors ------------------------------------------------------------------------------------------
+    def _where(self) -> str:
+        return f"sftp://{self._host}:{self._port}"
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _translate(self, exc: BaseException, action: str) -> SourceError | None:
+        where = self._where()
+        if isinstance(exc, SourceError):
+            return exc
+        if isinstance(exc, TimeoutError):
+            return TransientSourceError(f"{where}: {action} timed out after {self.timeout_s:g}s", kind="timeout")
+        if isinstance(exc, asyncssh.PermissionDenied):
+            return PermanentSourceError(
+                f"{where}: login as {self._user!r} refused ({self._auth_methods()})", kind="auth"
+            )
+        if isinstance(exc, asyncssh.ConnectionLost | asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection):
+            return TransientSourceError(f"{where}: connection lost while {action}", kind="connect")
+        if isinstance(exc, asyncssh.DisconnectError):
+            message = f"{where}: disconnected while {action}: {exc.reason}"
+            return TransientSourceError(self._scrub(message), kind="connect")
+        if isinstance(exc, asyncssh.ChannelOpenError):
+            return TransientSourceError(self._scrub(f"{where}: {action}: {exc.reason}"), kind="connect")
+        if isinstance(exc, asyncssh.SFTPError):
+            return TransientSourceError(self._scrub(f"{where}: {action}: {exc.reason}"), kind="protocol")
+        if isinstance(exc, ConnectionRefusedError):
+            return TransientSourceError(f"{where}: connection refused", kind="connect")
+        if isinstance(exc, ConnectionError | EOFError | asyncio.IncompleteReadError):
+            return TransientSourceError(f"{where}: connection lost while {action}", kind="connect")
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            return TransientSourceError(self._scrub(f"{where}: {action}: {reason}"), kind="connect")
+        return None
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:
+            mapped = self._translate(exc, action)
+            if mapped is None or mapped is exc:
+                raise
+            if mapped.kind == "connect" or isinstance(exc, TimeoutError):
+                self._drop_connection()
+            raise mapped from exc
+
+    def _auth_methods(self) -> str:
+        methods = []
+        if self.credentials.password is not None:
+            methods.append("password")
+        if self.credentials.private_key is not None:
+            methods.append("private key")
+        return "tried " + " and ".join(methods) if methods else "no password or private key in the credential set"
+
+    # connection --------------------------------------------------------------------------------------
+    def _client_keys(self) -> list[asyncssh.SSHKey]:
+        if self.credentials.private_key is None:
+            return []
+        text = self.credentials.private_key.reveal()
+        try:
+            return [asyncssh.import_private_key(text)]
+        except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
+            passphrase = self.credentials.password.reveal() if self.credentials.password is not None else None
+            if passphrase is not None:
+                # An encrypted key: the credential set's password is its passphrase.
+                with contextlib.suppress(asyncssh.KeyImportError, asyncssh.KeyEncryptionError):
+                    return [asyncssh.import_private_key(text, passphrase)]
+            raise PermanentSourceError(
+                f"{self._where()}: the private key of the credential set cannot be loaded ({type(exc).__name__})",
+                kind="auth",
+            ) from None
+
+    def _known_hosts(self) -> str | object | None:
+        if self.config.insecure_skip_host_key_check:
+            return None
+        if self.credentials.known_hosts is not None:
+            return str(self.credentials.known_hosts)
+        return _no_known_hosts
+
+    async def _connect(self) -> asyncssh.SFTPClient:
+        where = self._where()
+        if self._user is None:
+            raise PermanentSourceError(
+                f"{where}: no username; put it in the URL (sftp://user@host/dir) or in the credential set",
+                kind="auth",
+            )
+        if (
+            not self.config.insecure_skip_host_key_check
+            and self.credentials.known_hosts is None
+            and self.config.host_key is None
+        ):
+            seen = await self._probe_host_key()
+            hint = f"; the server presented {seen}" if seen else ""
+            raise PermanentSourceError(
+                f"{where}: refusing to connect without a way to verify the server's host key{hint}. Add a "
+                "known_hosts file to the credential set, pin the key with host_key: 'SHA256:...' (from "
+                f"ssh-keyscan -p {self._port} {self._host} | ssh-keygen -lf -), or set "
+                "insecure_skip_host_key_check: true",
+                kind="hostkey",
+            )
+        checker = _HostKeyCheck(self.config.host_key)
+        password = self.credentials.password.reveal() if self.credentials.password is not None else None
+        conn: asyncssh.SSHClientConnection | None = None
+        try:
+            with self._errors("connecting"):
+                client_keys = self._client_keys()
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        conn = await asyncssh.connect(
+                            self._host,
+                            self._port,
+                            username=self._user,
+                            password=password,
+                            client_keys=client_keys,
+                            known_hosts=self._known_hosts(),
+                            client_factory=lambda: checker,
+                            agent_path=None,
+                            config=None,
+                            gss_auth=False,
+                            gss_kex=False,
+                            preferred_auth="publickey,keyboard-interactive,password",
+                            keepalive_interval=max(self.timeout_s, 15.0),
+                            keepalive_count_max=3,
+                        )
+                        sftp = await conn.start_sftp_client()
+                except asyncssh.HostKeyNotVerifiable as exc:
+                    raise PermanentSourceError(self._host_key_message(checker.seen), kind="hostkey") from exc
+        except BaseException:
+            if conn is not None:
+                conn.abort()
+            raise
+        self.stats["connect"] += 1
+        self._conn, self._sftp = conn, sftp
+        return sftp
+
+    def _host_key_message(self, seen: str | None) -> str:
+        trusted = []
+        if self.credentials.known_hosts is not None:
+            trusted.append("the credential set's known_hosts")
+        if self.config.host_key is not None:
+            trusted.append(f"the pinned host_key {self.config.host_key}")
+        if len(trusted) == 1:
+            match = f"it does not match {trusted[0]}"
+        else:
+            match = f"it matches neither {' nor '.join(trusted)}"
+        return (
+            f"{self._where()}: host key {seen or '(unknown)'} of {self._host} is not trusted: {match}. "
+            "If the server's key really changed, update the trusted key"
+        )
+
+    async def _probe_host_key(self) -> str | None:
+        """The server's host key fingerprint, learned without authenticating."""
+        checker = _HostKeyCheck(None)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(self.timeout_s):
+                conn = await asyncssh.connect(
+                    self._host,
+                    self._port,
+                    username=self._user,
+                    known_hosts=_no_known_hosts,
+                    client_factory=lambda: checker,
+                    client_keys=[],
+                    password=None,
+                    agent_path=None,
+                    config=None,
+                    gss_auth=False,
+                    gss_kex=False,
+                )
+                conn.abort()  # pragma: no cover - the key check rejects every key
+        return checker.seen
+
+    async def _client(self) -> asyncssh.SFTPClient:
+        if self._closed:
+            raise TransientSourceError(f"{self._where()}: adapter is closed", kind="closed")
+        async with self._connect_lock:
+            if self._sftp is not None and self._conn is not None and not self._conn.is_closed():
+                return self._sftp
+            self._drop_connection()
+            return await self._connect()
+
+    def _drop_connection(self) -> None:
+        conn, self._conn, self._sftp = self._conn, None, None
+        if conn is not None:
+            conn.abort()
+
+    @contextlib.asynccontextmanager
+    async def _session(self, action: str) -> AsyncIterator[asyncssh.SFTPClient]:
+        async with self._slots:
+            sftp = await self._client()
+            with self._errors(action):
+                yield sftp
+
+    async def close(self) -> None:
+        self._closed = True
+        conn, self._conn, self._sftp = self._conn, None, None
+        if conn is not None:
+            conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.wait_closed(), 2.0)
+
+    # paths -------------------------------------------------------------------------------------------
+    def _abs(self, rel: str) -> str:
+        root = self.url.root
+        return posixpath.join(root, rel) if rel else root
+
+    # listing -----------------------------------------------------------------------------------------
+    async def _read_dir(self, sftp: asyncssh.SFTPClient, path: str) -> list[asyncssh.SFTPName]:
+        names: list[asyncssh.SFTPName] = []
+        iterator = sftp.scandir(path.encode("utf-8")).__aiter__()
+        try:
+            while True:
+                async with asyncio.timeout(self.timeout_s):
+                    try:
+                        names.append(await iterator.__anext__())
+                    except StopAsyncIteration:
+                        return names
+        finally:
+            await iterator.aclose()  # type: ignore[attr-defined]
+
+    async def list(self) -> Listing:
+        listing = Listing([])
+        where = self._where()
+        async with self._session("listing") as sftp:
+            root = self.url.root
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    attrs = await sftp.stat(root)
+            except _GONE as exc:
+                raise PermanentSourceError(
+                    f"{where}: root directory {root!r} cannot be listed: {exc.reason}", kind="root"
+                ) from exc
+            if attrs.type != FILEXFER_TYPE_DIRECTORY:
+                raise PermanentSourceError(f"{where}: root {root!r} is not a directory", kind="root")
+            queue: collections.deque[str] = collections.deque([""])
+            while queue:
+                rel = queue.popleft()
+                try:
+                    names = await self._read_dir(sftp, self._abs(rel))
+                except _GONE as exc:
+                    if not rel:
+                        raise PermanentSourceError(
+                            f"{where}: root directory {root!r} cannot be listed: {exc.reason}", kind="root"
+                        ) from exc
+                    listing.unlisted_dirs.append(rel)
+                    listing.warnings.append(f"cannot list directory {rel!r}: {exc.reason}")
+                    continue
+                for item in names:
+                    raw = item.filename
+                    name_bytes = raw if isinstance(raw, bytes) else raw.encode("utf-8")
+                    if name_bytes in (b".", b".."):
+                        continue
+                    try:
+                        name = name_bytes.decode("utf-8")
+                    except UnicodeDecodeError:
+                        listing.warnings.append(f"{rel or '.'}: skipped an entry whose name is not UTF-8: {raw!r}")
+                        continue
+                    child = f"{rel}/{name}" if rel else name
+                    kind = item.attrs.type
+                    if kind == FILEXFER_TYPE_DIRECTORY:
+                        if self.path_filter.descend(child):
+                            queue.append(child)
+                        continue
+                    attrs = item.attrs
+                    if kind == FILEXFER_TYPE_SYMLINK:
+                        # Like the local adapter: a link to a regular file counts as that file.
+                        try:
+                            async with asyncio.timeout(self.timeout_s):
+                                attrs = await sftp.stat(self._abs(child))
+                        except (*_GONE, asyncssh.SFTPFailure):
+                            continue  # dangling link
+                        if attrs.type != FILEXFER_TYPE_REGULAR:
+                            continue  # links to directories are not followed
+                    if attrs.type != FILEXFER_TYPE_REGULAR:
+                        log.debug("%s: skipping %r (not a regular file)", where, child)
+                        continue
+                    if attrs.size is None or attrs.mtime is None:
+                        listing.warnings.append(f"skipped {child!r}: the server gave no size or mtime")
+                        continue
+                    listing.entries.append(Entry(child, attrs.size, float(attrs.mtime)))
+        for message in listing.warnings:
+            log.warning("%s: %s", where, message)
+        return listing
+
+    async def stat(self, path: str) -> Entry | None:
+        async with self._session(f"checking {path!r}") as sftp:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    attrs = await sftp.stat(self._abs(path))
+            except (*_GONE, asyncssh.SFTPFailure):
+                return None
+            if attrs.type != FILEXFER_TYPE_REGULAR or attrs.size is None or attrs.mtime is None:
+                return None
+            return Entry(path, attrs.size, float(attrs.mtime))
+
+    # content -----------------------------------------------------------------------------------------
+    async def read(self, path: str) -> AsyncIterator[bytes]:
+        async with self._session(f"downloading {path!r}") as sftp:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    handle = await sftp.open(self._abs(path), "rb")
+            except (*_GONE, asyncssh.SFTPFailure) as exc:
+                raise FileVanished(f"{path}: cannot be opened: {exc.reason}") from exc
+            try:
+                while True:
+                    try:
+                        async with asyncio.timeout(self.timeout_s):
+                            chunk = await handle.read(CHUNK_SIZE)
+                    except asyncssh.SFTPError as exc:
+                        raise FileVanished(f"{path}: download failed part-way: {exc.reason}") from exc
+                    except (TimeoutError, OSError, asyncssh.DisconnectError) as exc:
+                        self._drop_connection()
+                        raise FileVanished(f"{path}: download failed part-way ({type(exc).__name__})") from exc
+                    if not chunk:
+                        return
+                    yield chunk if isinstance(chunk, bytes) else chunk.encode()
+            finally:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(min(self.timeout_s, 5.0)):
+                        await handle.close()
