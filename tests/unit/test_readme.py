@@ -1,0 +1,85 @@
+"""The README stays true: its config reference matches the model, and its code blocks parse."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ftpsource.config import ExpectRule, SourceConfig
+from ftpsource.events import EVENT_TYPES
+
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def _blocks(lang: str) -> list[str]:
+    return re.findall(rf"```{lang}\n(.*?)```", README, flags=re.S)
+
+
+def _table_keys(after: str) -> list[str]:
+    section = README[README.index(after):]
+    rows = []
+    for line in section.splitlines()[1:]:
+        if rows and not line.startswith("|"):
+            break
+        m = re.match(r"\| `([a-z_]+)` \|", line)
+        if m:
+            rows.append(m.group(1))
+        elif line.startswith("|") or not line.strip():
+            continue
+        elif rows:
+            break
+    return rows
+
+
+def _aliases(model: type[SourceConfig] | type[ExpectRule]) -> set[str]:
+    return {f.alias or name for name, f in model.model_fields.items()}
+
+
+def test_config_reference_lists_every_key() -> None:
+    keys = _table_keys("<!-- config-reference")
+    assert set(keys) == _aliases(SourceConfig), "README config reference and SourceConfig differ"
+
+
+def test_expect_reference_lists_every_key() -> None:
+    keys = _table_keys("`expect` is a list of rules:")
+    assert set(keys) == _aliases(ExpectRule)
+
+
+def test_event_types_are_documented() -> None:
+    for t in EVENT_TYPES.values():
+        assert f"`{t}`" in README
+
+
+@pytest.mark.parametrize("block", _blocks("sh"))
+def test_shell_blocks_are_valid_bash(block: str) -> None:
+    r = subprocess.run(["bash", "-n"], input=block, text=True, capture_output=True)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("block", _blocks("yaml"))
+def test_yaml_blocks_parse(block: str) -> None:
+    assert yaml.safe_load(block) is not None
+
+
+def test_json_example_parses_and_has_every_ready_field() -> None:
+    (block,) = _blocks("json")
+    event = json.loads(block)
+    assert set(event["data"]) >= {
+        "source_id", "url", "path", "name", "size", "mtime", "checksum", "reason", "generation", "previous",
+        "late", "deadline", "first_seen", "stable_since",
+    }
+
+
+def test_eventsource_example_config_is_valid() -> None:
+    for block in _blocks("yaml"):
+        doc = yaml.safe_load(block)
+        if isinstance(doc, dict) and doc.get("kind") == "EventSource":
+            for source in doc["spec"]["generic"].values():
+                SourceConfig.model_validate(yaml.safe_load(source["config"]))
+            return
+    pytest.fail("no EventSource example in the README")
