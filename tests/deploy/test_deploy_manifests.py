@@ -1111,6 +1111,20 @@ def test_the_pod_command_runs_the_real_server_end_to_end(etl: Any, tmp_path: Pat
         assert values["body.data.url"].endswith("/sales.csv")
         assert values["body.data.checksum.value"] == hashlib.sha256(b"Order ID,Amount\n1,10\n").hexdigest()
         assert values["body.data.generation"] == 1
+        # Every metric the alert rules use is one this server exports.
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            page = response.read().decode()
+        # Families (a counter's may be written with or without `_total`) and sample names alike.
+        families = set(re.findall(r"^# TYPE (\w+)", page, flags=re.M))
+        exported = families | {f"{f}_total" for f in families} | set(re.findall(r"^(\w+)[{ ]", page, flags=re.M))
+        rules = yaml.safe_load((DEPLOY / "components" / "prometheus" / "prometheusrule.yaml").read_text())
+        used = {
+            m for g in rules["spec"]["groups"] for r in g["rules"] for m in re.findall(r"\bftpsource_\w+", r["expr"])
+        }
+        assert used and used <= exported, f"not exported: {used - exported}"
+
         workflow = trigger["template"]["argoWorkflow"]["source"]["resource"]
         name = workflow["metadata"]["name"] + values["body.id"]
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name), f"{name} is not a valid Workflow name"
