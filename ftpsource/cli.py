@@ -65,7 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--name", default="watch", help="event name (part of the default source id)")
     _add_common(watch)
 
-    from . import operator  # check, state, demo live beside their helpers
+    demo = sub.add_parser("demo", help="embedded FTP server, gRPC server and scripted uploads (under a minute)")
+    demo.add_argument("--keep-running", action="store_true",
+                      help="leave the servers up afterwards and print how to use them")
+    _add_common(demo)
+
+    from . import operator  # check and state live beside their helpers
 
     operator.add_commands(sub, _add_common)
     return parser
@@ -93,6 +98,12 @@ async def _watch(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(keep_running=args.keep_running)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -123,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "serve": _serve,
         "watch": lambda a: asyncio.run(_watch(a)),
+        "demo": _demo,
     }
     from . import operator
 
