@@ -13,12 +13,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check ftpsource tests bench
+	$(BIN)/ruff check ftpsource tests $(wildcard bench)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check ftpsource tests bench
+	$(BIN)/ruff check ftpsource tests $(wildcard bench)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
