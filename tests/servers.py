@@ -192,6 +192,7 @@ def ensure_test_user() -> tuple[str, str]:
     """The local account vsftpd, proftpd and sshd log in as; created (as root) when absent."""
     if os.geteuid() != 0:
         unavailable(f"real FTP/SSH servers need root to create the local user {TEST_USER!r}")
+    created = False
     try:
         pwd.getpwnam(TEST_USER)
     except KeyError:
@@ -203,16 +204,17 @@ def ensure_test_user() -> tuple[str, str]:
             check=True,
             capture_output=True,
         )
+        created = True
     try:
         password = _TEST_USER_PASSWORD_FILE.read_text().strip()
     except FileNotFoundError:
         password = ""
-    if not password:
+    if not password or created:
         password = "fst-" + secrets.token_urlsafe(16)
+        subprocess.run(["chpasswd"], input=f"{TEST_USER}:{password}\n", text=True, check=True, capture_output=True)
         fd = os.open(_TEST_USER_PASSWORD_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(password)
-        subprocess.run(["chpasswd"], input=f"{TEST_USER}:{password}\n", text=True, check=True, capture_output=True)
     return TEST_USER, password
 
 
@@ -288,7 +290,11 @@ ListdirHook = Callable[[Any, str], None]
 
 @contextlib.asynccontextmanager
 async def pyftpdlib_server(
-    *, tls: bool = False, without: frozenset[str] = frozenset(), listdir_hook: ListdirHook | None = None
+    *,
+    tls: bool = False,
+    tls_hostnames: tuple[str, ...] = ("localhost", HOST),
+    without: frozenset[str] = frozenset(),
+    listdir_hook: ListdirHook | None = None,
 ) -> AsyncIterator[FtpServer]:
     """pyftpdlib on a port-0 socket. ``tls`` requires explicit TLS on control and data channels;
     ``without`` removes commands, e.g. ``{"MLSD", "MLST"}`` so that clients must fall back to LIST."""
@@ -310,7 +316,7 @@ async def pyftpdlib_server(
         attrs: dict[str, Any] = {"authorizer": authorizer, "auth_failed_timeout": 0.05, "banner": "pyftpdlib test"}
         tls_files = None
         if tls:
-            tls_files = make_tls_files(base / "tls")
+            tls_files = make_tls_files(base / "tls", tls_hostnames)
             attrs.update(
                 certfile=str(tls_files.cert_file),
                 keyfile=str(tls_files.key_file),

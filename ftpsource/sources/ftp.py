@@ -369,10 +369,12 @@ class FtpSource(Source):
         self._closed = True
         idle, self._idle = self._idle, []
         for conn in idle:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2.0):
-                    await conn.cmd("QUIT", "2xx")
-            conn.close()
+            try:
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(2.0):
+                        await conn.cmd("QUIT", "2xx")
+            finally:
+                conn.close()  # also when cancelled while saying goodbye
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.client.stream.writer.wait_closed(), 2.0)
 
@@ -432,17 +434,24 @@ class FtpSource(Source):
         where = self._where()
         while queue:
             rel = queue.popleft()
+            entered = False
             try:
                 async with asyncio.timeout(self.timeout_s):
                     await conn.cmd(f"CWD {self._abs(rel)}", "2xx")
+                entered = True
                 data, is_mlsd = await self._list_dir(conn)
             except aioftp.StatusCodeError as exc:
                 code = _code(exc)
                 if not (code.startswith("5") or code == "450"):
                     raise
-                if not rel:
+                if not rel and not entered:
                     raise PermanentSourceError(
-                        f"{where}: root directory {self.url.root!r} cannot be listed: {_reply(exc)}", kind="root"
+                        f"{where}: root directory {self.url.root!r} cannot be entered: {_reply(exc)}", kind="root"
+                    ) from exc
+                if not rel:
+                    # The root exists but its listing was refused: retry later, never read it as empty.
+                    raise TransientSourceError(
+                        f"{where}: listing the root directory failed: {_reply(exc)}", kind="list"
                     ) from exc
                 listing.unlisted_dirs.append(rel)
                 listing.warnings.append(f"cannot list directory {rel!r}: {_reply(exc)}")

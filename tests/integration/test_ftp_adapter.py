@@ -305,7 +305,8 @@ async def test_proftpd_hashes_on_the_server() -> None:
             assert src.stats["server_hash"] == 2
 
 
-async def test_file_deleted_before_download_vanishes(ftp_server: FtpServer) -> None:
+async def test_file_deleted_before_download_vanishes(any_ftp_server: FtpServer) -> None:
+    ftp_server = any_ftp_server
     (ftp_server.root / "gone.csv").write_bytes(b"x" * 100)
     async with make_adapter(ftp_server) as src:
         (entry,) = (await src.list()).entries
@@ -344,7 +345,8 @@ async def test_server_gone_mid_download_vanishes() -> None:
                         pass
 
 
-async def test_abandoned_download_discards_the_connection(ftp_server: FtpServer) -> None:
+async def test_abandoned_download_discards_the_connection(any_ftp_server: FtpServer) -> None:
+    ftp_server = any_ftp_server
     data = os.urandom(8 * 1024 * 1024)
     (ftp_server.root / "big.bin").write_bytes(data)
     (ftp_server.root / "small.txt").write_bytes(b"small")
@@ -435,6 +437,16 @@ async def test_ftps_untrusted_certificate_is_refused(ftps_server: FtpServer) -> 
             await src.list()
     assert info.value.kind == "tls"
     assert "ca.pem" in str(info.value)
+
+
+async def test_ftps_certificate_for_another_host_is_refused() -> None:
+    async with servers.pyftpdlib_server(tls=True, tls_hostnames=("ftp.example.test",)) as server:
+        src = make_adapter(server)
+        with pytest.raises(PermanentSourceError) as info:
+            async with src:
+                await src.list()
+    assert info.value.kind == "tls"
+    assert "mismatch" in str(info.value)
 
 
 async def test_ftps_without_verification_when_configured(ftps_server: FtpServer) -> None:
