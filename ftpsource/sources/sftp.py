@@ -319,7 +319,10 @@ class SftpSource(Source):
                     except StopAsyncIteration:
                         return names
         finally:
-            await iterator.aclose()  # type: ignore[attr-defined]
+            # Closes the directory handle; bounded, since the connection may be the thing that failed.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(min(self.timeout_s, 5.0)):
+                    await iterator.aclose()  # type: ignore[attr-defined]
 
     async def list(self) -> Listing:
         listing = Listing([])
