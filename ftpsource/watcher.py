@@ -337,4 +337,12 @@ async def run_session(watcher: Watcher, write: Callable[[OutboxRow], Awaitable[N
     finally:
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Let both finish their cleanup (closing connections) even if we are cancelled again meanwhile.
+        cancelled_again = False
+        while not all(task.done() for task in tasks):
+            try:
+                await asyncio.wait(tasks)
+            except asyncio.CancelledError:
+                cancelled_again = True
+        if cancelled_again:
+            raise asyncio.CancelledError

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import ClassVar, Literal, Protocol, Self
@@ -115,7 +116,7 @@ class Source(abc.ABC):
         """The current state of one file, or None if it does not exist."""
 
     @abc.abstractmethod
-    def read(self, path: str) -> AsyncIterator[bytes]:
+    def read(self, path: str) -> AsyncGenerator[bytes, None]:
         """Stream the file's bytes in chunks. Raises ``FileVanished`` if it disappears part-way."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
@@ -151,12 +152,13 @@ class Source(abc.ABC):
                 return Digest(algorithm, value, "server", expected_size)
         hasher = hashlib.new(algorithm) if algorithm else None
         size = 0
-        async for chunk in self.read(path):
-            size += len(chunk)
-            if hasher is not None:
-                hasher.update(chunk)
-            if verifier is not None:
-                verifier.update(chunk)
+        async with contextlib.aclosing(self.read(path)) as chunks:
+            async for chunk in chunks:
+                size += len(chunk)
+                if hasher is not None:
+                    hasher.update(chunk)
+                if verifier is not None:
+                    verifier.update(chunk)
         if size != expected_size:
             raise FileVanished(f"{path}: size changed while reading ({expected_size} -> {size} bytes)")
         problem = verifier.finish() if verifier is not None else None
@@ -165,10 +167,11 @@ class Source(abc.ABC):
     async def read_small(self, path: str, limit: int = 1024 * 1024) -> bytes:
         """Read a small companion file (a sidecar); raises ``FileVanished`` if it is missing."""
         out = bytearray()
-        async for chunk in self.read(path):
-            out += chunk
-            if len(out) > limit:
-                raise FileVanished(f"{path}: larger than {limit} bytes; not a checksum file")
+        async with contextlib.aclosing(self.read(path)) as chunks:
+            async for chunk in chunks:
+                out += chunk
+                if len(out) > limit:
+                    raise FileVanished(f"{path}: larger than {limit} bytes; not a checksum file")
         return bytes(out)
 
 

@@ -24,7 +24,7 @@ import posixpath
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -635,7 +635,7 @@ class FtpSource(Source):
         return None
 
     # content -----------------------------------------------------------------------------------------
-    async def read(self, path: str) -> AsyncIterator[bytes]:
+    async def read(self, path: str) -> AsyncGenerator[bytes, None]:
         absolute = self._abs(path)
         with self._errors(f"downloading {path!r}"):
             async with self._connection() as conn:

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import stat as stat_mod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from watchfiles import awatch
 
@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 # Hashing reads in large blocks: fewer syscalls, and hashlib releases the GIL on big buffers.
 HASH_BLOCK = 4 * 1024 * 1024
+# ... but the buffer is sized to the file: zeroing 4 MiB for a 20-byte file cost 20x the hashing.
+# The floor keeps a file that grew since it was listed from being read in tiny pieces.
+MIN_HASH_BLOCK = 64 * 1024
 
 
 @register("file")
@@ -113,7 +116,7 @@ class LocalSource(Source):
         return await asyncio.to_thread(_stat)
 
     # reading -----------------------------------------------------------------------------------------
-    async def read(self, path: str) -> AsyncIterator[bytes]:
+    async def read(self, path: str) -> AsyncGenerator[bytes, None]:
         full = os.path.join(self.root, path)
         try:
             f = await asyncio.to_thread(open, full, "rb")
@@ -142,23 +145,21 @@ class LocalSource(Source):
             raise TransientSourceError(f"cannot open {path!r}: {exc.strerror}", kind="io") from None
         try:
             before = os.fstat(fd)
-            with contextlib.suppress(OSError):
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            buf = bytearray(min(HASH_BLOCK, max(MIN_HASH_BLOCK, expected_size + 1)))
+            if expected_size >= len(buf):  # a read-ahead hint is only worth a syscall for big files
+                with contextlib.suppress(OSError):
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
             hasher = hashlib.new(algorithm) if algorithm else None
-            buf = bytearray(HASH_BLOCK)
             view = memoryview(buf)
             total = 0
-            with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
-                while True:
-                    n = f.readinto(buf)
-                    if not n:
-                        break
-                    total += n
-                    piece = view[:n]
-                    if hasher is not None:
-                        hasher.update(piece)
-                    if verifier is not None:
-                        verifier.update(bytes(piece))
+            # os.readv straight into the buffer: a FileIO wrapper would cost one more fstat per file.
+            while n := os.readv(fd, (buf,)):
+                total += n
+                piece = view[:n]
+                if hasher is not None:
+                    hasher.update(piece)
+                if verifier is not None:
+                    verifier.update(bytes(piece))
             after = os.fstat(fd)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ESTALE):

@@ -18,7 +18,7 @@ import collections
 import contextlib
 import logging
 import posixpath
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 
 import asyncssh
 from asyncssh.constants import FILEXFER_TYPE_DIRECTORY, FILEXFER_TYPE_REGULAR, FILEXFER_TYPE_SYMLINK
@@ -400,7 +400,7 @@ class SftpSource(Source):
             return Entry(path, attrs.size, float(attrs.mtime))
 
     # content -----------------------------------------------------------------------------------------
-    async def read(self, path: str) -> AsyncIterator[bytes]:
+    async def read(self, path: str) -> AsyncGenerator[bytes, None]:
         async with self._session(f"downloading {path!r}") as sftp:
             try:
                 async with asyncio.timeout(self.timeout_s):
