@@ -31,12 +31,14 @@ _FORMAT = JSONFormat()
 class SourceInfo:
     """What an event needs to know about its source: id, display URL (no secrets), algorithm."""
 
-    __slots__ = ("algorithm", "source_id", "url")
+    __slots__ = ("algorithm", "revision", "source_id", "url")
 
-    def __init__(self, source_id: str, url: str, algorithm: str | None) -> None:
+    def __init__(self, source_id: str, url: str, algorithm: str | None, revision: int = 0) -> None:
         self.source_id = source_id
         self.url = url.rstrip("/")
         self.algorithm = algorithm
+        #: bumped by `ftpsource state forget`, so a deliberate replay gets fresh event ids
+        self.revision = revision
 
     def file_url(self, path: str) -> str:
         return f"{self.url}/{quote(path, safe='/')}"
@@ -48,13 +50,15 @@ def rfc3339(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def event_id(source_id: str, spec: EventSpec) -> str:
-    """Deterministic per file version (or per expected period for ``missing``)."""
+def event_id(source_id: str, spec: EventSpec, revision: int = 0) -> str:
+    """Deterministic per file version (or per expected period for ``missing``) and forget revision."""
     if spec.type == "missing":
         key = f"{source_id}\0missing\0{spec.path}\0{spec.period}"
     else:
         ident = version_identity(spec.checksum, spec.size, spec.mtime)
         key = f"{source_id}\0{spec.type}\0{spec.path}\0{spec.generation}\0{ident}"
+    if revision:
+        key += f"\0replay {revision}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
@@ -111,7 +115,7 @@ def _data(info: SourceInfo, spec: EventSpec) -> dict[str, Any]:
 
 def encode_event(info: SourceInfo, spec: EventSpec) -> tuple[str, bytes]:
     """Return ``(id, payload)`` for one decided event."""
-    eid = event_id(info.source_id, spec)
+    eid = event_id(info.source_id, spec, info.revision)
     attributes: dict[str, Any] = {
         "specversion": "1.0",
         "id": eid,

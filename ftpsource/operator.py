@@ -745,8 +745,7 @@ def _state_show(args: argparse.Namespace) -> int:
 
 
 _RUNNING_NOTE = (
-    "a stream already running for this source keeps what it knew; the change applies when the "
-    "source's stream next starts (Argo reconnects, or the server restarts)"
+    "a stream already running for this source picks this up at its next poll; replayed events get new ids"
 )
 
 
@@ -780,10 +779,9 @@ def _state_forget(args: argparse.Namespace) -> int:
     store = Store(path)
     try:
         if args.paths:
-            for p in targets:
-                store.forget(source.id, p)
+            store.forget_files(source.id, list(targets))
         elif args.all_files:
-            store.commit(source.id, removals=list(targets), now=time.time())
+            store.forget_files(source.id, None)
         else:
             forgotten = store.forget(source.id)
     finally:

@@ -19,6 +19,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,7 +41,8 @@ CREATE TABLE IF NOT EXISTS sources (
     last_poll REAL,
     last_ok_poll REAL,
     last_error TEXT,
-    initialized REAL
+    initialized REAL,
+    revision INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS files (
     source_id TEXT NOT NULL,
@@ -321,16 +323,40 @@ class Store:
         return [HistoryRow(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
 
     def forget(self, source_id: str, path: str | None = None) -> int:
-        """Forget a path (or a whole source) so it is reported again. Returns how many records went."""
+        """Forget a path, or a whole source, so it is reported again. Returns how many records went.
+
+        Forgetting bumps the source's ``revision``: a running watcher reloads, and the replayed events
+        get new ids (consumers de-duplicating by id must not drop a deliberate replay). Forgetting a whole
+        source also drops its expectations and undelivered events, and makes its next poll a first start.
+        """
+        return self.forget_files(source_id, None if path is None else [path], reset_source=path is None)
+
+    def forget_files(self, source_id: str, paths: list[str] | None, *, reset_source: bool = False) -> int:
+        """Forget the named paths (or every file record when ``paths`` is None)."""
         with self._tx() as db:
-            if path is None:
+            if paths is None:
                 n = db.execute("DELETE FROM files WHERE source_id=?", (source_id,)).rowcount
-                db.execute("DELETE FROM expectations WHERE source_id=?", (source_id,))
-                db.execute("DELETE FROM sources WHERE id=?", (source_id,))
-                db.execute("UPDATE outbox SET delivered=COALESCE(delivered, -1) WHERE source_id=?", (source_id,))
             else:
-                n = db.execute("DELETE FROM files WHERE source_id=? AND path=?", (source_id, path)).rowcount
+                n = sum(
+                    db.execute("DELETE FROM files WHERE source_id=? AND path=?", (source_id, p)).rowcount
+                    for p in paths
+                )
+            if reset_source:
+                db.execute("DELETE FROM expectations WHERE source_id=?", (source_id,))
+                db.execute(
+                    "UPDATE outbox SET delivered=COALESCE(delivered, -1) WHERE source_id=?", (source_id,)
+                )
+                db.execute(
+                    "UPDATE sources SET initialized=NULL, first_start=?, last_error=NULL WHERE id=?",
+                    (time.time(), source_id),
+                )
+            db.execute("UPDATE sources SET revision=revision+1 WHERE id=?", (source_id,))
         return int(n)
+
+    def revision(self, source_id: str) -> int | None:
+        """The source's forget counter, or None if the source is unknown."""
+        rows = self._query("SELECT revision FROM sources WHERE id=?", (source_id,))
+        return int(rows[0][0]) if rows else None
 
     # expectations ----------------------------------------------------------------------------------
     def load_expectations(self, source_id: str) -> list[Expectation]:

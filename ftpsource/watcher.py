@@ -91,19 +91,16 @@ class Watcher:
     async def run(self) -> None:
         """Poll forever. Raises ``PermanentSourceError`` when retrying cannot help."""
         store = self.store
-        first_start, self.first_start_at = await store.run(
-            store.sync.begin_source, self.source_id, self.info.url, self.clock()
-        )
-        self.records = await store.run(store.sync.load_records, self.source_id)
-        self.expectations = {
-            (x.rule, x.period): x for x in await store.run(store.sync.load_expectations, self.source_id)
-        }
+        first_start = await self._load()
         await self._refresh_outbox_gauge()
         backoff = Backoff()
         async with self._adapter_factory(self.config, self.credentials, self.policy.path_filter) as src:
             while True:
                 started = self.clock()
                 try:
+                    if await store.run(store.sync.revision, self.source_id) != self.info.revision:
+                        # `ftpsource state forget` ran while we were streaming: start from the store again.
+                        first_start = await self._load()
                     next_due = await self.poll_once(src, first_start=first_start)
                     first_start = False
                     backoff.reset()
@@ -123,6 +120,20 @@ class Watcher:
                     with contextlib.suppress(StateError):
                         await self._record_poll(False, str(exc))
                 await self._sleep(src, delay)
+
+    async def _load(self) -> bool:
+        """(Re)load this source's records and expectations. Returns whether this is a first start."""
+        store = self.store
+        first_start, self.first_start_at = await store.run(
+            store.sync.begin_source, self.source_id, self.info.url, self.clock()
+        )
+        revision = await store.run(store.sync.revision, self.source_id)
+        self.info.revision = revision or 0
+        self.records = await store.run(store.sync.load_records, self.source_id)
+        self.expectations = {
+            (x.rule, x.period): x for x in await store.run(store.sync.load_expectations, self.source_id)
+        }
+        return first_start
 
     def wake(self) -> None:
         """Re-evaluate now (used when an injected clock jumps)."""

@@ -411,8 +411,9 @@ async def test_state_list_show_forget_and_replay(tmp_path: Path, capsys: pytest.
     assert_one_line_error(code, err, "--yes", "source 'sales' entirely")
     code, out, _ = await arun(capsys, "state", "--state", state, "forget", "sales", "--yes")
     assert "forgot source sales: 2 file records" in out
-    code, out, _ = await arun(capsys, "state", "--state", state, "list")
-    assert out.strip() == f"no sources in {state}"
+    code, out, _ = await arun(capsys, "state", "--state", state, "list", "--json")
+    (reset,) = json.loads(out)
+    assert reset["id"] == "sales" and reset["files"] == 0  # kept, with a fresh start and a new revision
 
 
 def test_state_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -482,3 +483,24 @@ async def test_check_real_sftp_server(tmp_path: Path, capsys: pytest.CaptureFixt
 
         code, _, err = await arun(capsys, "check", unpinned, "--credentials-dir", str(tmp_path / "creds"))
         assert_one_line_error(code, err, "host key")
+
+
+async def test_forget_reaches_a_running_stream_and_replays_with_a_new_id(tmp_path: Path) -> None:
+    from ftpsource.store import Store
+    from tests.harness import all_delivered, run_server, stream_to
+
+    root = tmp_path / "live"
+    root.mkdir()
+    (root / "a.csv").write_bytes(b"1")
+    async with run_server(tmp_path) as srv, stream_to(
+        srv.port, {"url": f"file://{root}", "stable_for": "200ms", "poll_interval": "300ms"}
+    ) as stream:
+        first = await stream.next()
+        await all_delivered(srv)
+        store = Store(srv.app.settings.state)
+        (source,) = store.list_sources()
+        store.forget(source.id, "a.csv")
+        store.close()
+        replay = await stream.next()
+        assert replay["data"]["path"] == "a.csv" and replay["data"]["generation"] == 1
+        assert replay["id"] != first["id"]

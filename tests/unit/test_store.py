@@ -88,8 +88,11 @@ def test_forget_path_and_source(tmp_path: Path) -> None:
     s.commit("src", [rec("a", State.READY), rec("b", State.READY)], (), [NewEvent("e", "ready", "a", b"{}")])
     assert s.forget("src", "a") == 1
     assert set(s.load_records("src")) == {"b"}
+    assert s.revision("src") == 1
     assert s.forget("src") == 1
-    assert s.load_records("src") == {} and s.list_sources() == [] and s.undelivered("src") == []
+    assert s.load_records("src") == {} and s.undelivered("src") == []
+    assert s.revision("src") == 2
+    assert s.begin_source("src", "u", 9.0)[0]  # the next start is a first start again
 
 
 def test_wal_mode(tmp_path: Path) -> None:
