@@ -210,6 +210,7 @@ class SourceConfig(BaseModel):
     deletes: bool = False
     expect: list[ExpectRule] = Field(default_factory=list)
     max_connections: int = Field(default=2, ge=1, le=64)
+    timeout_s: Duration = Field(default=30.0, alias="timeout")
 
     @field_validator("url")
     @classmethod
@@ -222,9 +223,9 @@ class SourceConfig(BaseModel):
     def _template(cls, value: str | None) -> str | None:
         return _check_template(value)
 
-    @field_validator("poll_interval_s")
+    @field_validator("poll_interval_s", "timeout_s")
     @classmethod
-    def _poll(cls, value: float) -> float:
+    def _positive(cls, value: float) -> float:
         if value < 0.05:
             raise ValueError("must be at least 50ms")
         return value
@@ -295,7 +296,7 @@ def _format_errors(exc: ValidationError) -> list[str]:
     return problems
 
 
-_DURATION_KEYS = {"poll_interval", "stable_for", "min_age", "reject_after", "grace"}
+_DURATION_KEYS = {"poll_interval", "stable_for", "min_age", "reject_after", "grace", "timeout"}
 
 
 def parse_source_config(raw: bytes | str) -> SourceConfig:

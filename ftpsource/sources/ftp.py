@@ -37,11 +37,10 @@ from ..paths import PathFilter
 from .base import CHUNK_SIZE, Algorithm, Entry, Listing, Source, register
 from .listparse import ListEntry, parse_list_line, parse_mdtm, parse_mlsx_line
 
-__all__ = ["DEFAULT_TIMEOUT_S", "FtpSource"]
+__all__ = ["FtpSource"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT_S = 30.0
 # Idle pooled connections older than this are checked with NOOP before reuse (servers drop idle sessions).
 _IDLE_CHECK_S = 10.0
 _LIST_READ_SIZE = 64 * 1024
@@ -190,13 +189,13 @@ class FtpSource(Source):
         credentials: Credentials,
         path_filter: PathFilter,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
+        timeout_s: float | None = None,
         hash_timeout_s: float | None = None,
     ) -> None:
         super().__init__(config, credentials, path_filter)
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s if timeout_s is not None else config.timeout_s
         # A server hash reads the whole file before it answers.
-        self.hash_timeout_s = hash_timeout_s if hash_timeout_s is not None else 10 * timeout_s
+        self.hash_timeout_s = hash_timeout_s if hash_timeout_s is not None else 10 * self.timeout_s
         self._tls = self.url.scheme == "ftps"
         self._host = self.url.host
         self._port = self.url.port or 21

@@ -29,11 +29,10 @@ from ..errors import FileVanished, PermanentSourceError, SourceError, TransientS
 from ..paths import PathFilter
 from .base import CHUNK_SIZE, Entry, Listing, Source, register
 
-__all__ = ["DEFAULT_TIMEOUT_S", "SftpSource"]
+__all__ = ["SftpSource"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT_S = 30.0
 _GONE = (asyncssh.SFTPNoSuchFile, asyncssh.SFTPPermissionDenied)
 
 
@@ -82,10 +81,10 @@ class SftpSource(Source):
         credentials: Credentials,
         path_filter: PathFilter,
         *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
+        timeout_s: float | None = None,
     ) -> None:
         super().__init__(config, credentials, path_filter)
-        self.timeout_s = timeout_s
+        self.timeout_s = timeout_s if timeout_s is not None else config.timeout_s
         self._host = self.url.host
         self._port = self.url.port or 22
         self._user = self.url.username or credentials.username
