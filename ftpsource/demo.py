@@ -1,0 +1,823 @@
+"""``ftpsource demo``: every behaviour in under a minute, against an embedded FTP server.
+
+Everything is real except the calendar: an aioftp FTP server on a free loopback port, the ftpsource
+gRPC server in-process with its own temporary state, and a gRPC client that calls
+``generic.Eventing/StartEventSource`` exactly as Argo's generic EventSource does. Scripted FTP uploads
+then show each behaviour; the only shortcut is the server's clock, which the demo fast-forwards to a
+deadline instead of waiting for it.
+
+A ``Checklist`` holds the events the script expects. Every event the client receives is matched
+against it; anything else counts as unexpected. The exit status is 0 only if every expected event
+arrived, with the expected fields, and nothing else did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import random
+import secrets
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BEHAVIOURS", "Checklist", "Expected", "run_demo"]
+
+EVENT_NAME = "demo"
+USER = "demo"
+CREDENTIAL_SET = "demo"
+STABLE_FOR = "1s"
+POLL_INTERVAL = "1s"
+GRACE_MIN = 2
+WAIT_S = 15.0  # for any single expected thing
+SCRIPT_TIMEOUT_S = 100.0  # for the whole script; the test runs the demo with 120 s
+BREAK_ENV = "FTPSOURCE_DEMO_BREAK"  # hidden: "identical" makes step 3 wrong on purpose (tests)
+
+#: (key, summary line) in the order the demo shows them.
+BEHAVIOURS: tuple[tuple[str, str], ...] = (
+    ("slow", "1. slow upload: reported once, when complete"),
+    ("partial", "2. partial upload not reported; the complete file reported once (new)"),
+    ("identical", "3. identical re-upload: nothing emitted"),
+    ("corrected", "4. corrected re-upload: reupload, generation 2"),
+    ("late", "5. expected file missing at its deadline, then ready with late: true"),
+    ("restart", "6. restart: the file uploaded while down reported once, nothing re-sent"),
+)
+OTHER = "other"
+
+_ABSENT = object()
+
+
+# --------------------------------------------------------------------------------------------------
+# The checklist: pure bookkeeping, no I/O (unit-tested directly).
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Expected:
+    """One event the script waits for: its type and path, plus fields it must carry."""
+
+    behaviour: str
+    type: str  # short type: ready | missing | rejected | deleted
+    path: str
+    note: str
+    want: Mapping[str, object] = field(default_factory=dict)
+    event: dict[str, Any] | None = None
+
+
+def _lookup(data: object, dotted: str) -> object:
+    cur = data
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return _ABSENT
+        cur = cur[part]
+    return cur
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 20 else text[:16] + "…'"
+
+
+def short_type(event: Mapping[str, Any]) -> str:
+    return str(event.get("type", "")).removeprefix("ftpsource.file.")
+
+
+class Checklist:
+    """Expected events per behaviour; every received event is claimed by one or counted unexpected.
+
+    Unexpected events are charged to the behaviour being shown when they arrive (``active``), or to
+    ``OTHER`` between steps.
+    """
+
+    def __init__(self, behaviours: Sequence[tuple[str, str]] = BEHAVIOURS) -> None:
+        self.titles = dict(behaviours)
+        self.expected: list[Expected] = []
+        self.problems: dict[str, list[str]] = {key: [] for key in [*self.titles, OTHER]}
+        self.received: list[dict[str, Any]] = []
+        self.active: str | None = None
+        self._ids: set[str] = set()
+
+    def expect(
+        self, behaviour: str, type: str, path: str, note: str, want: Mapping[str, object] | None = None
+    ) -> Expected:
+        exp = Expected(behaviour, type, path, note, dict(want or {}))
+        self.expected.append(exp)
+        return exp
+
+    def fail(self, behaviour: str | None, problem: str) -> None:
+        self.problems[behaviour or OTHER].append(problem)
+
+    def receive(self, event: dict[str, Any]) -> tuple[Expected | None, list[str]]:
+        """Claim ``event`` for the first waiting expectation of its type and path.
+
+        Returns the expectation (None if the event was not expected) and the problems found.
+        """
+        self.received.append(event)
+        kind, path, eid = short_type(event), str(event.get("subject", "")), str(event.get("id", ""))
+        charge = self.active or OTHER
+        if eid in self._ids:
+            problem = f"{kind} {path} sent again (same id {eid[:8]}…)"
+            self.problems[charge].append(problem)
+            return None, [problem]
+        self._ids.add(eid)
+        for exp in self.expected:
+            if exp.event is None and exp.type == kind and exp.path == path:
+                exp.event = event
+                problems = []
+                for key, wanted in exp.want.items():
+                    got = _lookup(event.get("data"), key)
+                    if got != wanted:
+                        shown = "absent" if got is _ABSENT else _short(got)
+                        problems.append(f"{kind} {path}: {key} is {shown}, expected {_short(wanted)}")
+                self.problems[exp.behaviour].extend(problems)
+                return exp, problems
+        problem = f"unexpected {kind} event for {path}"
+        self.problems[charge].append(problem)
+        return None, [problem]
+
+    def results(self) -> list[tuple[str, bool, list[str]]]:
+        """``(title, ok, problems)`` per behaviour, plus unexpected events outside any step."""
+        out: list[tuple[str, bool, list[str]]] = []
+        for key, title in self.titles.items():
+            problems = list(self.problems[key])
+            problems += [
+                f"no {exp.type} event for {exp.path}"
+                for exp in self.expected
+                if exp.behaviour == key and exp.event is None
+            ]
+            out.append((title, not problems, problems))
+        if self.problems[OTHER]:
+            out.append(("no other events", False, list(self.problems[OTHER])))
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return all(ok for _, ok, _ in self.results())
+
+
+# --------------------------------------------------------------------------------------------------
+# Presentation helpers
+# --------------------------------------------------------------------------------------------------
+def _fmt_duration(seconds: float) -> str:
+    seconds = round(seconds)
+    minutes, secs = divmod(seconds, 60)
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def _hhmm(rfc: object) -> str:
+    if not isinstance(rfc, str):
+        return "?"
+    try:
+        return datetime.fromisoformat(rfc.replace("Z", "+00:00")).strftime("%H:%M UTC")
+    except ValueError:
+        return rfc
+
+
+def describe_event(event: Mapping[str, Any]) -> str:
+    """The details column of one timeline line."""
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    assert isinstance(data, dict)
+    kind = short_type(event)
+    if kind == "missing":
+        return f"deadline {_hhmm(data.get('deadline'))} passed without it"
+    parts = []
+    if kind == "ready":
+        parts.append(f"{data.get('reason')} gen {data.get('generation')}")
+    elif "generation" in data:
+        parts.append(f"gen {data.get('generation')}")
+    checksum = data.get("checksum")
+    if isinstance(checksum, dict):
+        parts.append(f"{checksum.get('algorithm')} {str(checksum.get('value', ''))[:6]}…")
+    if data.get("late"):
+        late_s = data.get("late_seconds")
+        late = _fmt_duration(float(late_s)) if isinstance(late_s, int | float) else "?"
+        parts.append(f"late: true, {late} after {_hhmm(data.get('deadline'))}")
+    if data.get("problem"):
+        parts.append(f"problem: {data['problem']}")
+    return "  ".join(parts)
+
+
+def _csv(rng: random.Random, rows: int, header: str) -> bytes:
+    lines = [header]
+    for i in range(rows):
+        lines.append(f"2026-11-26,{rng.randrange(1, 500):03d},{i},{rng.randrange(1, 10**6) / 100:.2f}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class Files:
+    report_v1: bytes
+    report_v2: bytes
+    orders_gz: bytes
+    sales: bytes
+    inventory: bytes
+
+    @classmethod
+    def make(cls) -> Files:
+        rng = random.Random(6)
+        report = _csv(rng, 6000, "date,store,row,amount")
+        lines = report.split(b"\n")
+        lines[42] = lines[42].rsplit(b",", 1)[0] + b",1234.56"  # the correction
+        orders = gzip.compress(_csv(rng, 8000, "date,customer,order,total"), mtime=0)
+        return cls(
+            report_v1=report,
+            report_v2=b"\n".join(lines),
+            orders_gz=orders,
+            sales=_csv(rng, 200, "date,store,row,amount"),
+            inventory=_csv(rng, 300, "date,sku,row,qty"),
+        )
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class DemoClock:
+    """Real time plus an offset the demo moves forward: time keeps flowing, deadlines come at once."""
+
+    def __init__(self, start: float) -> None:
+        self.offset = start - time.time()
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+def demo_start(now: float) -> float:
+    """05:58:30 UTC of today or tomorrow (never in the past): the 06:00 deadline is 90 s away."""
+    day = datetime.fromtimestamp(now, UTC).replace(hour=5, minute=58, second=30, microsecond=0)
+    if day.timestamp() <= now:
+        day += timedelta(days=1)
+    return day.timestamp()
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """The demo narrates; server logs would interleave. ``FTPSOURCE_LOG_LEVEL=INFO`` shows them."""
+    if os.environ.get("FTPSOURCE_LOG_LEVEL"):
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("ftpsource", "aioftp")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+class DemoError(Exception):
+    """A setup step failed; the message is one line."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The demo
+# --------------------------------------------------------------------------------------------------
+class Demo:
+    def __init__(self, tmp: Path, keep_running: bool) -> None:
+        self.tmp = tmp
+        self.keep_running = keep_running
+        self.t0 = time.monotonic()
+        self.check = Checklist()
+        self.files = Files.make()
+        self.broken = os.environ.get(BREAK_ENV, "")
+        self.password = secrets.token_urlsafe(12)
+        self.clock = DemoClock(demo_start(time.time()))
+        self.day = datetime.fromtimestamp(self.clock(), UTC).replace(hour=6, minute=0, second=0)
+        self.ftp_root = tmp / "ftp"
+        self.creds = tmp / "creds"
+        self.state = tmp / "state.db"
+        self.ftp_server: Any = None
+        self.ftp_port = 0
+        self.running: Any = None  # ftpsource.server.RunningServer
+        self.grpc_port = 0
+        self.reader: Any = None  # ftpsource.store.Store, read access for proofs
+        self.source_id = ""
+        self.config_text = ""
+        self.channel: Any = None
+        self.call: Any = None
+        self.pump: asyncio.Task[None] | None = None
+        self.stream_no = 0
+        self.stream_ids: dict[int, list[str]] = {}
+        self.closing = False
+        self.free_mode = False  # after the script: print events without judging them
+        self.uploaded_at: dict[str, float] = {}
+
+    # output ------------------------------------------------------------------------------------
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def line(self, text: str) -> None:
+        print(text, flush=True)
+
+    def say(self, text: str) -> None:
+        self.line(f"  {self.elapsed():+6.1f}s  · {text}")
+
+    def section(self, title: str, *explain: str) -> None:
+        self.line("")
+        self.line(title)
+        for text in explain:
+            self.line(f"   {text}")
+
+    # setup -------------------------------------------------------------------------------------
+    async def start_ftp(self) -> None:
+        import aioftp
+
+        self.ftp_root.mkdir()
+        user = aioftp.User(USER, self.password, base_path=self.ftp_root, home_path="/")
+        self.ftp_server = aioftp.Server([user])
+        try:
+            await self.ftp_server.start("127.0.0.1", 0)
+        except OSError as exc:
+            raise DemoError(f"cannot start the embedded FTP server: {exc.strerror or exc}") from None
+        self.ftp_port = int(self.ftp_server.address[1])
+        cred = self.creds / CREDENTIAL_SET
+        cred.mkdir(parents=True)
+        for name, value in (("username", USER), ("password", self.password)):
+            path = cred / name
+            path.write_text(value + "\n", encoding="utf-8")
+            path.chmod(0o600)
+
+    def source_config(self, *, expect: bool = True) -> str:
+        text = (
+            f"url: ftp://127.0.0.1:{self.ftp_port}/\n"
+            f"credentials: {CREDENTIAL_SET}\n"
+            f"poll_interval: {POLL_INTERVAL}\n"
+            f"stable_for: {STABLE_FOR}\n"
+            "reject_after: 10m\n"
+        )
+        if expect:
+            text += (
+                "expect:\n"
+                '  - path: "sales_%Y%m%d.csv"\n'
+                '    schedule: "0 6 * * *"\n'
+                f"    grace: {GRACE_MIN}m\n"
+            )
+        return text
+
+    async def start_ftpsource(self, port: int = 0) -> None:
+        from .config import ServerSettings
+        from .errors import FtpsourceError
+        from .metrics import Metrics
+        from .server import start_server
+
+        settings = ServerSettings(
+            listen=f"127.0.0.1:{port}", metrics_listen=None, state=self.state, credentials_dir=self.creds
+        )
+        try:
+            self.running = await start_server(settings, Metrics(), clock=self.clock)
+        except (FtpsourceError, RuntimeError) as exc:
+            if port == 0:
+                raise DemoError(f"cannot start the ftpsource gRPC server: {exc}") from None
+            # The old port was taken in the meantime: Argo would be pointed at the Service anyway.
+            settings = ServerSettings(
+                listen="127.0.0.1:0", metrics_listen=None, state=self.state, credentials_dir=self.creds
+            )
+            self.running = await start_server(settings, Metrics(), clock=self.clock)
+        self.grpc_port = int(self.running.port)
+
+    async def connect(self) -> None:
+        """Open a StartEventSource stream as Argo's generic EventSource does."""
+        import grpc
+
+        from ._proto import generic_pb2, generic_pb2_grpc
+
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        stub = generic_pb2_grpc.EventingStub(self.channel)  # type: ignore[no-untyped-call]
+        request = generic_pb2.EventSource(name=EVENT_NAME, config=self.config_text.encode())
+        self.call = stub.StartEventSource(request)
+        self.stream_no += 1
+        self.stream_ids[self.stream_no] = []
+        self.pump = asyncio.create_task(self._pump(self.call, self.stream_no), name=f"demo stream {self.stream_no}")
+
+    async def disconnect(self) -> None:
+        self.closing = True
+        if self.call is not None:
+            self.call.cancel()
+        if self.pump is not None:
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                await asyncio.wait_for(self.pump, 5.0)
+        if self.channel is not None:
+            await self.channel.close()
+        self.call = self.channel = self.pump = None
+
+    async def _pump(self, call: Any, number: int) -> None:
+        import grpc
+
+        try:
+            async for msg in call:
+                try:
+                    event = json.loads(msg.payload)
+                except ValueError:
+                    self.check.fail(self.check.active, "an event payload is not JSON")
+                    continue
+                self.stream_ids[number].append(str(event.get("id", "")))
+                self._show(event)
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code().name
+            if not self.closing:
+                self.say(f"stream ended: {code} ({exc.details()})")
+                if code != "UNAVAILABLE" or self.check.active != "restart":
+                    self.check.fail(self.check.active, f"stream ended: {code}: {exc.details()}")
+        except asyncio.CancelledError:
+            pass
+
+    def _show(self, event: dict[str, Any]) -> None:
+        kind, path = short_type(event), str(event.get("subject", ""))
+        head = f"  {self.elapsed():+6.1f}s  {kind:<9} {path:<22} {describe_event(event)}"
+        if self.free_mode:
+            self.line(head)
+            return
+        exp, problems = self.check.receive(event)
+        note = f"  ({exp.note})" if exp is not None and exp.note else ""
+        self.line(head + note)
+        for problem in problems:
+            self.line(f"            ✗ {problem}")
+
+    # helpers -----------------------------------------------------------------------------------
+    async def upload(self, name: str, data: bytes, *, chunks: int = 1, pause: float = 0.0) -> None:
+        """A real FTP upload (STOR) to the embedded server, optionally slow: chunks with pauses."""
+        import aioftp
+
+        # The server lists mtimes to the second: keep rewrites of one name at least a second apart.
+        since = time.monotonic() - self.uploaded_at.get(name, -10.0)
+        if since < 1.1:
+            await asyncio.sleep(1.1 - since)
+        size = -(-len(data) // chunks)
+        try:
+            async with (
+                asyncio.timeout(WAIT_S + chunks * pause),
+                aioftp.Client.context("127.0.0.1", self.ftp_port, USER, self.password) as client,
+                client.upload_stream(name) as stream,
+            ):
+                for i in range(chunks):
+                    await stream.write(data[i * size : (i + 1) * size])
+                    if pause and i < chunks - 1:
+                        await asyncio.sleep(pause)
+        except (OSError, TimeoutError, aioftp.AIOFTPException) as exc:
+            raise DemoError(f"FTP upload of {name} failed: {exc!r}") from None
+        self.uploaded_at[name] = time.monotonic()
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = WAIT_S) -> bool:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+
+    async def wait(self, exp: Expected, timeout: float = WAIT_S) -> bool:
+        if await self.until(lambda: exp.event is not None, timeout):
+            return True
+        self.say(f"✗ no {exp.type} event for {exp.path} within {timeout:.0f}s")
+        return False
+
+    def record(self, path: str) -> Any:
+        return self.reader.get_record(self.source_id, path)
+
+    def all_delivered(self) -> bool:
+        rows = [s for s in self.reader.list_sources() if s.id == self.source_id]
+        return bool(rows) and rows[0].undelivered == 0
+
+    # the script --------------------------------------------------------------------------------
+    async def setup(self) -> None:
+        from .config import parse_source_config
+        from .store import Store
+
+        await self.start_ftp()
+        self.config_text = self.source_config()
+        self.source_id = parse_source_config(self.config_text).source_id(EVENT_NAME)
+        await self.start_ftpsource()
+        self.reader = Store(self.state)
+        self.header()
+        await self.connect()
+        # The first poll has run once the source is registered with a successful listing.
+        if not await self.until(
+            lambda: any(s.id == self.source_id and s.last_ok_poll for s in self.reader.list_sources())
+        ):
+            raise DemoError("ftpsource did not list the FTP server within 15s")
+        self.say(f"client connected; ftpsource listed ftp://127.0.0.1:{self.ftp_port}/ (empty)")
+
+    def header(self) -> None:
+        start = datetime.fromtimestamp(self.clock(), UTC)
+        self.line("ftpsource demo: every behaviour in about 20 seconds, against real servers on this machine")
+        self.line("")
+        self.line(f"  FTP server  ftp://127.0.0.1:{self.ftp_port}/  embedded aioftp server, user {USER}")
+        self.line(f"  ftpsource   gRPC 127.0.0.1:{self.grpc_port}, state {self.state}")
+        self.line("  client      calls generic.Eventing/StartEventSource as Argo's generic EventSource does")
+        self.line("              and prints each event it receives:  +time  type  path  details  (what it shows)")
+        self.line("")
+        self.line("  Source config the client sends:")
+        for text in self.config_text.splitlines():
+            self.line(f"    {text}")
+        self.line("")
+        self.line(f"  The server runs on a demo clock starting at {start:%Y-%m-%d %H:%M:%S} UTC, so the 06:00")
+        self.line("  deadline is near; step 5 fast-forwards it. Uploads are real FTP transfers.")
+        if self.broken:
+            self.line(f"  ({BREAK_ENV}={self.broken}: a step is deliberately wrong; the demo must fail)")
+        self.line("")
+
+    async def step_slow(self) -> None:
+        self.section(
+            "1. Slow upload",
+            "report.csv is written in 12 chunks, 0.25 s apart. While it grows nothing is reported;",
+            f"once its size and mtime stay unchanged for {STABLE_FOR}, ftpsource hashes it and reports it.",
+        )
+        self.check.active = "slow"
+        data = self.files.report_v1
+        exp = self.check.expect(
+            "slow", "ready", "report.csv", "complete after slow upload",
+            {"reason": "new", "generation": 1, "size": len(data), "checksum.value": sha256(data)},
+        )
+        self.say(f"uploading report.csv slowly ({len(data):,} bytes)")
+        await self.upload("report.csv", data, chunks=12, pause=0.25)
+        self.say("upload finished")
+        await self.wait(exp)
+
+    async def step_partial(self) -> None:
+        self.section(
+            "2. Partial upload, then the complete file",
+            "orders.csv.gz arrives cut off (the producer's connection dropped). It is stable, but the",
+            "gzip check fails, so it is not reported. Then the producer uploads the complete file.",
+        )
+        self.check.active = "partial"
+        full = self.files.orders_gz
+        cut = full[: len(full) * 6 // 10]
+        self.say(f"uploading a truncated orders.csv.gz ({len(cut):,} of {len(full):,} bytes)")
+        await self.upload("orders.csv.gz", cut)
+
+        def judged() -> bool:
+            rec = self.record("orders.csv.gz")
+            return rec is not None and rec.size == len(cut) and rec.problem is not None
+
+        if await self.until(judged):
+            self.say(f"ftpsource checked it and holds it back: {self.record('orders.csv.gz').problem}")
+        else:
+            self.check.fail("partial", "ftpsource did not flag the truncated file within 15s")
+            self.say("✗ ftpsource did not flag the truncated file")
+        exp = self.check.expect(
+            "partial", "ready", "orders.csv.gz", "the complete file, reported once",
+            {"reason": "new", "generation": 1, "size": len(full), "checksum.value": sha256(full)},
+        )
+        self.say("uploading the complete orders.csv.gz")
+        await self.upload("orders.csv.gz", full)
+        await self.wait(exp)
+
+    async def step_identical(self) -> None:
+        self.section(
+            "3. Identical re-upload",
+            "report.csv is uploaded again with the same bytes (new mtime). ftpsource re-checks it,",
+            "finds the sha256 of generation 1, and emits nothing.",
+        )
+        self.check.active = "identical"
+        before = self.record("report.csv")
+        data = self.files.report_v1
+        if self.broken == "identical":
+            data = data + b"2026-11-26,999,0,0.00\n"
+        self.say("uploading report.csv again")
+        await self.upload("report.csv", data)
+
+        def reverified() -> bool:
+            rec = self.record("report.csv")
+            return (
+                rec is not None and before is not None and rec.state == "ready"
+                and rec.mtime != before.mtime and rec.ready_mtime == rec.mtime
+            )
+
+        if not await self.until(reverified):
+            self.check.fail("identical", "ftpsource did not re-check the re-upload within 15s")
+            self.say("✗ ftpsource did not re-check the re-upload")
+            return
+        rows = self.reader.history(self.source_id, "report.csv")
+        emitted = len(rows) - 1  # generation 1's ready event
+        rec = self.record("report.csv")
+        self.say(f"ftpsource re-checked report.csv: generation {rec.generation}, {len(rows)} event(s) in its outbox")
+        if emitted == 0:
+            self.say("identical bytes: nothing emitted")
+        else:
+            self.check.fail("identical", f"ftpsource emitted {emitted} event(s) for the identical re-upload")
+            self.say(f"✗ identical bytes, yet {emitted} event(s) emitted")
+
+    async def step_corrected(self) -> None:
+        self.section(
+            "4. Corrected re-upload",
+            "report.csv is uploaded with one corrected row: new bytes under the same name.",
+        )
+        self.check.active = "corrected"
+        v1, v2 = self.files.report_v1, self.files.report_v2
+        exp = self.check.expect(
+            "corrected", "ready", "report.csv", "new bytes: the workflow runs again",
+            {"reason": "reupload", "generation": 2, "checksum.value": sha256(v2),
+             "previous.checksum.value": sha256(v1)},
+        )
+        self.say("uploading the corrected report.csv")
+        await self.upload("report.csv", v2)
+        await self.wait(exp)
+
+    async def step_late(self) -> None:
+        name = f"sales_{self.day:%Y%m%d}.csv"
+        self.section(
+            "5. Expected file missing at its deadline, then arriving late",
+            f'The config expects sales_%Y%m%d.csv every day by 06:00 UTC (+{GRACE_MIN}m grace): today {name}.',
+            "It has not arrived. Rather than wait, the demo fast-forwards the server's clock.",
+        )
+        self.check.active = "late"
+        deadline = self.day.timestamp()
+        missing = self.check.expect(
+            "late", "missing", name, "not there at its deadline",
+            {"expected_path": name, "deadline": f"{self.day:%Y-%m-%dT%H:%M:%S}Z"},
+        )
+        late = self.check.expect(
+            "late", "ready", name, "arrived after the deadline",
+            {"reason": "new", "generation": 1, "late": True, "checksum.value": sha256(self.files.sales)},
+        )
+        target = deadline + GRACE_MIN * 60 + 1
+        jump = target - self.clock()
+        self.clock.advance(jump)
+        self.running.app.wake_all()
+        self.say(
+            f"fast-forwarding the demo clock by {_fmt_duration(jump)} to "
+            f"{datetime.fromtimestamp(target, UTC):%H:%M:%S} UTC (deadline + grace passed)"
+        )
+        if await self.wait(missing):
+            self.say(f"the producer finally uploads {name}")
+            await self.upload(name, self.files.sales)
+            await self.wait(late)
+
+    async def step_restart(self) -> None:
+        self.section(
+            "6. Restart in the middle: nothing lost, nothing repeated",
+            "The gRPC server stops; a file arrives while it is down; a new server starts on the same",
+            "state file and the client reconnects (Argo retries every 5 s).",
+        )
+        self.check.active = "restart"
+        if await self.until(self.all_delivered, 10.0):
+            self.say("every event so far is confirmed delivered (outbox empty)")
+        else:
+            self.check.fail("restart", "the outbox did not drain before the restart")
+        port = self.grpc_port
+        self.say("stopping the ftpsource gRPC server")
+        await self.running.stop(2.0)
+        if self.pump is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.pump), 5.0)
+        await self.disconnect()
+        self.closing = False
+        exp = self.check.expect(
+            "restart", "ready", "inventory.csv", "uploaded while ftpsource was down",
+            {"reason": "new", "generation": 1, "checksum.value": sha256(self.files.inventory)},
+        )
+        self.say("uploading inventory.csv while ftpsource is down")
+        await self.upload("inventory.csv", self.files.inventory)
+        await self.start_ftpsource(port)
+        self.say(f"ftpsource started again on the same state file (port {self.grpc_port})")
+        before = {eid for ids in self.stream_ids.values() for eid in ids}
+        await self.connect()
+        self.say("client reconnected")
+        await self.wait(exp)
+        if await self.until(self.all_delivered, 10.0):
+            new = self.stream_ids[self.stream_no]
+            resent = [eid for eid in new if eid in before]
+            if resent:
+                self.check.fail("restart", f"{len(resent)} event(s) sent again after the restart")
+            self.say(f"outbox empty again; this stream carried {len(new)} event(s), {len(resent)} re-sent")
+        else:
+            self.check.fail("restart", "the outbox did not drain after the restart")
+
+    async def script(self) -> None:
+        await self.setup()
+        for step in (self.step_slow, self.step_partial, self.step_identical, self.step_corrected,
+                     self.step_late, self.step_restart):
+            await step()
+        self.check.active = None
+
+    def summary(self) -> bool:
+        self.line("")
+        self.line("Summary")
+        for title, ok, problems in self.check.results():
+            self.line(f"  {'✓' if ok else '✗'} {title}")
+            for problem in problems:
+                self.line(f"      {problem}")
+        ok = self.check.ok
+        n = len(self.check.received)
+        verdict = "all expected, nothing else" if ok else "NOT as expected"
+        self.line(f"  {n} events received: {verdict}.  total time {self.elapsed():.1f} s")
+        return ok
+
+    def keep_running_help(self) -> None:
+        exe = Path(sys.executable).parent / "ftpsource"
+        command = str(exe) if exe.exists() else f"{sys.executable} -m ftpsource.cli"
+        watch = self.tmp / "watch.yaml"
+        watch.write_text(self.source_config(expect=False), encoding="utf-8")
+        p, pw = self.ftp_port, self.password
+        self.line("")
+        self.line("The servers stay up; Ctrl-C stops them and deletes the temporary files.")
+        self.line(f"  FTP server   127.0.0.1:{p}, user {USER}, password {pw}  (files in {self.ftp_root})")
+        self.line(f"  ftpsource    gRPC 127.0.0.1:{self.grpc_port}; this client keeps printing its events below")
+        self.line("Upload a file:")
+        self.line(f"  lftp -u {USER},{pw} -p {p} 127.0.0.1 -e 'put file.csv; bye'")
+        self.line(f"  curl -T file.csv ftp://{USER}:{pw}@127.0.0.1:{p}/")
+        self.line("Or run a source of your own against it (its own state, events as JSON lines):")
+        self.line(f"  {command} watch {watch} --credentials-dir {self.creds} --state {self.tmp / 'watch.db'}")
+        self.line("")
+
+    async def close(self) -> None:
+        self.closing = True
+        if self.running is not None:
+            with contextlib.suppress(Exception):
+                await self.running.stop(1.0)
+            self.running = None
+        with contextlib.suppress(Exception):
+            await self.disconnect()
+        if self.reader is not None:
+            with contextlib.suppress(Exception):
+                self.reader.close()
+            self.reader = None
+        if self.ftp_server is not None:
+            # Let sessions end on their own first: cancelling aioftp's connection tasks trips a
+            # Python 3.11 asyncio bug (a done-callback calls ``exception()`` on a cancelled task).
+            await self.until(lambda: not self.ftp_server.connections, 3.0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ftp_server.close(), 5.0)
+            self.ftp_server = None
+
+
+async def _run(keep_running: bool) -> int:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    stop = asyncio.Event()
+    interrupted = False
+
+    def on_signal() -> None:
+        nonlocal interrupted
+        if demo.free_mode:
+            stop.set()
+        elif main is not None and not interrupted:
+            interrupted = True
+            main.cancel()
+
+    def on_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, asyncio.CancelledError):
+            return  # a task cancelled during shutdown; nothing went wrong
+        print(f"ftpsource demo: {context.get('message')}: {exc!r}", file=sys.stderr, flush=True)
+
+    loop.set_exception_handler(on_loop_error)
+    with tempfile.TemporaryDirectory(prefix="ftpsource-demo-") as tmp:
+        demo = Demo(Path(tmp), keep_running)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, on_signal)
+        try:
+            try:
+                await asyncio.wait_for(demo.script(), SCRIPT_TIMEOUT_S)
+            except TimeoutError:
+                demo.check.fail(None, f"the script did not finish within {SCRIPT_TIMEOUT_S:.0f}s")
+            ok = demo.summary()
+            if keep_running:
+                demo.keep_running_help()
+                demo.free_mode = True
+                await stop.wait()
+                demo.line("stopping")
+            return 0 if ok else 1
+        except asyncio.CancelledError:
+            if not interrupted:
+                raise
+            demo.line("\ninterrupted")
+            return 130
+        finally:
+            await demo.close()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.remove_signal_handler(sig)
+
+
+def run_demo(keep_running: bool = False) -> int:
+    """Run the demo; 0 only if every expected event arrived and nothing else did."""
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        with contextlib.suppress(ValueError):
+            sys.stdout.reconfigure(errors="replace")
+    with _quiet_logs():
+        try:
+            return asyncio.run(_run(keep_running))
+        except DemoError as exc:
+            print(f"ftpsource demo: {exc}", file=sys.stderr, flush=True)
+            return 1
+        except KeyboardInterrupt:
+            return 130

@@ -1,0 +1,151 @@
+"""``ftpsource demo`` as a user runs it: a subprocess, judged by its output, exit status and duration.
+
+The good run and a deliberately broken run (``FTPSOURCE_DEMO_BREAK=identical`` re-uploads different
+bytes in the "identical" step) start together, so the two take the time of one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ftpsource.demo import BEHAVIOURS, Checklist
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 120
+
+
+@dataclass
+class Run:
+    proc: subprocess.Popen[str]
+    started: float
+    result: tuple[int, str, str, float] | None = None
+
+    def wait(self) -> tuple[int, str, str, float]:
+        """(exit status, stdout, stderr, wall seconds)."""
+        if self.result is None:
+            try:
+                out, err = self.proc.communicate(timeout=TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                out, err = self.proc.communicate()
+                pytest.fail(f"the demo did not finish within {TIMEOUT_S}s:\n{out}\n{err}")
+            self.result = (self.proc.returncode, out, err, time.monotonic() - self.started)
+        return self.result
+
+
+def _start(**extra_env: str) -> Run:
+    env = {k: v for k, v in os.environ.items() if k not in ("FTPSOURCE_LOG_LEVEL", "FTPSOURCE_DEMO_BREAK")}
+    env.update(PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1", **extra_env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ftpsource.cli", "demo"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+    )
+    return Run(proc, time.monotonic())
+
+
+@pytest.fixture(scope="module")
+def runs() -> Iterator[dict[str, Run]]:
+    started = {"good": _start(), "broken": _start(FTPSOURCE_DEMO_BREAK="identical")}
+    yield started
+    for run in started.values():
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.communicate()
+
+
+def test_demo_shows_every_behaviour_in_under_a_minute(runs: dict[str, Run]) -> None:
+    rc, out, err, wall = runs["good"].wait()
+    assert rc == 0, f"exit {rc}\n{out}\n{err}"
+    for _, title in BEHAVIOURS:
+        assert f"✓ {title}" in out, f"missing ✓ line for {title!r}:\n{out}"
+    assert "✗" not in out, out
+    assert "identical bytes: nothing emitted" in out
+    assert "fast-forwarding the demo clock" in out
+    match = re.search(r"total time (\d+(?:\.\d+)?) s", out)
+    assert match is not None, out
+    assert float(match.group(1)) < 60
+    assert wall < 60, f"the demo took {wall:.1f}s"
+    assert "Traceback" not in out + err, err
+    assert err.strip() == "", err
+
+
+def test_demo_fails_when_a_step_goes_wrong(runs: dict[str, Run]) -> None:
+    rc, out, err, _ = runs["broken"].wait()
+    assert rc != 0, out
+    assert "✗ 3. identical re-upload: nothing emitted" in out, out
+    assert "unexpected ready event for report.csv" in out
+    assert "Traceback" not in out + err, err
+
+
+# -- the checklist logic itself -------------------------------------------------------------------
+def _event(kind: str, path: str, eid: str, **data: Any) -> dict[str, Any]:
+    return {"id": eid, "type": f"ftpsource.file.{kind}", "subject": path, "data": data}
+
+
+def _checklist() -> Checklist:
+    return Checklist([("a", "A"), ("b", "B")])
+
+
+def test_checklist_all_expected_events_arrived() -> None:
+    check = _checklist()
+    check.expect("a", "ready", "x.csv", "", {"generation": 1, "checksum.value": "ab"})
+    check.expect("b", "missing", "y.csv", "")
+    check.active = "a"
+    check.receive(_event("ready", "x.csv", "1", generation=1, checksum={"value": "ab"}))
+    check.active = "b"
+    check.receive(_event("missing", "y.csv", "2"))
+    assert check.ok
+    assert [ok for _, ok, _ in check.results()] == [True, True]
+
+
+def test_checklist_an_expected_event_that_never_came_fails() -> None:
+    check = _checklist()
+    check.expect("a", "ready", "x.csv", "")
+    check.expect("b", "ready", "y.csv", "")
+    check.receive(_event("ready", "x.csv", "1"))
+    assert not check.ok
+    results = check.results()
+    assert results[0][1] and not results[1][1]
+    assert results[1][2] == ["no ready event for y.csv"]
+
+
+def test_checklist_an_unexpected_event_fails_the_active_behaviour() -> None:
+    check = _checklist()
+    check.expect("a", "ready", "x.csv", "")
+    check.active = "b"
+    check.receive(_event("ready", "x.csv", "1"))
+    check.receive(_event("ready", "x.csv", "2"))  # a second version nobody expected
+    assert not check.ok
+    assert check.results()[1][2] == ["unexpected ready event for x.csv"]
+
+
+def test_checklist_outside_any_step_unexpected_events_are_reported_too() -> None:
+    check = _checklist()
+    check.receive(_event("deleted", "z.csv", "1"))
+    assert not check.ok
+    assert check.results()[-1] == ("no other events", False, ["unexpected deleted event for z.csv"])
+
+
+def test_checklist_wrong_fields_and_resent_ids_fail() -> None:
+    check = _checklist()
+    check.expect("a", "ready", "x.csv", "", {"reason": "reupload", "generation": 2, "previous.size": 3})
+    check.expect("a", "ready", "x.csv", "")
+    check.active = "a"
+    _, problems = check.receive(_event("ready", "x.csv", "1", reason="new", generation=2))
+    assert problems == [
+        "ready x.csv: reason is 'new', expected 'reupload'",
+        "ready x.csv: previous.size is absent, expected 3",
+    ]
+    exp, problems = check.receive(_event("ready", "x.csv", "1"))  # the same event sent again
+    assert exp is None and problems and "sent again" in problems[0]
+    assert not check.ok
