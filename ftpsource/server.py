@@ -137,6 +137,16 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
     async def StartEventSource(  # noqa: N802 - gRPC method name
         self, request: generic_pb2.EventSource, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
+        try:
+            await self._stream(request, context)
+        except asyncio.CancelledError:
+            # grpc cancels a handler whose client went away or whose server is stopping; the session
+            # has been cleaned up by then, and grpc would otherwise print the CancelledError as a traceback.
+            return
+
+    async def _stream(
+        self, request: generic_pb2.EventSource, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
         app = self.app
         if not app.authorized(context.invocation_metadata()):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
