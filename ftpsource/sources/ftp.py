@@ -24,7 +24,7 @@ import posixpath
 import re
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -34,8 +34,9 @@ from ..config import SourceConfig
 from ..credentials import Credentials
 from ..errors import FileVanished, PermanentSourceError, SourceError, TransientSourceError
 from ..paths import PathFilter
-from .base import CHUNK_SIZE, Algorithm, Entry, Listing, Source, register
+from .base import CHUNK_SIZE, Algorithm, Entry, Listing, register
 from .listparse import ListEntry, parse_list_line, parse_mdtm, parse_mlsx_line
+from .remote import RemoteSource
 
 __all__ = ["FtpSource"]
 
@@ -178,10 +179,12 @@ async def _close_writer(writer: asyncio.StreamWriter) -> None:
 
 
 @register("ftp", "ftps")
-class FtpSource(Source):
+class FtpSource(RemoteSource):
     """FTP/FTPS adapter. ``timeout_s`` bounds every network step (connect, command, chunk)."""
 
     scheme = "ftp"
+
+    default_port = 21
 
     def __init__(
         self,
@@ -192,20 +195,15 @@ class FtpSource(Source):
         timeout_s: float | None = None,
         hash_timeout_s: float | None = None,
     ) -> None:
-        super().__init__(config, credentials, path_filter)
-        self.timeout_s = timeout_s if timeout_s is not None else config.timeout_s
+        super().__init__(config, credentials, path_filter, timeout_s=timeout_s)
         # A server hash reads the whole file before it answers.
         self.hash_timeout_s = hash_timeout_s if hash_timeout_s is not None else 10 * self.timeout_s
         self._tls = self.url.scheme == "ftps"
-        self._host = self.url.host
-        self._port = self.url.port or 21
         self._user = self.url.username or credentials.username or "anonymous"
         self._password = credentials.password.reveal() if credentials.password is not None else ""
         if not self._password and self._user == "anonymous":
             self._password = "ftpsource@"
-        self._slots = asyncio.Semaphore(config.max_connections)
         self._idle: list[_Connection] = []
-        self._closed = False
         self._features: _Features | None = None
         self._mlsd: bool | None = None  # None: not tried yet
         self._list_command = "LIST -a"
@@ -215,21 +213,8 @@ class FtpSource(Source):
         self.stats: collections.Counter[str] = collections.Counter()
 
     # errors ------------------------------------------------------------------------------------------
-    def _where(self) -> str:
-        return f"{self.url.scheme}://{self._host}:{self._port}"
-
-    def _scrub(self, text: str) -> str:
-        if self._password and len(self._password) >= 3:
-            text = text.replace(self._password, "***")
-        return text
-
-    def _translate(self, exc: BaseException, action: str) -> SourceError | None:
-        """Map a third-party failure to a ``SourceError``; None for exceptions that are not ours to map."""
+    def _translate_protocol(self, exc: BaseException, action: str) -> SourceError | None:
         where = self._where()
-        if isinstance(exc, SourceError):
-            return exc
-        if isinstance(exc, TimeoutError):
-            return TransientSourceError(f"{where}: {action} timed out after {self.timeout_s:g}s", kind="timeout")
         if isinstance(exc, ssl.SSLCertVerificationError):
             return PermanentSourceError(
                 self._scrub(
@@ -241,13 +226,6 @@ class FtpSource(Source):
         if isinstance(exc, ssl.SSLError):
             reason = exc.reason or str(exc)
             return TransientSourceError(self._scrub(f"{where}: TLS error while {action}: {reason}"), kind="tls")
-        if isinstance(exc, ConnectionRefusedError):
-            return TransientSourceError(f"{where}: connection refused", kind="connect")
-        if isinstance(exc, asyncio.IncompleteReadError | EOFError | ConnectionError):
-            return TransientSourceError(f"{where}: connection lost while {action}", kind="connect")
-        if isinstance(exc, OSError):
-            reason = exc.strerror or str(exc) or type(exc).__name__
-            return TransientSourceError(self._scrub(f"{where}: {action}: {reason}"), kind="connect")
         if isinstance(exc, aioftp.StatusCodeError):
             code = _code(exc)
             kind = "connect" if code == "421" else "protocol"
@@ -257,16 +235,6 @@ class FtpSource(Source):
         if isinstance(exc, aioftp.AIOFTPException | ValueError):
             return TransientSourceError(self._scrub(f"{where}: {action}: {exc}"), kind="protocol")
         return None
-
-    @contextlib.contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except Exception as exc:
-            mapped = self._translate(exc, action)
-            if mapped is None or mapped is exc:
-                raise
-            raise mapped from exc
 
     # connections -------------------------------------------------------------------------------------
     def _ssl_context(self) -> ssl.SSLContext:

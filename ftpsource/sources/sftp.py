@@ -18,7 +18,7 @@ import collections
 import contextlib
 import logging
 import posixpath
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 import asyncssh
 from asyncssh.constants import FILEXFER_TYPE_DIRECTORY, FILEXFER_TYPE_REGULAR, FILEXFER_TYPE_SYMLINK
@@ -27,7 +27,8 @@ from ..config import SourceConfig
 from ..credentials import Credentials
 from ..errors import FileVanished, PermanentSourceError, SourceError, TransientSourceError
 from ..paths import PathFilter
-from .base import CHUNK_SIZE, Entry, Listing, Source, register
+from .base import CHUNK_SIZE, Entry, Listing, register
+from .remote import RemoteSource
 
 __all__ = ["SftpSource"]
 
@@ -70,10 +71,12 @@ def _no_known_hosts(
 
 
 @register("sftp")
-class SftpSource(Source):
+class SftpSource(RemoteSource):
     """SFTP adapter. ``timeout_s`` bounds every network step (connect, each request, each chunk)."""
 
     scheme = "sftp"
+
+    default_port = 22
 
     def __init__(
         self,
@@ -83,36 +86,17 @@ class SftpSource(Source):
         *,
         timeout_s: float | None = None,
     ) -> None:
-        super().__init__(config, credentials, path_filter)
-        self.timeout_s = timeout_s if timeout_s is not None else config.timeout_s
-        self._host = self.url.host
-        self._port = self.url.port or 22
+        super().__init__(config, credentials, path_filter, timeout_s=timeout_s)
         self._user = self.url.username or credentials.username
-        secrets = (credentials.password, credentials.private_key)
-        self._secrets = [s.reveal() for s in secrets if s is not None and len(s.reveal()) >= 3]
-        self._slots = asyncio.Semaphore(config.max_connections)
         self._connect_lock = asyncio.Lock()
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
-        self._closed = False
         #: counters for tests and debugging
         self.stats: collections.Counter[str] = collections.Counter()
 
     # errors ------------------------------------------------------------------------------------------
-    def _where(self) -> str:
-        return f"sftp://{self._host}:{self._port}"
-
-    def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def _translate(self, exc: BaseException, action: str) -> SourceError | None:
+    def _translate_protocol(self, exc: BaseException, action: str) -> SourceError | None:
         where = self._where()
-        if isinstance(exc, SourceError):
-            return exc
-        if isinstance(exc, TimeoutError):
-            return TransientSourceError(f"{where}: {action} timed out after {self.timeout_s:g}s", kind="timeout")
         if isinstance(exc, asyncssh.PermissionDenied):
             return PermanentSourceError(
                 f"{where}: login as {self._user!r} refused ({self._auth_methods()})", kind="auth"
@@ -126,26 +110,11 @@ class SftpSource(Source):
             return TransientSourceError(self._scrub(f"{where}: {action}: {exc.reason}"), kind="connect")
         if isinstance(exc, asyncssh.SFTPError):
             return TransientSourceError(self._scrub(f"{where}: {action}: {exc.reason}"), kind="protocol")
-        if isinstance(exc, ConnectionRefusedError):
-            return TransientSourceError(f"{where}: connection refused", kind="connect")
-        if isinstance(exc, ConnectionError | EOFError | asyncio.IncompleteReadError):
-            return TransientSourceError(f"{where}: connection lost while {action}", kind="connect")
-        if isinstance(exc, OSError):
-            reason = exc.strerror or str(exc) or type(exc).__name__
-            return TransientSourceError(self._scrub(f"{where}: {action}: {reason}"), kind="connect")
         return None
 
-    @contextlib.contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except Exception as exc:
-            mapped = self._translate(exc, action)
-            if mapped is None or mapped is exc:
-                raise
-            if mapped.kind == "connect" or isinstance(exc, TimeoutError):
-                self._drop_connection()
-            raise mapped from exc
+    def _on_error(self, mapped: SourceError, exc: BaseException) -> None:
+        if mapped.kind == "connect" or isinstance(exc, TimeoutError):
+            self._drop_connection()
 
     def _auth_methods(self) -> str:
         methods = []
