@@ -16,7 +16,11 @@ from wcmatch import glob as wcglob
 
 __all__ = ["PathFilter", "Template"]
 
-
+# wcmatch's translated globs cost several microseconds per path (a lookahead per character), and
+# every poll asks about the same paths again: verdicts are memoised. The memo is dropped whenever it
+# outgrows this many paths, which bounds it (~10-30 MB) when names keep changing; a tree bigger
+# than this simply pays the regex again.
+MEMO_MAX = 250_000
 
 
 def _compile(patterns: Iterable[str]) -> re.Pattern[str] | None:
@@ -34,6 +38,7 @@ class PathFilter:
         self._include = _compile(include)
         self._exclude = _compile(exclude)
         self.recursive = recursive
+        self._wanted: dict[str, bool] = {}
 
     def descend(self, rel_dir: str) -> bool:
         """Whether to list a subdirectory. Excluded directories (e.g. hidden ones) are pruned."""
@@ -42,6 +47,15 @@ class PathFilter:
         return self._exclude is None or self._exclude.match(rel_dir) is None
 
     def wanted(self, rel_path: str) -> bool:
+        verdict = self._wanted.get(rel_path)
+        if verdict is None:
+            verdict = self._match(rel_path)
+            if len(self._wanted) >= MEMO_MAX:
+                self._wanted.clear()
+            self._wanted[rel_path] = verdict
+        return verdict
+
+    def _match(self, rel_path: str) -> bool:
         if self._exclude is not None and self._exclude.match(rel_path) is not None:
             return False
         return self._include is None or self._include.match(rel_path) is not None

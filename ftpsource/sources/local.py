@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import logging
 import os
 import stat as stat_mod
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 
 from watchfiles import awatch
 
@@ -30,6 +31,45 @@ HASH_BLOCK = 4 * 1024 * 1024
 # ... but the buffer is sized to the file: zeroing 4 MiB for a 20-byte file cost 20x the hashing.
 # The floor keeps a file that grew since it was listed from being read in tiny pieces.
 MIN_HASH_BLOCK = 64 * 1024
+
+
+def _entry_maker() -> Callable[[str, int, float], Entry]:
+    """``Entry(path, size, mtime)``, at half the cost for a listing's 100,000 entries.
+
+    A frozen dataclass's ``__init__`` routes every field through ``object.__setattr__``; that was a
+    fifth of a local listing. Filling the three slots directly builds the identical object. Should
+    ``Entry`` ever stop being exactly these three plain slots, this falls back to the class itself.
+    """
+    names = [f.name for f in dataclasses.fields(Entry)]
+    if names != ["path", "size", "mtime"] or getattr(Entry, "__slots__", None) != tuple(names):
+        return Entry
+    if hasattr(Entry, "__post_init__"):
+        return Entry
+    new = object.__new__
+    set_path, set_size, set_mtime = (vars(Entry)[n].__set__ for n in names)
+
+    def make(path: str, size: int, mtime: float) -> Entry:
+        entry: Entry = new(Entry)
+        set_path(entry, path)
+        set_size(entry, size)
+        set_mtime(entry, mtime)
+        return entry
+
+    return make
+
+
+_new_entry = _entry_maker()
+
+
+def _open_dir(path: str) -> tuple[int, os._ScandirIterator[str]]:
+    """A directory fd and a scandir over it. Scanning through the fd makes each entry's stat an
+    fstatat() of its bare name: no full path string per file, no path walk from / in the kernel."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return fd, os.scandir(fd)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @register("file")
@@ -62,13 +102,11 @@ class LocalSource(Source):
     def _walk(self) -> Listing:
         self._check_root()
         listing = Listing([])
-        entries = listing.entries
-        descend = self.path_filter.descend
         stack: list[tuple[str, str]] = [(self.root, "")]
         while stack:
             directory, rel = stack.pop()
             try:
-                it = os.scandir(directory)
+                dir_fd, it = _open_dir(directory)
             except FileNotFoundError:
                 if not rel:
                     raise PermanentSourceError(f"root directory {self.root} disappeared", kind="root") from None
@@ -81,24 +119,35 @@ class LocalSource(Source):
                 listing.unlisted_dirs.append(rel)
                 listing.warnings.append(f"cannot list directory {rel!r}: {exc.strerror}")
                 continue
-            with it:
-                for de in it:
-                    rel_path = f"{rel}{de.name}"
-                    try:
-                        if de.is_dir(follow_symlinks=False):
-                            if descend(rel_path):
-                                stack.append((de.path, rel_path + "/"))
-                            continue
-                        st = de.stat()  # follows file symlinks
-                    except FileNotFoundError:
-                        continue  # deleted between readdir and stat
-                    except OSError as exc:
-                        listing.warnings.append(f"cannot stat {rel_path!r}: {exc.strerror}")
-                        listing.unlisted_dirs.append(rel_path)
-                        continue
-                    if stat_mod.S_ISREG(st.st_mode):
-                        entries.append(Entry(rel_path, st.st_size, st.st_mtime))
+            try:
+                self._scan(it, directory, rel, listing, stack)
+            finally:
+                os.close(dir_fd)
         return listing
+
+    def _scan(
+        self, it: os._ScandirIterator[str], directory: str, rel: str, listing: Listing, stack: list[tuple[str, str]]
+    ) -> None:
+        # The hot loop of a poll (once per file): names are bound locally on purpose.
+        add, descend, is_reg, new_entry = listing.entries.append, self.path_filter.descend, stat_mod.S_ISREG, _new_entry
+        with it:
+            for de in it:
+                name = de.name
+                rel_path = rel + name
+                try:
+                    if de.is_dir(follow_symlinks=False):
+                        if descend(rel_path):
+                            stack.append((os.path.join(directory, name), rel_path + "/"))
+                        continue
+                    st = de.stat()  # follows file symlinks
+                except FileNotFoundError:
+                    continue  # deleted between readdir and stat
+                except OSError as exc:
+                    listing.warnings.append(f"cannot stat {rel_path!r}: {exc.strerror}")
+                    listing.unlisted_dirs.append(rel_path)
+                    continue
+                if is_reg(st.st_mode):
+                    add(new_entry(rel_path, st.st_size, st.st_mtime))
 
     async def list(self) -> Listing:
         return await asyncio.to_thread(self._walk)
