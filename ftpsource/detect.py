@@ -185,11 +185,12 @@ def plan_poll(
     plan = PollPlan()
     listed: dict[str, Entry] = {e.path: e for e in entries}
     skip_existing = first_start and policy.existing == "skip"
-    pf = policy.path_filter
+    wanted = policy.path_filter.wanted
+    companion = policy.is_companion if (policy.marker or policy.sidecar) else None
     seen: set[str] = set()
     pending = 0
     for path, entry in listed.items():
-        if not pf.wanted(path) or policy.is_companion(path):
+        if not wanted(path) or (companion is not None and companion(path)):
             continue
         seen.add(path)
         rec = records.get(path)

@@ -80,6 +80,8 @@ class Digest:
     method: Literal["local", "download", "server"]
     size: int
     problem: str | None = None
+    #: the file's mtime right after reading, when the adapter knows it (saves the caller a stat)
+    mtime: float | None = None
 
 
 class Source(abc.ABC):

@@ -220,8 +220,17 @@ class LocalSource(Source):
             raise FileVanished(f"{path}: changed while being read ({expected_size} -> {total} bytes)")
         if after.st_nlink == 0:
             raise FileVanished(f"{path}: deleted while being read")
+        try:
+            now_at_path = os.stat(full)
+        except OSError:
+            raise FileVanished(f"{path}: disappeared while being read") from None
+        if (now_at_path.st_ino, now_at_path.st_dev) != (after.st_ino, after.st_dev):
+            raise FileVanished(f"{path}: replaced while being read")
         problem = verifier.finish() if verifier is not None else None
-        return Digest(algorithm, hasher.hexdigest() if hasher else None, "local", total, problem)
+        # The state after reading comes back with the digest: the watcher needs no second stat.
+        return Digest(
+            algorithm, hasher.hexdigest() if hasher else None, "local", total, problem, mtime=after.st_mtime
+        )
 
     async def digest(
         self, path: str, algorithm: Algorithm | None, verifier: Verifier | None, expected_size: int
