@@ -28,13 +28,14 @@ from .sources.base import Digest, Entry, Source, adapter_for
 from .store import AsyncStore, Expectation, NewEvent, OutboxRow
 from .verify import build_verifier
 
-__all__ = ["Backoff", "Watcher", "run_session"]
+__all__ = ["Backoff", "Watcher", "freeze_long_lived", "run_session"]
 
 log = logging.getLogger(__name__)
 
 VERIFY_BATCH = 64
 DELIVER_BATCH = 128
 CONFIRM_S = 1.0
+FREEZE_AFTER_UPSERTS = 1000
 MIN_RESCAN_S = 0.25
 
 Clock = Callable[[], float]
@@ -131,10 +132,7 @@ class Watcher:
         revision = await store.run(store.sync.revision, self.source_id)
         self.info.revision = revision or 0
         self.records = await store.run(store.sync.load_records, self.source_id)
-        # Records hold no reference cycles; keeping them out of the collector's generations saves a
-        # full collection over every record each time a large listing allocates its entries.
-        gc.collect()
-        gc.freeze()
+        freeze_long_lived()
         self.expectations = {
             (x.rule, x.period): x for x in await store.run(store.sync.load_expectations, self.source_id)
         }
@@ -197,6 +195,8 @@ class Watcher:
                 elif rec.state is State.PENDING:
                     next_due = _earliest(next_due, now + self.policy.stable_for_s)
 
+        if len(plan.upserts) >= FREEZE_AFTER_UPSERTS:
+            freeze_long_lived()
         self.metrics.files_pending.labels(sid).set(pending)
         self.metrics.files_tracked.labels(sid).set(plan.tracked)
         self.metrics.polls.labels(sid, "ok").inc()
@@ -335,6 +335,16 @@ class Watcher:
             timeout = None if not unconfirmed else max(0.0, unconfirmed[0][1] + CONFIRM_S - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.outbox_changed.wait(), timeout)
+
+
+def freeze_long_lived() -> None:
+    """Move what is alive now (above all the file records) out of the cyclic collector's reach.
+
+    Records hold no reference cycles. Without this, the ~100,000 new entries of every large listing
+    set off a full collection that walks every record again (about 0.3x a `find` of the tree).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:
