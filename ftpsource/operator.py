@@ -12,26 +12,23 @@ import asyncio
 import difflib
 import json
 import os
-import sqlite3
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import quote
 
 from .config import SourceConfig, format_duration, parse_source_config
 from .credentials import load_credentials
 from .detect import EventSpec, FileRecord, Policy, State, VerifyRequest, after_verify, plan_poll
-from .errors import ConfigError, FileVanished, SourceError, StateError
+from .errors import ConfigError, FileVanished, SourceError
 from .events import rfc3339
 from .formats import verifier_for
 from .paths import PathFilter
 from .sources.base import Digest, Entry, Listing, Source, adapter_for
-from .store import SCHEMA_VERSION, HistoryRow, SourceRow, Store
+from .store import HistoryRow, SourceRow, Store
 from .verify import build_verifier
 
 __all__ = ["HANDLERS", "CheckRow", "add_commands"]
@@ -54,53 +51,6 @@ def _env(name: str) -> str | None:
 
 
 # --- read-only access to the state file ------------------------------------------------------------
-
-
-def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """Open the state file without writing anything next to it.
-
-    With a live WAL (``-wal`` and ``-shm`` present: a server has it open) a plain read-only
-    connection sees the latest commits. Without one, a read-only connection would create and leave
-    behind ``-wal``/``-shm`` files, so the file is opened as immutable instead: nothing is written and,
-    as no writer is active, nothing is missed.
-    """
-    live_wal = Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists()
-    uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("" if live_wal else "&immutable=1")
-    try:
-        db = sqlite3.connect(uri, uri=True, check_same_thread=False)
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if not {"meta", "sources", "files", "outbox"} <= tables:
-            db.close()
-            raise StateError(f"{path} is not an ftpsource state file")
-        row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-    except sqlite3.Error as exc:
-        text = str(exc)
-        if "not a database" in text:
-            raise StateError(f"{path} is not an ftpsource state file (not an SQLite database)") from None
-        raise StateError(f"state file {path}: {text}") from None
-    if row is not None and int(row[0]) > SCHEMA_VERSION:
-        db.close()
-        raise StateError(f"state file {path}: written by a newer ftpsource (schema {row[0]}); upgrade ftpsource")
-    return db
-
-
-class ReadOnlyStore(Store):
-    """``Store``'s queries over a read-only connection (``Store()`` creates and migrates the file).
-
-    Interim: this belongs in store.py as ``Store.open_read_only(path)``.
-    """
-
-    def __init__(self, path: Path) -> None:  # deliberately not Store.__init__: it writes
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise StateError(f"no state file at {self.path}")
-        self._db = _connect_read_only(self.path)
-        self._lock = threading.Lock()
-
-    def initialized(self, source_id: str) -> bool | None:
-        """Whether the source finished its first poll; None when the state has no such source."""
-        rows = self._query("SELECT initialized FROM sources WHERE id=?", (source_id,))
-        return None if not rows else rows[0][0] is not None
 
 
 # --- small formatting helpers ---------------------------------------------------------------------
@@ -229,7 +179,7 @@ def _known(cfg: SourceConfig, state: str | None, name: str | None) -> _Known:
     path = Path(state)
     if not path.exists():
         return _Known(named, {}, True, f"no state file at {path}: decided as on a first start")
-    store = ReadOnlyStore(path)
+    store = Store.open_read_only(path)
     try:
         source_id = named
         if source_id is None:
@@ -638,7 +588,7 @@ def _missing_path(store: Store, source: SourceRow, path: str) -> ConfigError:
 
 
 def _state_list(args: argparse.Namespace) -> int:
-    store = ReadOnlyStore(_state_path(args))
+    store = Store.open_read_only(_state_path(args))
     try:
         sources = store.list_sources()
     finally:
@@ -688,7 +638,7 @@ def _history_entry(h: HistoryRow) -> dict[str, Any]:
 
 
 def _state_show(args: argparse.Namespace) -> int:
-    store = ReadOnlyStore(_state_path(args))
+    store = Store.open_read_only(_state_path(args))
     try:
         source = _resolve_source(store, args.source)
         path = _normalize_path(source, args.path)
@@ -751,7 +701,7 @@ _RUNNING_NOTE = (
 
 def _state_forget(args: argparse.Namespace) -> int:
     path = _state_path(args)
-    ro = ReadOnlyStore(path)  # validates the file before Store() would add tables to it
+    ro = Store.open_read_only(path)  # validates the file before Store() would add tables to it
     try:
         source = _resolve_source(ro, args.source)
         if args.paths and args.all_files:

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import quote
 
 from .detect import FileRecord, State
 from .errors import StateError
@@ -196,9 +197,46 @@ class Store:
             raise StateError(_describe(exc, self.path)) from None
         self._lock = threading.Lock()
 
+    @classmethod
+    def open_read_only(cls, path: Path) -> Store:
+        """Open an existing state file for reading only, writing nothing next to it.
+
+        With a live WAL (``-wal`` and ``-shm`` present: a server has it open) a plain read-only
+        connection sees the latest commits. Without one, a read-only connection would create and leave
+        behind ``-wal``/``-shm`` files, so the file is opened as immutable instead: nothing is written
+        and, as no writer is active, nothing is missed.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise StateError(f"no state file at {path}")
+        live_wal = Path(f"{path}-wal").exists() and Path(f"{path}-shm").exists()
+        uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("" if live_wal else "&immutable=1")
+        try:
+            db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if not {"meta", "sources", "files", "outbox"} <= tables:
+                db.close()
+                raise StateError(f"{path} is not an ftpsource state file")
+            row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        except sqlite3.Error as exc:
+            if "not a database" in str(exc):
+                raise StateError(f"{path} is not an ftpsource state file (not an SQLite database)") from None
+            raise StateError(f"state file {path}: {exc}") from None
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            db.close()
+            raise StateError(f"state file {path}: written by a newer ftpsource (schema {row[0]}); upgrade ftpsource")
+        store = cls.__new__(cls)
+        store.path, store._db, store._lock = path, db, threading.Lock()
+        return store
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def initialized(self, source_id: str) -> bool | None:
+        """Whether the source finished its first poll; None when the state has no such source."""
+        rows = self._query("SELECT initialized FROM sources WHERE id=?", (source_id,))
+        return None if not rows else rows[0][0] is not None
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
