@@ -203,7 +203,7 @@ async def all_delivered(srv: RunningServer, timeout: float = 20.0) -> None:
     from ftpsource.store import Store
 
     def done() -> bool:
-        store = Store(srv.app.settings.state)
+        store = Store.open_read_only(srv.app.settings.state)
         try:
             return all(s.undelivered == 0 for s in store.list_sources())
         finally:

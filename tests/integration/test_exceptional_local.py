@@ -65,7 +65,7 @@ async def test_missing_once_across_restart_then_late_arrival(tmp_path: Path, roo
         assert late["data"]["late"] is True and late["data"]["late_seconds"] >= 61
         assert late["data"]["deadline"] == missing["data"]["deadline"]
         assert not [e for e in stream.received if e["type"] == "ftpsource.file.missing"]
-        store = Store(srv.app.settings.state)
+        store = Store.open_read_only(srv.app.settings.state)
         (source,) = store.list_sources()
         assert [h.type for h in store.history(source.id, name)] == ["missing", "ready"]
         store.close()
@@ -209,7 +209,7 @@ async def _wait_problem(srv: Any, path: str) -> None:
     from tests.harness import eventually
 
     def has_problem() -> bool:
-        store = Store(srv.app.settings.state)
+        store = Store.open_read_only(srv.app.settings.state)
         try:
             return any(
                 (r := store.get_record(s.id, path)) is not None and r.problem is not None

@@ -57,14 +57,20 @@ async def test_identical_rewrite_and_touch_emit_nothing_new_bytes_reupload(tmp_p
         first = await stream.until(is_ready("a.csv"))
         assert (first["data"]["reason"], first["data"]["generation"]) == ("new", 1)
         assert first["data"]["checksum"]["method"] == "local"
+        mtime_before = (root / "a.csv").stat().st_mtime
         (root / "a.csv").write_bytes(b"v1\n")  # identical bytes
         os.utime(root / "a.csv", (time.time() + 5, time.time() + 5))  # and a touch
         (root / "sentinel1").write_bytes(b"1")
         await stream.until(is_ready("sentinel1"))
-        await eventually(
-            lambda: Store(srv.app.settings.state).get_record(first["data"]["source_id"], "a.csv").state == "ready",
-            what="a.csv re-verified",
-        )
+        def reverified() -> bool:
+            store = Store.open_read_only(srv.app.settings.state)
+            try:
+                rec = store.get_record(first["data"]["source_id"], "a.csv")
+            finally:
+                store.close()
+            return rec is not None and rec.state == "ready" and rec.checked is None and rec.mtime > mtime_before
+
+        await eventually(reverified, what="a.csv re-verified")
         (root / "a.csv").write_bytes(b"v2 corrected\n")
         second = await stream.until(lambda e: e["data"].get("path") == "a.csv")
         assert (second["data"]["reason"], second["data"]["generation"]) == ("reupload", 2)
