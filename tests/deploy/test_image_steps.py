@@ -1,0 +1,76 @@
+"""The image's install and start steps, run the same way in a fresh venv (no Docker engine here)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _dockerfile_healthcheck() -> list[str]:
+    text = (REPO / "Dockerfile").read_text()
+    m = re.search(r'HEALTHCHECK .*?CMD \["python", "-c", "(.*?)"\]', text, flags=re.S)
+    assert m, "HEALTHCHECK CMD not found"
+    return ["-c", m.group(1)]
+
+
+@pytest.mark.slow
+def test_fresh_venv_install_starts_and_answers_health_checks(tmp_path: Path) -> None:
+    venv = tmp_path / "opt-ftpsource"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+    # The builder stage: a wheel of the tree, installed with its dependencies, then bytecode compiled.
+    subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(tmp_path / "wheels"), str(REPO)],
+                   check=True, timeout=300)
+    (wheel,) = (tmp_path / "wheels").glob("ftpsource-*.whl")
+    subprocess.run([*pip, "install", str(wheel)], check=True, timeout=600)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "compileall", "-q", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "ftpsource"), "--help"], check=True, capture_output=True)
+
+    # The final stage's CMD, with its paths under tmp and free loopback ports.
+    state, creds, auth = tmp_path / "var-lib", tmp_path / "credentials", tmp_path / "auth"
+    for d in (state, creds, auth):
+        d.mkdir()
+    (auth / "token").write_text("t0ken")
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "FTPSOURCE_LOG_FORMAT": "json",
+           "FTPSOURCE_METRICS_LISTEN": f"127.0.0.1:{ports[1]}", "FTPSOURCE_LISTEN": f"127.0.0.1:{ports[0]}"}
+    proc = subprocess.Popen(
+        [str(venv / "bin" / "ftpsource"), "serve", "--state", str(state / "ftpsource.db"),
+         "--credentials-dir", str(creds), "--auth-token-file", str(auth / "token"), "--log-format", "json"],
+        env=env, cwd=state, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ports[1]}/readyz", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError("server did not become ready") from None
+                time.sleep(0.1)
+        healthcheck = _dockerfile_healthcheck()
+        healthcheck[1] = healthcheck[1].replace("127.0.0.1:9090", f"127.0.0.1:{ports[1]}")
+        assert subprocess.run([str(venv / "bin" / "python"), *healthcheck], timeout=10).returncode == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+    assert b"t0ken" not in err
+    assert not list(state.glob("**/*.pyc")), "the running server wrote bytecode (read-only root would fail)"
