@@ -1,6 +1,6 @@
-"""Run the benchmarks of issue 2 and write their results to ``docs/benchmarks.md``.
+"""Run the benchmarks of issues 2 and 3 and write their results to ``docs/benchmarks.md``.
 
-    python -m bench.run                  # all four, full sizes (a few minutes), updates the doc
+    python -m bench.run                  # all seven, full sizes (a few minutes), updates the doc
     python -m bench.run poll memory      # just these; the other rows of the doc are kept
     python -m bench.run --quick          # smaller sizes, prints only (add --write to record them)
     python -m bench.run --list
@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import delivery, hashing, memory, poll
+from . import delivery, hashing, memory, poll, remote
 from .common import Result, machine_notes, scratch_dir
 from .report import DOC, ORDER, write
 
@@ -32,6 +32,9 @@ BENCHMARKS: dict[str, tuple[Benchmark, str]] = {
     "poll": (poll.run, "steady-state poll of 100,000 files vs find -printf (goal: <= 3x its time)"),
     "delivery": (delivery.run, "10,000 new files to a gRPC client (goal: <= stable_for + 10 s)"),
     "memory": (memory.run, "RSS with 100,000 tracked files (goal: < 200 MB)"),
+    "remote-list": (remote.run_list, "listing 10,000 files on vsftpd vs lftp find (goal: <= 1.5x its time)"),
+    "remote-hash": (remote.run_hash, "download + sha256 of 1 GiB from vsftpd vs curl (goal: >= 0.8x its speed)"),
+    "remote-unchanged": (remote.run_unchanged, "unchanged polls of 10,000 files on vsftpd (goal: 0 bytes downloaded)"),
 }
 assert tuple(BENCHMARKS) == ORDER
 
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.list:
         for name, (_, what) in BENCHMARKS.items():
-            print(f"{name:10s} {what}")
+            print(f"{name:16s} {what}")
         return 0
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
