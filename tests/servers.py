@@ -385,6 +385,9 @@ async def vsftpd_server(*, tls: bool = False) -> AsyncIterator[FtpServer]:
     username, password = ensure_test_user()
     with _tempdir("ftpsource-vsftpd-") as base:
         root = _data_root(base)
+        # Real clients (lftp) upload as the test user.
+        user = pwd.getpwnam(username)
+        os.chown(root, user.pw_uid, user.pw_gid)
         empty = base / "empty"
         empty.mkdir(mode=0o755)
         port = free_port()
@@ -396,7 +399,8 @@ async def vsftpd_server(*, tls: bool = False) -> AsyncIterator[FtpServer]:
             "background=NO",
             "anonymous_enable=NO",
             "local_enable=YES",
-            "write_enable=NO",
+            "write_enable=YES",
+            "local_umask=022",
             "chroot_local_user=NO",
             "pam_service_name=vsftpd",
             "userlist_enable=NO",
