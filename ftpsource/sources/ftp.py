@@ -26,7 +26,7 @@ import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import aioftp
 
@@ -204,6 +204,8 @@ class FtpSource(RemoteSource):
         if not self._password and self._user == "anonymous":
             self._password = "ftpsource@"
         self._idle: list[_Connection] = []
+        self._parsed: dict[tuple[bool, bytes], ListEntry | None] = {}
+        self._parsed_day: date | None = None
         self._features: _Features | None = None
         self._mlsd: bool | None = None  # None: not tried yet
         self._list_command = "LIST -a"
@@ -396,6 +398,11 @@ class FtpSource(RemoteSource):
 
     async def _walk(self, conn: _Connection, listing: Listing) -> list[tuple[str, ListEntry]]:
         now = datetime.now(UTC)
+        # Parsing LIST lines is most of a steady listing's cost, and an unchanged file gives the same
+        # line every time: reuse last listing's parse per raw line. LIST omits the year of recent
+        # files, which is inferred from today, so the memo lives for one UTC day at most.
+        previous = self._parsed if self._parsed_day == now.date() else {}
+        parsed: dict[tuple[bool, bytes], ListEntry | None] = {}
         files: list[tuple[str, ListEntry]] = []
         queue: collections.deque[str] = collections.deque([""])
         where = self._where()
@@ -427,16 +434,21 @@ class FtpSource(RemoteSource):
                 raw = raw.rstrip(b"\r")
                 if not raw.strip():
                     continue
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    listing.warnings.append(f"{rel or '.'}: skipped an entry whose name is not UTF-8: {raw!r}")
-                    continue
-                try:
-                    entry = parse_mlsx_line(line) if is_mlsd else parse_list_line(line, now=now)
-                except ValueError as exc:
-                    listing.warnings.append(f"{rel or '.'}: skipped a line that could not be parsed ({exc})")
-                    continue
+                key = (is_mlsd, raw)
+                if key in previous:
+                    entry = previous[key]
+                else:
+                    try:
+                        line = raw.decode("utf-8")
+                    except UnicodeDecodeError:
+                        listing.warnings.append(f"{rel or '.'}: skipped an entry whose name is not UTF-8: {raw!r}")
+                        continue
+                    try:
+                        entry = parse_mlsx_line(line) if is_mlsd else parse_list_line(line, now=now)
+                    except ValueError as exc:
+                        listing.warnings.append(f"{rel or '.'}: skipped a line that could not be parsed ({exc})")
+                        continue
+                parsed[key] = entry
                 if entry is None or entry.name in (".", ".."):
                     continue
                 if "/" in entry.name or "\r" in entry.name or "\n" in entry.name:
@@ -448,8 +460,7 @@ class FtpSource(RemoteSource):
                         queue.append(child)
                 elif entry.kind == "file" and entry.size is not None and entry.mtime is not None:
                     files.append((child, entry))
-        for message in listing.warnings:
-            log.warning("%s: %s", where, message)
+        self._parsed, self._parsed_day = parsed, now.date()
         return files
 
     def _settle(self, path: str, entry: ListEntry, exact: float | None) -> Entry:

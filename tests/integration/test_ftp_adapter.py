@@ -472,3 +472,23 @@ async def test_plain_ftp_against_a_tls_only_server_is_refused() -> None:
             async with src:
                 await src.list()
     assert info.value.kind == "auth"
+
+
+async def test_unparseable_list_lines_are_skipped_with_a_warning_and_the_rest_processed() -> None:
+    """A LIST reply with a line no parser understands: that line is skipped, named in a warning."""
+
+    def inject(fs: object, path: str) -> None:
+        original = type(fs).format_list
+
+        def format_list(self: object, basedir: str, listing: object, ignore_err: bool = True) -> object:
+            yield b"this line is not a directory listing\r\n"
+            yield from original(self, basedir, listing, ignore_err)
+
+        fs.format_list = format_list.__get__(fs)  # type: ignore[attr-defined]
+
+    async with servers.pyftpdlib_server(without=frozenset({"MLSD", "MLST"}), listdir_hook=inject) as server:
+        (server.root / "good.csv").write_bytes(b"1")
+        async with make_adapter(server) as src:
+            listing = await src.list()
+    assert [e.path for e in listing.entries] == ["good.csv"]
+    assert any("could not be parsed" in w for w in listing.warnings)
