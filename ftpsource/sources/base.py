@@ -11,7 +11,9 @@ import abc
 import asyncio
 import contextlib
 import hashlib
+import queue
 from collections.abc import AsyncGenerator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import ClassVar, Literal, Protocol, Self
@@ -33,6 +35,9 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 1024 * 1024
+HASH_QUEUE = 8
+# A worker waits on its own file's chunks only, so a full pool delays hashing but cannot deadlock.
+_HASH_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ftpsource-hash")
 Algorithm = Literal["sha256", "md5"]
 
 
@@ -153,14 +158,33 @@ class Source(abc.ABC):
             if value is not None:
                 return Digest(algorithm, value, "server", expected_size)
         hasher = hashlib.new(algorithm) if algorithm else None
-        size = 0
-        async with contextlib.aclosing(self.read(path)) as chunks:
-            async for chunk in chunks:
-                size += len(chunk)
+        # Receiving and hashing overlap: chunks go to a worker thread (hashlib releases the GIL on big
+        # buffers), so the event loop stays free for other sources. At most HASH_QUEUE chunks wait.
+        loop = asyncio.get_running_loop()
+        room = asyncio.Semaphore(HASH_QUEUE)
+        chunks_q: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+
+        def consume() -> int:
+            total = 0
+            while (chunk := chunks_q.get()) is not None:
+                total += len(chunk)
                 if hasher is not None:
                     hasher.update(chunk)
                 if verifier is not None:
                     verifier.update(chunk)
+                loop.call_soon_threadsafe(room.release)
+            return total
+
+        # Its own pool: the default executor also resolves host names, which a connect may need.
+        worker = loop.run_in_executor(_HASH_POOL, consume)
+        try:
+            async with contextlib.aclosing(self.read(path)) as chunks:
+                async for chunk in chunks:
+                    await room.acquire()
+                    chunks_q.put(chunk)
+        finally:
+            chunks_q.put(None)
+            size = await asyncio.shield(worker)
         if size != expected_size:
             raise FileVanished(f"{path}: size changed while reading ({expected_size} -> {size} bytes)")
         problem = verifier.finish() if verifier is not None else None
