@@ -210,3 +210,8 @@ async def all_delivered(srv: RunningServer, timeout: float = 20.0) -> None:
             store.close()
 
     await eventually(done, timeout, what="outbox to drain")
+
+
+def ready(path: str) -> Callable[[dict[str, Any]], bool]:
+    """Predicate for ``Stream.until``: the ready event of ``path``."""
+    return lambda e: e["type"] == "ftpsource.file.ready" and e["data"].get("path") == path

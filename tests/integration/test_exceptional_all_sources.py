@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ShiftedClock, run_server, stream_to
+from tests.harness import ShiftedClock, ready, run_server, stream_to
 from tests.integration.test_scenarios_all_sources import put
 from tests.sources import SourceUnderTest, source_under_test
 
@@ -27,9 +27,6 @@ async def src(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[S
     async with source_under_test(request.param, tmp_path) as s:
         yield s
 
-
-def ready(path: str):  # noqa: ANN201
-    return lambda e: e["type"] == "ftpsource.file.ready" and e["data"]["path"] == path
 
 
 def no_event_for(stream: Any, path: str) -> bool:

@@ -22,13 +22,6 @@ def cfg(root: Path, **kw: Any) -> dict[str, Any]:
     return {"url": f"file://{root}", **FAST, **kw}
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    d = tmp_path / "in"
-    d.mkdir()
-    return d
-
-
 def of_type(kind: str, path: str | None = None):  # noqa: ANN201
     def pred(e: dict[str, Any]) -> bool:
         key = "expected_path" if kind == "missing" else "path"

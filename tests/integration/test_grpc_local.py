@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ftpsource.config import ServerSettings
 from ftpsource.store import Store
-from tests.harness import ServerProcess, all_delivered, eventually, open_stream, run_server, stream_to
+from tests.harness import ServerProcess, all_delivered, eventually, open_stream, ready, run_server, stream_to
 
 FAST = {"stable_for": "500ms", "poll_interval": "5s"}
 
@@ -22,16 +21,6 @@ FAST = {"stable_for": "500ms", "poll_interval": "5s"}
 def cfg(root: Path, **kw: Any) -> dict[str, Any]:
     return {"url": f"file://{root}", **FAST, **kw}
 
-
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    d = tmp_path / "in"
-    d.mkdir()
-    return d
-
-
-def is_ready(path: str):  # noqa: ANN201
-    return lambda e: e["type"] == "ftpsource.file.ready" and e["data"]["path"] == path
 
 
 async def test_slow_write_yields_one_event_after_last_write_plus_stable_for(tmp_path: Path, root: Path) -> None:
@@ -43,25 +32,25 @@ async def test_slow_write_yields_one_event_after_last_write_plus_stable_for(tmp_
                 await asyncio.sleep(0.25)  # the writer is slow on purpose: this is the scenario
             last_write = time.time()
         (root / "sentinel").write_bytes(b"s")
-        await stream.until(is_ready("sentinel"))
-        ready = [e for e in stream.received if e["data"]["path"] == "slow.csv"]
-        assert len(ready) == 1, stream.received
-        assert ready[0]["data"]["size"] == sum(len(b"row %d\n" % i) for i in range(8))
-        emitted_at = time.mktime(time.strptime(ready[0]["time"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+        await stream.until(ready("sentinel"))
+        slow = [e for e in stream.received if e["data"]["path"] == "slow.csv"]
+        assert len(slow) == 1, stream.received
+        assert slow[0]["data"]["size"] == sum(len(b"row %d\n" % i) for i in range(8))
+        emitted_at = time.mktime(time.strptime(slow[0]["time"][:19], "%Y-%m-%dT%H:%M:%S")) - time.timezone
         assert emitted_at >= int(last_write + 1.0) - 1
 
 
 async def test_identical_rewrite_and_touch_emit_nothing_new_bytes_reupload(tmp_path: Path, root: Path) -> None:
     async with run_server(tmp_path) as srv, stream_to(srv.port, cfg(root)) as stream:
         (root / "a.csv").write_bytes(b"v1\n")
-        first = await stream.until(is_ready("a.csv"))
+        first = await stream.until(ready("a.csv"))
         assert (first["data"]["reason"], first["data"]["generation"]) == ("new", 1)
         assert first["data"]["checksum"]["method"] == "local"
         mtime_before = (root / "a.csv").stat().st_mtime
         (root / "a.csv").write_bytes(b"v1\n")  # identical bytes
         os.utime(root / "a.csv", (time.time() + 5, time.time() + 5))  # and a touch
         (root / "sentinel1").write_bytes(b"1")
-        await stream.until(is_ready("sentinel1"))
+        await stream.until(ready("sentinel1"))
         def reverified() -> bool:
             store = Store.open_read_only(srv.app.settings.state)
             try:
@@ -82,7 +71,7 @@ async def test_identical_rewrite_and_touch_emit_nothing_new_bytes_reupload(tmp_p
 async def test_restart_reports_exactly_the_files_added_while_down(tmp_path: Path, root: Path) -> None:
     (root / "before.csv").write_bytes(b"b")
     async with run_server(tmp_path) as srv, stream_to(srv.port, cfg(root)) as stream:
-        await stream.until(is_ready("before.csv"))
+        await stream.until(ready("before.csv"))
         await all_delivered(srv)
     for i in range(5):
         (root / f"while_down_{i}.csv").write_bytes(b"d%d" % i)
@@ -90,7 +79,7 @@ async def test_restart_reports_exactly_the_files_added_while_down(tmp_path: Path
         for _ in range(5):
             await stream.next()
         (root / "sentinel").write_bytes(b"s")
-        await stream.until(is_ready("sentinel"))
+        await stream.until(ready("sentinel"))
         paths = sorted(e["data"]["path"] for e in stream.received)
         assert paths == sorted([f"while_down_{i}.csv" for i in range(5)] + ["sentinel"])
 
@@ -132,7 +121,7 @@ async def test_bad_config_is_invalid_argument_naming_each_field(tmp_path: Path, 
         await bad.close()
         async with stream_to(srv.port, cfg(root)) as good:  # the server keeps serving others
             (root / "ok.csv").write_bytes(b"1")
-            await good.until(is_ready("ok.csv"))
+            await good.until(ready("ok.csv"))
 
 
 async def test_missing_root_ends_that_stream_clearly_and_others_continue(tmp_path: Path, root: Path) -> None:
@@ -142,7 +131,7 @@ async def test_missing_root_ends_that_stream_clearly_and_others_continue(tmp_pat
         assert "does not exist" in (bad.details or "") and "does-not-exist" in (bad.details or "")
         await bad.close()
         (root / "still.csv").write_bytes(b"1")
-        await good.until(is_ready("still.csv"))
+        await good.until(ready("still.csv"))
 
 
 async def test_auth_token(tmp_path: Path, root: Path) -> None:
@@ -156,20 +145,20 @@ async def test_auth_token(tmp_path: Path, root: Path) -> None:
             await s.close()
         async with stream_to(srv.port, cfg(root), token="s3cret-token") as ok:
             (root / "a").write_bytes(b"1")
-            await ok.until(is_ready("a"))
+            await ok.until(ready("a"))
 
 
 async def test_newer_stream_supersedes_older(tmp_path: Path, root: Path) -> None:
     async with run_server(tmp_path) as srv:
         old = await open_stream(srv.port, cfg(root))
         (root / "a").write_bytes(b"1")
-        await old.until(is_ready("a"))
+        await old.until(ready("a"))
         await all_delivered(srv)
         async with stream_to(srv.port, cfg(root)) as new:
             assert await old.wait_end() == grpc.StatusCode.ABORTED
             assert "superseded" in (old.details or "")
             (root / "b").write_bytes(b"2")
-            await new.until(is_ready("b"))
+            await new.until(ready("b"))
             assert all(e["data"]["path"] != "a" for e in new.received)  # already delivered
         await old.close()
 
@@ -202,7 +191,7 @@ async def test_sigterm_shuts_down_within_grace(tmp_path: Path, root: Path) -> No
     port = server.start()
     stream = await open_stream(port, cfg(root))
     (root / "a").write_bytes(b"1")
-    await stream.until(is_ready("a"))
+    await stream.until(ready("a"))
     t0 = time.monotonic()
     rc = server.terminate(timeout=15)
     assert rc == 0 and time.monotonic() - t0 < 8

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.harness import all_delivered, open_stream, run_server, stream_to
+from tests.harness import all_delivered, open_stream, ready, run_server, stream_to
 from tests.sources import KINDS, SourceUnderTest, source_under_test
 
 TIMING = {"stable_for": "500ms", "poll_interval": "500ms"}
@@ -23,9 +23,6 @@ async def src(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[S
     async with source_under_test(request.param, tmp_path) as s:
         yield s
 
-
-def is_ready(path: str):  # noqa: ANN201
-    return lambda e: e["type"] == "ftpsource.file.ready" and e["data"]["path"] == path
 
 
 def put(root: Path, rel: str, data: bytes, mtime: float | None = None) -> None:
@@ -42,12 +39,12 @@ async def test_new_identical_touch_and_reupload(tmp_path: Path, src: SourceUnder
         srv.port, src.config(**TIMING)
     ) as stream:
         put(src.root, "a.csv", b"v1\n", mtime=time.time() - 300)
-        first = await stream.until(is_ready("a.csv"))
+        first = await stream.until(ready("a.csv"))
         assert (first["data"]["reason"], first["data"]["generation"]) == ("new", 1)
         assert first["data"]["url"].endswith("/a.csv") and first["data"]["url"].startswith(first["source"])
         put(src.root, "a.csv", b"v1\n", mtime=time.time() - 120)  # identical bytes, new mtime (a touch)
         put(src.root, "sentinel", b"s")
-        await stream.until(is_ready("sentinel"))
+        await stream.until(ready("sentinel"))
         put(src.root, "a.csv", b"v2 corrected\n", mtime=time.time() - 60)
         second = await stream.until(lambda e: e["data"].get("path") == "a.csv")
         assert (second["data"]["reason"], second["data"]["generation"]) == ("reupload", 2)
@@ -59,7 +56,7 @@ async def test_restart_reports_exactly_the_files_added_while_down(tmp_path: Path
     config = src.config(**TIMING)
     put(src.root, "before.csv", b"b")
     async with run_server(tmp_path, credentials_dir=src.credentials_dir) as srv, stream_to(srv.port, config) as s:
-        await s.until(is_ready("before.csv"))
+        await s.until(ready("before.csv"))
         await all_delivered(srv)
     for i in range(3):
         put(src.root, f"down/while_down_{i}.csv", b"d%d" % i)
@@ -67,7 +64,7 @@ async def test_restart_reports_exactly_the_files_added_while_down(tmp_path: Path
         got = {(await s.next())["data"]["path"] for _ in range(3)}
         assert got == {f"down/while_down_{i}.csv" for i in range(3)}
         put(src.root, "sentinel", b"s")
-        await s.until(is_ready("sentinel"))
+        await s.until(ready("sentinel"))
         assert sorted(e["data"]["path"] for e in s.received) == sorted([*got, "sentinel"])
 
 
@@ -103,7 +100,7 @@ async def test_checksum_method(tmp_path: Path, src: SourceUnderTest) -> None:
         srv.port, src.config(**TIMING)
     ) as stream:
         put(src.root, "x.bin", os.urandom(300_000))
-        ev = await stream.until(is_ready("x.bin"))
+        ev = await stream.until(ready("x.bin"))
         import hashlib
 
         assert ev["data"]["checksum"]["value"] == hashlib.sha256((src.root / "x.bin").read_bytes()).hexdigest()
@@ -118,7 +115,7 @@ async def test_secret_never_leaks(tmp_path: Path, src: SourceUnderTest, caplog: 
     async with run_server(tmp_path, credentials_dir=src.credentials_dir) as srv:
         async with stream_to(srv.port, src.config(**TIMING)) as stream:
             put(src.root, "a.csv", b"1")
-            await stream.until(is_ready("a.csv"))
+            await stream.until(ready("a.csv"))
             payloads = [str(e) for e in stream.received]
         # and with a wrong password, whose error text must not echo either password
         bad = tmp_path / "creds" / "bad"
@@ -155,7 +152,7 @@ async def test_outage_then_catch_up(tmp_path: Path, src: SourceUnderTest) -> Non
     try:
         async with run_server(tmp_path, credentials_dir=src.credentials_dir) as srv, stream_to(srv.port, config) as s:
             put(src.root, "before", b"b")
-            await s.until(is_ready("before"))
+            await s.until(ready("before"))
             await proxy.cut()
             put(src.root, "during_1", b"1")
             put(src.root, "during_2", b"2")
