@@ -103,7 +103,7 @@ async def _watch(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(keep_running=args.keep_running)
+    return run_demo(keep_running=args.keep_running, show_logs=args.debug)
 
 
 def _serve(args: argparse.Namespace) -> int:

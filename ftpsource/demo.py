@@ -266,9 +266,9 @@ def demo_start(now: float) -> float:
 
 
 @contextlib.contextmanager
-def _quiet_logs() -> Iterator[None]:
-    """The demo narrates; server logs would interleave. ``FTPSOURCE_LOG_LEVEL=INFO`` shows them."""
-    if os.environ.get("FTPSOURCE_LOG_LEVEL"):
+def _quiet_logs(show: bool = False) -> Iterator[None]:
+    """The demo narrates; server logs would interleave. ``--debug`` or ``FTPSOURCE_LOG_LEVEL`` shows them."""
+    if show or os.environ.get("FTPSOURCE_LOG_LEVEL"):
         yield
         return
     loggers = [logging.getLogger(name) for name in ("ftpsource", "aioftp")]
@@ -808,12 +808,12 @@ async def _run(keep_running: bool) -> int:
                     loop.remove_signal_handler(sig)
 
 
-def run_demo(keep_running: bool = False) -> int:
+def run_demo(keep_running: bool = False, show_logs: bool = False) -> int:
     """Run the demo; 0 only if every expected event arrived and nothing else did."""
     if isinstance(sys.stdout, io.TextIOWrapper):
         with contextlib.suppress(ValueError):
             sys.stdout.reconfigure(errors="replace")
-    with _quiet_logs():
+    with _quiet_logs(show_logs):
         try:
             return asyncio.run(_run(keep_running))
         except DemoError as exc:
