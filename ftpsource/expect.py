@@ -23,10 +23,13 @@ from .config import ExpectRule
 from .detect import EventSpec, FileRecord, State
 from .store import Expectation
 
-__all__ = ["ArrivalMatch", "ExpectPlan", "advance", "match_arrival", "rule_key"]
+__all__ = ["ArrivalMatch", "ExpectPlan", "advance", "match_arrival", "prunable", "rule_key"]
 
 #: After a long outage, at most this many past deadlines per rule are checked.
 MAX_CATCH_UP = 1000
+#: Settled expectations (met or missing) are kept this long after their deadline, for late arrivals
+#: and `state show`; then they are dropped so a minute schedule does not grow the state forever.
+RETAIN_S = 35 * 86400
 
 
 def rule_key(rule: ExpectRule) -> str:
@@ -122,3 +125,14 @@ def match_arrival(
         late,
         round(now - chosen.deadline, 3) if late else None,
     )
+
+
+def prunable(expectations: Mapping[tuple[str, str], Expectation], now: float) -> list[Expectation]:
+    """Settled expectations older than ``RETAIN_S``, never the newest of a rule (it anchors ``advance``)."""
+    newest: dict[str, float] = {}
+    for x in expectations.values():
+        newest[x.rule] = max(newest.get(x.rule, x.deadline), x.deadline)
+    return [
+        x for x in expectations.values()
+        if x.state != "open" and x.deadline < now - RETAIN_S and x.deadline < newest[x.rule]
+    ]

@@ -313,6 +313,7 @@ class Store:
         now: float = 0.0,
         expectations: Iterable[Expectation] = (),
         initialized: bool = False,
+        expectations_dropped: Iterable[Expectation] = (),
     ) -> int:
         """Persist one decision atomically. Returns the number of events added to the outbox."""
         events = list(events)
@@ -329,6 +330,10 @@ class Store:
             db.executemany(
                 "INSERT OR REPLACE INTO expectations VALUES (?,?,?,?,?,?)",
                 ((source_id, x.rule, x.period, x.path, x.deadline, x.state) for x in expectations),
+            )
+            db.executemany(
+                "DELETE FROM expectations WHERE source_id=? AND rule=? AND period=?",
+                ((source_id, x.rule, x.period) for x in expectations_dropped),
             )
             if initialized:
                 db.execute("UPDATE sources SET initialized=? WHERE id=? AND initialized IS NULL", (now, source_id))

@@ -21,7 +21,7 @@ from .credentials import Credentials
 from .detect import EventSpec, FileRecord, Policy, State, VerifyOutcome, VerifyRequest, after_verify, plan_poll
 from .errors import FileVanished, PermanentSourceError, SourceError, StateError
 from .events import SourceInfo, encode_event
-from .expect import advance, match_arrival
+from .expect import advance, match_arrival, prunable
 from .formats import verifier_for
 from .metrics import Metrics
 from .sources.base import Digest, Entry, Source, adapter_for
@@ -169,9 +169,10 @@ class Watcher:
             unlisted_dirs=listing.unlisted_dirs,
         )
         exp = advance(self.config.expect, self.expectations, self.records, self.first_start_at, now)
+        dropped = prunable(self.expectations, now)
         await self._commit(
             plan.upserts, plan.removals, [*plan.events, *exp.events], now, initialized=first_start,
-            expectations=exp.changed,
+            expectations=exp.changed, expectations_dropped=dropped,
         )
         self.metrics.poll_duration.labels(sid).observe(time.perf_counter() - t0)
 
@@ -257,8 +258,9 @@ class Watcher:
         *,
         initialized: bool = False,
         expectations: Sequence[Expectation] = (),
+        expectations_dropped: Sequence[Expectation] = (),
     ) -> None:
-        if not (upserts or removals or events or initialized or expectations):
+        if not (upserts or removals or events or initialized or expectations or expectations_dropped):
             return
         encoded = []
         for spec in events:
@@ -267,7 +269,7 @@ class Watcher:
         store = self.store
         await store.run(
             store.sync.commit, self.source_id, upserts, removals, encoded, now,
-            expectations=expectations, initialized=initialized,
+            expectations=expectations, initialized=initialized, expectations_dropped=expectations_dropped,
         )
         # Only after the commit succeeded does memory follow the database.
         for rec in upserts:
@@ -276,6 +278,8 @@ class Watcher:
             self.records.pop(path, None)
         for x in expectations:
             self.expectations[(x.rule, x.period)] = x
+        for x in expectations_dropped:
+            self.expectations.pop((x.rule, x.period), None)
         for spec in events:
             self.metrics.events.labels(self.source_id, f"ftpsource.file.{spec.type}", spec.reason or "").inc()
             if spec.type == "ready":

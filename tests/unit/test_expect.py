@@ -103,3 +103,26 @@ def test_unrelated_path_has_no_deadline() -> None:
     b.at(ts(26, 5))
     m = match_arrival([RULE], b.x, "other.csv", ts(26, 5))
     assert (m.deadline, m.late, m.expectation) == (None, False, None)
+
+
+def test_settled_expectations_are_pruned_but_never_the_newest_of_a_rule() -> None:
+    from ftpsource.expect import RETAIN_S, prunable
+
+    b = Book(since=ts(1, 5))
+    b.at(ts(1, 5))
+    b.at(ts(26, 12))  # 25 daily deadlines, all missing
+    later = ts(26, 12) + RETAIN_S - 3 * 86400
+    old = prunable(b.x, later)
+    assert old and all(x.deadline < later - RETAIN_S and x.state == "missing" for x in old)
+    yearly = ExpectRule.model_validate({"path": "y_%Y.csv", "schedule": "0 0 1 1 *"})
+    y = Book(since=ts(1, 0))
+    y.at(ts(1, 0), [yearly])
+    far = ts(1, 0) + 400 * 86400
+    y.at(far, [yearly])
+    newest = max(y.x.values(), key=lambda x: x.deadline)
+    assert newest not in prunable(y.x, far + RETAIN_S * 30)  # the newest anchors the series, however old
+    for x in old:
+        del b.x[(x.rule, x.period)]
+    before = list(b.missing)
+    b.at(later)  # pruning never makes advance() re-emit a settled period
+    assert b.missing[: len(before)] == before and set(b.missing[len(before):]).isdisjoint(before)
