@@ -15,26 +15,13 @@ from ftpsource.errors import FileVanished, PermanentSourceError
 from ftpsource.paths import PathFilter
 from ftpsource.sources.base import adapter_for
 from ftpsource.sources.local import HASH_BLOCK
+from tests.adapters import Recorder
 
 
 def local(root: Path, **kw: object):  # noqa: ANN201
     cfg = parse_source_config(yaml.safe_dump({"url": f"file://{root}", **kw}))
     return adapter_for(cfg, Credentials(), PathFilter(cfg.include, cfg.exclude, cfg.recursive))
 
-
-class Saboteur:
-    """A verifier that changes the file under the hasher after the first block."""
-
-    def __init__(self, action) -> None:  # noqa: ANN001
-        self.action, self.calls = action, 0
-
-    def update(self, chunk: bytes) -> None:
-        self.calls += 1
-        if self.calls == 1:
-            self.action()
-
-    def finish(self) -> str | None:
-        return None
 
 
 @pytest.fixture
@@ -54,14 +41,14 @@ async def test_digest_matches_hashlib(big: Path) -> None:
 async def test_truncated_while_hashing_is_vanished(big: Path) -> None:
     async with local(big.parent) as src:
         with pytest.raises(FileVanished, match="changed while being read"):
-            await src.digest("big.bin", "sha256", Saboteur(lambda: os.truncate(big, 10)), big.stat().st_size)
+            await src.digest("big.bin", "sha256", Recorder(lambda: os.truncate(big, 10)), big.stat().st_size)
 
 
 async def test_deleted_while_hashing_is_vanished(big: Path) -> None:
     size = big.stat().st_size
     async with local(big.parent) as src:
         with pytest.raises(FileVanished):
-            await src.digest("big.bin", "sha256", Saboteur(big.unlink), size)
+            await src.digest("big.bin", "sha256", Recorder(big.unlink), size)
     async with local(big.parent) as src:
         with pytest.raises(FileVanished):
             await src.digest("big.bin", "sha256", None, size)  # gone before it is opened
@@ -74,7 +61,7 @@ async def test_appended_while_hashing_is_vanished(big: Path) -> None:
 
     async with local(big.parent) as src:
         with pytest.raises(FileVanished):
-            await src.digest("big.bin", "sha256", Saboteur(append), big.stat().st_size)
+            await src.digest("big.bin", "sha256", Recorder(append), big.stat().st_size)
 
 
 async def test_missing_and_unreadable_roots(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from ftpsource.paths import PathFilter
 from ftpsource.sources.base import Entry, adapter_for
 from ftpsource.sources.sftp import SftpSource
 from tests import servers
+from tests.adapters import Recorder, assert_no_secret, by_path
 from tests.servers import SftpServer
 
 Factory = Callable[[], contextlib.AbstractAsyncContextManager[SftpServer]]
@@ -99,30 +100,7 @@ def build_tree(root: Path) -> list[Entry]:
     return sorted(expected, key=lambda e: e.path)
 
 
-def by_path(entries: list[Entry]) -> list[Entry]:
-    return sorted(entries, key=lambda e: e.path)
 
-
-class Recorder:
-    def __init__(self, on_first: Callable[[], None] | None = None) -> None:
-        self.size = 0
-        self.on_first = on_first
-
-    def update(self, chunk: bytes) -> None:
-        if self.size == 0 and self.on_first is not None:
-            self.on_first()
-        self.size += len(chunk)
-
-    def finish(self) -> str | None:
-        return None
-
-
-def assert_no_secret(exc: BaseException, secret: str) -> None:
-    seen: BaseException | None = exc
-    while seen is not None:
-        assert secret not in str(seen)
-        assert secret not in repr(seen)
-        seen = seen.__cause__ or seen.__context__
 
 
 # --- listing --------------------------------------------------------------------------------------
