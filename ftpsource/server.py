@@ -65,7 +65,11 @@ class Sessions:
             old.superseded = True
             if old.task is not None:
                 old.task.cancel()
-            await old.finished.wait()  # the old watcher must stop before the new one reads state
+            try:
+                await old.finished.wait()  # the old watcher must stop before the new one reads state
+            except BaseException:
+                self.close(new)  # this caller went away too: leave nothing behind for the next one
+                raise
         return new
 
     def close(self, session: _Session) -> None:
