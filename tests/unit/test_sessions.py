@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from ftpsource.server import Sessions
 
@@ -15,10 +16,8 @@ async def test_cancelled_while_superseding_does_not_block_later_streams() -> Non
     waiting = asyncio.create_task(sessions.open("s"))
     await asyncio.sleep(0)  # let it register and start waiting (no event to await: it is the waiter)
     waiting.cancel()  # the second client gives up
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await waiting
-    except asyncio.CancelledError:
-        pass
     sessions.close(first)  # the predecessor finally stops
     third = await asyncio.wait_for(sessions.open("s"), 5)
     assert third is not first and sessions.all() == [third]
