@@ -213,10 +213,10 @@ class Watcher:
         policy = self.policy
         async with self._verify_slots:
             sidecar_problem: str | None = None
-            verifier = verifier_for(path) if policy.validate else None
             digest: Digest | None = None
             after: Entry | None = None
             try:
+                verifier = verifier_for(path) if policy.validate else None
                 if req.sidecar_path is not None:
                     try:
                         content = await src.read_small(req.sidecar_path)
@@ -236,6 +236,12 @@ class Watcher:
             except SourceError as exc:
                 self._count_error(exc.kind)
                 log.warning("verification failed, will retry: %s", exc, extra=extra)
+                return None, None
+            except Exception:
+                # A bug or a surprise from a library must not stop every other file of the source (nor
+                # end the stream in a crash loop): this file keeps its record and is tried again.
+                self._count_error("internal")
+                log.exception("verification crashed, will retry", extra=extra)
                 return None, None
         if digest is not None and digest.method != "server":
             self.metrics.bytes_hashed.labels(self.source_id).inc(digest.size)

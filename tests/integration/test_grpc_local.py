@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ftpsource.config import ServerSettings
@@ -209,3 +211,32 @@ def test_unwritable_state_is_a_clear_startup_error(tmp_path: Path) -> None:
 def test_settings_defaults_match_the_contract() -> None:
     s = ServerSettings()
     assert (s.listen, s.metrics_listen, str(s.state)) == ("0.0.0.0:8080", "0.0.0.0:9090", "ftpsource.db")
+
+
+async def test_a_crashing_verification_spares_the_other_files(
+    tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ftpsource.watcher as watcher_module
+
+    real = watcher_module.verifier_for
+
+    def explode_on_bad(path: str):  # noqa: ANN202
+        if path == "bad.gz":
+            raise RuntimeError("simulated bug in a verifier")
+        return real(path)
+
+    monkeypatch.setattr(watcher_module, "verifier_for", explode_on_bad)
+    async with run_server(tmp_path) as srv, stream_to(srv.port, cfg(root)) as stream:
+        (root / "bad.gz").write_bytes(gzip.compress(b"fine content"))
+        (root / "good.csv").write_bytes(b"g")
+        await stream.until(ready("good.csv"))
+        errors = srv.app.metrics.source_errors
+        await eventually(
+            lambda: any(s.labels.get("kind") == "internal" and s.value >= 1
+                        for m in errors.collect() for s in m.samples if s.name.endswith("_total")),
+            what="the crash to be counted",
+        )
+        monkeypatch.setattr(watcher_module, "verifier_for", real)  # the "bug" is fixed: the file goes through
+        (root / "nudge").write_bytes(b"n")
+        await stream.until(ready("bad.gz"))
+        assert not stream.ended.is_set()
