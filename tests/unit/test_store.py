@@ -132,3 +132,13 @@ def test_real_full_disk(tmp_path: Path) -> None:
         assert set(s.load_records("src")) == {"keep"}
         assert [r.event_id for r in s.undelivered("src")] == ["k"]
         s.close()
+
+
+def test_a_newer_schema_is_refused_not_misread(tmp_path: Path) -> None:
+    Store(tmp_path / "s.db").close()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        db.execute("UPDATE meta SET value='99' WHERE key='schema'")
+    with pytest.raises(StateError, match="newer ftpsource"):
+        Store(tmp_path / "s.db")
+    with pytest.raises(StateError, match="newer ftpsource"):
+        Store.open_read_only(tmp_path / "s.db")
