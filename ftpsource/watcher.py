@@ -42,7 +42,7 @@ Clock = Callable[[], float]
 
 
 class Backoff:
-    """Exponential backoff with full jitter, capped."""
+    """Exponential backoff with "equal jitter" (a random delay in [d/2, d]), capped."""
 
     def __init__(self, base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None) -> None:
         self.base, self.cap, self.attempt = base, cap, 0
