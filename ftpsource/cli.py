@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", default=_env("TLS_KEY"))
     serve.add_argument("--grace", type=float, default=float(_env("GRACE", "10") or 10),
                        help="seconds to wait for streams to close on SIGTERM")
+    serve.add_argument("--keepalive", type=float, default=float(_env("KEEPALIVE", "30") or 30),
+                       help="seconds between pings to idle clients; unanswered ones are dropped")
     _add_common(serve)
 
     watch = sub.add_parser("watch", help="run one source without Argo; print events as JSON lines")
@@ -120,6 +122,7 @@ def _serve(args: argparse.Namespace) -> int:
         log_format=args.log_format or "text",
         log_level=args.log_level,
         grace_s=args.grace,
+        keepalive_s=args.keepalive,
     )
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError(["--tls-cert and --tls-key go together"])

@@ -337,3 +337,4 @@ class ServerSettings:
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
     grace_s: float = 10.0
+    keepalive_s: float = 30.0

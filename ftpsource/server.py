@@ -32,14 +32,22 @@ __all__ = ["App", "EventingServicer", "serve", "start_server"]
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "generic.Eventing"
-# Notice dead clients (Argo pods that vanished without closing) within about a minute.
-KEEPALIVE_OPTIONS = [
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-]
+def keepalive_options(keepalive_s: float) -> list[tuple[str, int]]:
+    """Ping idle clients every ``keepalive_s`` and drop those that do not answer within a third of it,
+    so a stream whose Argo pod vanished without closing it (node loss, network partition) ends and its
+    unconfirmed events wait for the next stream instead of going into a dead socket."""
+    ms = int(keepalive_s * 1000)
+    return [
+        ("grpc.keepalive_time_ms", ms),
+        ("grpc.keepalive_timeout_ms", max(1000, ms // 3)),
+        ("grpc.http2.ping_timeout_ms", max(1000, ms // 3)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # Without these, pings on a stream that carries no data are throttled to one a minute or less.
+        ("grpc.http2.min_sent_ping_interval_without_data_ms", ms),
+        ("grpc.http2.min_time_between_pings_ms", ms),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ]
 
 
 @dataclass(eq=False)
@@ -240,7 +248,7 @@ async def start_server(
     metrics = metrics or Metrics()
     store = AsyncStore.open(settings.state)
     app = App(settings, store, metrics, clock)
-    server = grpc.aio.server(options=KEEPALIVE_OPTIONS)
+    server = grpc.aio.server(options=keepalive_options(settings.keepalive_s))
     generic_pb2_grpc.add_EventingServicer_to_server(EventingServicer(app), server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

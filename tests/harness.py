@@ -215,3 +215,69 @@ async def all_delivered(srv: RunningServer, timeout: float = 20.0) -> None:
 def ready(path: str) -> Callable[[dict[str, Any]], bool]:
     """Predicate for ``Stream.until``: the ready event of ``path``."""
     return lambda e: e["type"] == "ftpsource.file.ready" and e["data"].get("path") == path
+
+
+class Proxy:
+    """A TCP proxy that can refuse and drop connections (``cut``) or silently stop relaying (``freeze``)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.target_port = host, port
+        self.down = False
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+        self.conns: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    @classmethod
+    async def start(cls, host: str, port: int) -> Proxy:
+        p = cls(host, port)
+        p.server = await asyncio.start_server(p._handle, "127.0.0.1", 0)
+        p.port = p.server.sockets[0].getsockname()[1]
+        return p
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            writer.close()
+            return
+        try:
+            up_r, up_w = await asyncio.open_connection(self.host, self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self.conns.update({writer, up_w})
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            try:
+                while data := await r.read(65536):
+                    await self.flowing.wait()  # frozen: bytes stop here, as on a dead network path
+                    w.write(data)
+                    await w.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        self.conns.difference_update({writer, up_w})
+
+    async def cut(self) -> None:
+        self.down = True
+        for w in list(self.conns):
+            w.close()
+
+    def restore(self) -> None:
+        self.down = False
+        self.flowing.set()
+
+    def freeze(self) -> None:
+        self.flowing.clear()
+
+    async def close(self) -> None:
+        self.flowing.set()
+        await self.cut()
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+

@@ -240,3 +240,22 @@ async def test_a_crashing_verification_spares_the_other_files(
         (root / "nudge").write_bytes(b"n")
         await stream.until(ready("bad.gz"))
         assert not stream.ended.is_set()
+
+
+async def test_keepalive_ends_a_stream_whose_client_went_silent(tmp_path: Path, root: Path) -> None:
+    """A client behind a dead network path (no FIN, no RST) is noticed by keepalive pings."""
+    from tests.harness import Proxy
+
+    async with run_server(tmp_path, keepalive_s=1.0) as srv:
+        proxy = await Proxy.start("127.0.0.1", srv.port)
+        try:
+            stream = await open_stream(proxy.port, cfg(root))
+            (root / "a").write_bytes(b"1")
+            await stream.until(ready("a"))
+            active = srv.app.metrics.streams_active
+            assert active._value.get() == 1
+            proxy.freeze()
+            await eventually(lambda: active._value.get() == 0, timeout=20, what="the server to drop the stream")
+            await stream.close()
+        finally:
+            await proxy.close()

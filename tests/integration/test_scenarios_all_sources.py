@@ -3,7 +3,6 @@ Debian's vsftpd, proftpd and OpenSSH). Through a real gRPC client; files land in
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
@@ -12,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.harness import all_delivered, open_stream, ready, run_server, stream_to
+from tests.harness import Proxy, all_delivered, open_stream, ready, run_server, stream_to
 from tests.sources import KINDS, SourceUnderTest, source_under_test
 
 TIMING = {"stable_for": "500ms", "poll_interval": "500ms"}
@@ -138,7 +137,7 @@ async def test_outage_then_catch_up(tmp_path: Path, src: SourceUnderTest) -> Non
     """The server goes away mid-stream; files that land meanwhile are reported once it is back."""
     if src.kind == "local":
         pytest.skip("a local directory has no server to lose")
-    proxy = await _Proxy.start(src.server.host, src.server.port)
+    proxy = await Proxy.start(src.server.host, src.server.port)
     url = src.url.replace(f":{src.server.port}", f":{proxy.port}", 1)
     config = {**src.config(**TIMING), "url": url}
     if src.kind.startswith("sftp"):
@@ -170,61 +169,3 @@ async def test_outage_then_catch_up(tmp_path: Path, src: SourceUnderTest) -> Non
             assert s.status is None  # the stream stayed open through the outage
     finally:
         await proxy.close()
-
-
-class _Proxy:
-    """A TCP proxy in front of the control connection that can refuse and drop connections."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.target_port = host, port
-        self.down = False
-        self.conns: set[asyncio.StreamWriter] = set()
-        self.server: asyncio.Server | None = None
-        self.port = 0
-
-    @classmethod
-    async def start(cls, host: str, port: int) -> _Proxy:
-        p = cls(host, port)
-        p.server = await asyncio.start_server(p._handle, "127.0.0.1", 0)
-        p.port = p.server.sockets[0].getsockname()[1]
-        return p
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.down:
-            writer.close()
-            return
-        try:
-            up_r, up_w = await asyncio.open_connection(self.host, self.target_port)
-        except OSError:
-            writer.close()
-            return
-        self.conns.update({writer, up_w})
-
-        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            try:
-                while data := await r.read(65536):
-                    w.write(data)
-                    await w.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                w.close()
-
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
-        self.conns.difference_update({writer, up_w})
-
-    async def cut(self) -> None:
-        self.down = True
-        for w in list(self.conns):
-            w.close()
-
-    def restore(self) -> None:
-        self.down = False
-
-    async def close(self) -> None:
-        await self.cut()
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-
-
