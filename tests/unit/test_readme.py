@@ -83,3 +83,15 @@ def test_eventsource_example_config_is_valid() -> None:
                 SourceConfig.model_validate(yaml.safe_load(source["config"]))
             return
     pytest.fail("no EventSource example in the README")
+
+
+def test_serve_flags_are_documented() -> None:
+    import argparse
+
+    from ftpsource.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    serve = sub.choices["serve"]
+    flags = {o for a in serve._actions for o in a.option_strings if o.startswith("--")} - {"--help", "--debug"}
+    documented = set(re.findall(r"\| `(--[a-z-]+)`", README)) | set(re.findall(r", `(--[a-z-]+)` \|", README))
+    assert flags == documented
