@@ -23,6 +23,13 @@ async def src(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[S
         yield s
 
 
+@pytest.fixture(params=[k for k in KINDS if k != "local"])
+async def remote(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SourceUnderTest]:
+    """Sources behind a server: they have a password to leak and a server to lose."""
+    async with source_under_test(request.param, tmp_path) as s:
+        yield s
+
+
 
 def put(root: Path, rel: str, data: bytes, mtime: float | None = None) -> None:
     p = root / rel
@@ -107,9 +114,9 @@ async def test_checksum_method(tmp_path: Path, src: SourceUnderTest) -> None:
         assert ev["data"]["checksum"]["method"] == expected
 
 
-async def test_secret_never_leaks(tmp_path: Path, src: SourceUnderTest, caplog: pytest.LogCaptureFixture) -> None:
-    if src.secret is None:
-        pytest.skip("local sources have no secret")
+async def test_secret_never_leaks(tmp_path: Path, remote: SourceUnderTest, caplog: pytest.LogCaptureFixture) -> None:
+    src = remote
+    assert src.secret is not None
     caplog.set_level("DEBUG", logger="ftpsource")
     async with run_server(tmp_path, credentials_dir=src.credentials_dir) as srv:
         async with stream_to(srv.port, src.config(**TIMING)) as stream:
@@ -133,10 +140,9 @@ async def test_secret_never_leaks(tmp_path: Path, src: SourceUnderTest, caplog: 
     assert src.secret not in everything
 
 
-async def test_outage_then_catch_up(tmp_path: Path, src: SourceUnderTest) -> None:
+async def test_outage_then_catch_up(tmp_path: Path, remote: SourceUnderTest) -> None:
     """The server goes away mid-stream; files that land meanwhile are reported once it is back."""
-    if src.kind == "local":
-        pytest.skip("a local directory has no server to lose")
+    src = remote
     proxy = await Proxy.start(src.server.host, src.server.port)
     url = src.url.replace(f":{src.server.port}", f":{proxy.port}", 1)
     config = {**src.config(**TIMING), "url": url}
