@@ -263,3 +263,26 @@ async def test_keepalive_ends_a_stream_whose_client_went_silent(tmp_path: Path, 
             await stream.close()
         finally:
             await proxy.close()
+
+
+async def test_grpc_over_tls(tmp_path: Path, root: Path) -> None:
+    """--tls-cert/--tls-key: clients other than Argo's can require TLS; a plaintext client gets nothing."""
+    import json
+
+    from ftpsource._proto import generic_pb2, generic_pb2_grpc
+    from tests.servers import make_tls_files
+
+    tls = make_tls_files(tmp_path / "tls")
+    async with run_server(tmp_path, tls_cert=tls.cert_file, tls_key=tls.key_file) as srv:
+        (root / "a").write_bytes(b"1")
+        creds = grpc.ssl_channel_credentials(root_certificates=tls.ca_file.read_bytes())
+        async with grpc.aio.secure_channel(f"127.0.0.1:{srv.port}", creds) as channel:
+            call = generic_pb2_grpc.EventingStub(channel).StartEventSource(
+                generic_pb2.EventSource(name="tls", config=f"url: file://{root}\nstable_for: 200ms\n".encode())
+            )
+            msg = await asyncio.wait_for(call.read(), 20)
+            assert json.loads(msg.payload)["data"]["path"] == "a"
+            call.cancel()
+        plain = await open_stream(srv.port, cfg(root))
+        assert await plain.wait_end() == grpc.StatusCode.UNAVAILABLE
+        await plain.close()
