@@ -166,6 +166,12 @@ def _code(exc: aioftp.StatusCodeError) -> str:
     return str(exc.received_codes[-1]) if exc.received_codes else "000"
 
 
+def _refused(exc: aioftp.StatusCodeError) -> bool:
+    """A permanent (5xx) or "file unavailable" (450) reply: the thing asked for is not there for us."""
+    code = _code(exc)
+    return code.startswith("5") or code == "450"
+
+
 def _reply(exc: aioftp.StatusCodeError) -> str:
     info = exc.info if isinstance(exc.info, list) else [exc.info]
     text = " ".join(str(i).strip() for i in info if str(i).strip())
@@ -415,8 +421,7 @@ class FtpSource(RemoteSource):
                 entered = True
                 data, is_mlsd = await self._list_dir(conn)
             except aioftp.StatusCodeError as exc:
-                code = _code(exc)
-                if not (code.startswith("5") or code == "450"):
+                if not _refused(exc):
                     raise
                 if not rel and not entered:
                     raise PermanentSourceError(
@@ -563,7 +568,7 @@ class FtpSource(RemoteSource):
                         async with asyncio.timeout(self.timeout_s):
                             _, info = await conn.cmd(f"MLST {absolute}", "2xx")
                     except aioftp.StatusCodeError as exc:
-                        if _code(exc).startswith("5") or _code(exc) == "450":
+                        if _refused(exc):
                             return None
                         raise
                     facts = [line for line in info[1:] if line.startswith(" ") and "=" in line]
@@ -578,7 +583,7 @@ class FtpSource(RemoteSource):
                         async with asyncio.timeout(self.timeout_s):
                             _, info = await conn.cmd(f"SIZE {absolute}", "213")
                     except aioftp.StatusCodeError as exc:
-                        if _code(exc).startswith("5") or _code(exc) == "450":
+                        if _refused(exc):
                             return None
                         raise
                     size = int(info[-1].strip())
@@ -596,7 +601,7 @@ class FtpSource(RemoteSource):
                 await conn.cmd(f"CWD {self._abs(parent)}", "2xx")
             data, is_mlsd = await self._list_dir(conn)
         except aioftp.StatusCodeError as exc:
-            if _code(exc).startswith("5") or _code(exc) == "450":
+            if _refused(exc):
                 return None
             raise
         now = datetime.now(UTC)
