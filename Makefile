@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck unit demo proto bench clean
+.PHONY: test lint format typecheck unit demo proto bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,11 +14,17 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/ruff check ftpsource tests $(wildcard bench)
+	$(BIN)/ruff format --check ftpsource tests $(wildcard bench)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ftpsource tests $(wildcard bench)
+	$(BIN)/ruff format --check ftpsource tests $(wildcard bench)
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix ftpsource tests $(wildcard bench)
+	$(BIN)/ruff format ftpsource tests $(wildcard bench)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

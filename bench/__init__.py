@@ -1,4 +1,4 @@
-"""Reproducible benchmarks for ftpsource (issue 2); results go to ``docs/benchmarks.md``.
+"""Reproducible benchmarks for ftpsource; results go to ``docs/benchmarks.md``.
 
 Every result is a ratio against a baseline measured in the same run on the same machine, because the
 machines we run on are small, shared and noisy: absolute times mean little, ratios travel.

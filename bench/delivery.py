@@ -1,7 +1,7 @@
 """Goal 3: 10,000 small files appearing at once are all delivered to a gRPC client within stable_for + 10 s.
 
-A real in-process server (``tests.harness.run_server``) and a real gRPC client stream
-(``tests.harness.open_stream``) with ``stable_for: 2s``. The files are written to a staging
+A real in-process server (``tests.support.harness.run_server``) and a real gRPC client stream
+(``tests.support.harness.open_stream``) with ``stable_for: 2s``. The files are written to a staging
 directory first and then appear at once: 100 directories of 100 files each are renamed into the
 watched root. The clock runs from the last rename to the moment the client holds the last
 ``ready`` event.
@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ftpsource.logging import setup_logging
-from tests.harness import open_stream, run_server
+from tests.support.harness import open_stream, run_server
 
 from .common import Result, fmt_s
 

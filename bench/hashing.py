@@ -1,7 +1,7 @@
 """Goal 1: hashing a 1 GiB local file (sha256) at >= 0.8x the speed of ``sha256sum`` on the same file.
 
 Both read from a warm page cache (the file is read once first), runs alternate, best of 3 each. The
-ftpsource side is ``LocalSource.digest`` (``_digest_sync`` on a worker thread), exactly what the
+ftpsource side is ``LocalAdapter.digest`` (``_digest_sync`` on a worker thread), exactly what the
 watcher calls, with no format verifier (a ``.bin`` file has none).
 """
 
@@ -14,10 +14,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from ftpsource.adapters.local import LocalAdapter
 from ftpsource.config import SourceConfig
+from ftpsource.core.paths import PathFilter
 from ftpsource.credentials import Credentials
-from ftpsource.paths import PathFilter
-from ftpsource.sources.local import LocalSource
 
 from .common import Result, best_of_alternating, fmt_s, spawn_overhead_s
 
@@ -48,7 +48,7 @@ def run(scratch: Path, quick: bool) -> Result:
     _warm(data)
 
     cfg = SourceConfig(url=f"file://{scratch}")
-    src = LocalSource(cfg, Credentials(), PathFilter([], [], True))
+    src = LocalAdapter(cfg, Credentials(), PathFilter([], [], True))
     overhead = spawn_overhead_s()
     digests: dict[str, str] = {}
 
@@ -99,7 +99,7 @@ def run(scratch: Path, quick: bool) -> Result:
         name="hash",
         goal="Hash a 1 GiB local file (sha256) at ≥ 0.8× the speed of `sha256sum`",
         baseline=f"`sha256sum`: {fmt_s(base)} ({mb / base:.0f} MB/s)",
-        measured=f"`LocalSource.digest`: {fmt_s(ours)} ({mb / ours:.0f} MB/s)",
+        measured=f"`LocalAdapter.digest`: {fmt_s(ours)} ({mb / ours:.0f} MB/s)",
         ratio=base / ours,  # speed ratio: ours / theirs
         limit=LIMIT,
         higher_is_better=True,

@@ -34,9 +34,9 @@ SOURCE_ID = "bench-memory"
 
 
 def _imports() -> None:
-    import ftpsource.cli  # noqa: F401
+    import ftpsource.adapters.local
+    import ftpsource.cli
     import ftpsource.server  # noqa: F401
-    import ftpsource.sources.local  # noqa: F401
 
 
 def _file(i: int, now: float) -> tuple[str, int, float]:
@@ -45,20 +45,28 @@ def _file(i: int, now: float) -> tuple[str, int, float]:
 
 def _steady(state: Path, n: int) -> dict[str, Any]:
     from ftpsource.config import SourceConfig
-    from ftpsource.detect import FileRecord, Policy, State, plan_poll
-    from ftpsource.sources.base import Entry
+    from ftpsource.core.detect import plan_poll
+    from ftpsource.core.model import Entry, FileRecord, State
     from ftpsource.store import Store
 
     now = time.time()
-    policy = Policy.from_config(SourceConfig(url="file:///data/incoming"))
+    policy = SourceConfig(url="file:///data/incoming").policy()
     store = Store(state)
     batch: list[FileRecord] = []
     for i in range(n):
         path, size, mtime = _file(i, now)
         batch.append(
             FileRecord(
-                path, size, mtime, State.READY, now - 3600, now - 3600, generation=1,
-                ready_checksum=hashlib.sha256(path.encode()).hexdigest(), ready_size=size, ready_mtime=mtime,
+                path,
+                size,
+                mtime,
+                State.READY,
+                now - 3600,
+                now - 3600,
+                generation=1,
+                ready_checksum=hashlib.sha256(path.encode()).hexdigest(),
+                ready_size=size,
+                ready_mtime=mtime,
             )
         )
     store.commit(SOURCE_ID, batch, now=now, initialized=True)
@@ -96,7 +104,10 @@ def _child(argv: list[str]) -> None:
 
 def _spawn(*args: str) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.memory", *args], check=True, capture_output=True, text=True,
+        [sys.executable, "-m", "bench.memory", *args],
+        check=True,
+        capture_output=True,
+        text=True,
         cwd=Path(__file__).resolve().parents[1],
     )
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -19,12 +19,12 @@ import subprocess
 import time
 from pathlib import Path
 
+from ftpsource.adapters.local import LocalAdapter
 from ftpsource.config import SourceConfig
+from ftpsource.core.detect import Policy, after_verify, plan_poll
+from ftpsource.core.model import Digest, FileRecord, Listing, State
 from ftpsource.credentials import Credentials
-from ftpsource.detect import FileRecord, Policy, State, after_verify, plan_poll
 from ftpsource.metrics import Metrics
-from ftpsource.sources.base import Digest, Listing
-from ftpsource.sources.local import LocalSource
 from ftpsource.store import AsyncStore
 from ftpsource.watcher import Watcher, freeze_long_lived
 
@@ -84,8 +84,8 @@ def run(scratch: Path, quick: bool) -> Result:
     n = make_tree(root, dirs, per_dir)
 
     cfg = SourceConfig(url=f"file://{root}")
-    policy = Policy.from_config(cfg)
-    src = LocalSource(cfg, Credentials(), policy.path_filter)
+    policy = cfg.policy()
+    src = LocalAdapter(cfg, Credentials(), policy.path_filter)
     loop = asyncio.new_event_loop()
     try:
         return _measure(loop, scratch, root, n, cfg, policy, src, quick)
@@ -94,8 +94,14 @@ def run(scratch: Path, quick: bool) -> Result:
 
 
 def _measure(
-    loop: asyncio.AbstractEventLoop, scratch: Path, root: Path, n: int, cfg: SourceConfig, policy: Policy,
-    src: LocalSource, quick: bool,
+    loop: asyncio.AbstractEventLoop,
+    scratch: Path,
+    root: Path,
+    n: int,
+    cfg: SourceConfig,
+    policy: Policy,
+    src: LocalAdapter,
+    quick: bool,
 ) -> Result:
     find_argv = ["find", str(root), "-type", "f", "-printf", r"%s %T@ %p\n"]
     subprocess.run(find_argv, check=True, stdout=subprocess.DEVNULL)  # warm the caches for everyone
@@ -159,7 +165,7 @@ def _measure(
         quick=quick,
         details=[
             f"ratio = (listing + plan_poll) / find; warm caches, alternating runs, best of {ROUNDS}",
-            f"listing (`LocalSource.list`): {fmt_s(listing_s)} ({listing_s / base:.2f}× find); "
+            f"listing (`LocalAdapter.list`): {fmt_s(listing_s)} ({listing_s / base:.2f}× find); "
             f"planning (`plan_poll`): {fmt_s(planning_s)} ({planning_s / base:.2f}× find, "
             f"{planning_s / n * 1e6:.1f} µs/file)",
             f"whole `Watcher.poll_once` (adds metrics, pending/tracked counts and the store's poll "

@@ -1,26 +1,26 @@
-"""Issue 3: the FTP adapter against Debian's vsftpd on loopback (no MLSD, no HASH: LIST + MDTM, RETR).
+"""The FTP adapter against Debian's vsftpd on loopback (no MLSD, no HASH: LIST + MDTM, RETR).
 
 ``remote-list``: listing a 10,000-file tree (100 directories x 100 files) within 1.5x the time of
 ``lftp -c 'open -u USER,PASS -p PORT 127.0.0.1; find /path'`` (a subprocess, timed whole). ftpsource's
-side is ``FtpSource.list()`` in-process, in its steady state: the second listing of an adapter, when
+side is ``FtpAdapter.list()`` in-process, in its steady state: the second listing of an adapter, when
 every file's ``(size, LIST time)`` is unchanged and its exact time comes from the memo, not MDTM. The
 adapter's first listing (connect, LIST, and MDTM for every file, since ``LIST`` times are coarse) is
 timed in the same rounds and reported for information. Runs alternate; best of 3.
 
-``remote-hash``: ``FtpSource.digest(path, "sha256", None, size)`` on a 1 GiB file (the server has no
+``remote-hash``: ``FtpAdapter.digest(path, "sha256", None, size)`` on a 1 GiB file (the server has no
 HASH, so it downloads: the method must be "download") at >= 0.8x the speed of
 ``curl ftp://USER:PASS@127.0.0.1:PORT/path -o /dev/null``. Warm page cache, alternating, best of 3.
 Reported too, not judged: ``curl | openssl dgst -sha256`` (a download-and-hash made of tools) and
 hashlib's SHA-256 alone over the same number of bytes in memory, the ceiling for any client that
 hashes on this CPU.
 
-``remote-unchanged``: a real in-process server (``tests.harness.run_server``) and a real gRPC stream
+``remote-unchanged``: a real in-process server (``tests.support.harness.run_server``) and a real gRPC stream
 with the FTP source config against vsftpd; once all 10,000 files are ready and one more poll has
 finished, two more complete polls of the unchanged tree must download nothing. Counted twice: the
 ``ftpsource_bytes_hashed_total`` metric, and every command the FTP clients send (``RETR`` included),
 counted on the wire by wrapping ``aioftp.Client.command`` for the run. ratio = bytes downloaded / 1 byte.
 
-vsftpd, lftp and curl must be installed and the run needs root (``tests/servers.py`` creates the local
+vsftpd, lftp and curl must be installed and the run needs root (``tests/support/servers.py`` creates the local
 user that vsftpd logs in as). All traffic is on 127.0.0.1.
 """
 
@@ -43,14 +43,13 @@ from urllib.parse import quote
 
 import aioftp
 
+from ftpsource.adapters.ftp import FtpAdapter
 from ftpsource.config import SourceConfig
+from ftpsource.core.model import Listing
 from ftpsource.credentials import Credentials, Secret
-from ftpsource.detect import Policy
-from ftpsource.sources.base import Listing
-from ftpsource.sources.ftp import FtpSource
-from tests import servers
-from tests.harness import eventually, open_stream, run_server
-from tests.sources import write_credentials
+from tests.support import servers
+from tests.support.harness import eventually, open_stream, run_server
+from tests.support.sources import write_credentials
 
 from .common import ROUNDS, Result, best_of_alternating, fmt_s
 from .hashing import BLOCK, GIB, _make_file
@@ -73,7 +72,7 @@ def _require(*tools: str) -> None:
     if not os.access(shutil.which("vsftpd") or "/usr/sbin/vsftpd", os.X_OK):
         problems.append("vsftpd is not installed (apt-get install vsftpd)")
     if os.geteuid() != 0:
-        problems.append("needs root: tests/servers.py creates the local user vsftpd logs in as")
+        problems.append("needs root: tests/support/servers.py creates the local user vsftpd logs in as")
     if problems:
         raise RuntimeError("; ".join(problems))
 
@@ -82,7 +81,9 @@ def _versions() -> str:
     try:
         out = subprocess.run(
             ["dpkg-query", "-W", "-f", "${Package} ${Version}; ", "vsftpd", "lftp", "curl"],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError):
         return "tool versions unknown"
@@ -109,7 +110,7 @@ def _served_from(scratch: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _vsftpd(runner: asyncio.Runner, scratch: Path) -> Iterator[servers.FtpServer]:
-    """``tests.servers.vsftpd_server`` driven from synchronous code (the timing loops are synchronous)."""
+    """``tests.support.servers.vsftpd_server`` driven from synchronous code (the timing loops are synchronous)."""
     cm = servers.vsftpd_server()
     with _served_from(scratch):
         srv = runner.run(cm.__aenter__())
@@ -138,11 +139,11 @@ def _make_tree(root: Path, count: int, dirs: int, content: Callable[[int], bytes
                 f.write(content(i))
 
 
-def _adapter(srv: servers.FtpServer) -> FtpSource:
+def _adapter(srv: servers.FtpServer) -> FtpAdapter:
     """An adapter as the watcher builds it (default config, the config's path filter)."""
     config = SourceConfig(url=srv.url())
     creds = Credentials(username=srv.username, password=Secret(srv.password))
-    return FtpSource(config, creds, Policy.from_config(config).path_filter)
+    return FtpAdapter(config, creds, config.policy().path_filter)
 
 
 def _timed(argv: list[str]) -> float:
@@ -230,7 +231,7 @@ def _measure_list(
         name="remote-list",
         goal=f"List a {count:,}-file tree on vsftpd (LIST + MDTM) within 1.5× `lftp find`",
         baseline=f"`lftp -c 'open …; find'`: {fmt_s(base)}",
-        measured=f"`FtpSource.list`, steady state: {fmt_s(ours)}",
+        measured=f"`FtpAdapter.list`, steady state: {fmt_s(ours)}",
         ratio=ours / base,
         limit=LIST_LIMIT,
         higher_is_better=False,
@@ -352,20 +353,20 @@ def _measure_hash(runner: asyncio.Runner, srv: servers.FtpServer, data: Path, si
             "`curl … | openssl dgst -sha256`"
         ),
         baseline=f"`curl … | openssl dgst -sha256`: {fmt_s(base)} ({mb / base:.0f} MB/s)",
-        measured=f"`FtpSource.digest` (download): {fmt_s(ours)} ({mb / ours:.0f} MB/s)",
+        measured=f"`FtpAdapter.digest` (download): {fmt_s(ours)} ({mb / ours:.0f} MB/s)",
         ratio=base / ours,  # speed ratio: ours / the pipeline's
         limit=HASH_LIMIT,
         higher_is_better=True,
         size=f"{size / GIB:g} GiB",
         quick=quick,
         details=[
-            "why this baseline and not `curl -o /dev/null` (the issue's wording): on loopback curl downloads "
+            "why this baseline and not `curl -o /dev/null` (the obvious yardstick): on loopback curl downloads "
             f"at {mb / curl_only:.0f} MB/s ({fmt_s(curl_only)}), faster than SHA-256 itself runs on this CPU "
             f"({mb / floor:.0f} MB/s, {fmt_s(floor)} in memory), so no client that hashes could reach 0.8× of "
             f"it (the ceiling is {curl_only / floor:.2f}×; ftpsource reaches {curl_only / ours:.2f}×). The "
             "fair yardstick is the same download *and* hash done by curl and openssl in two processes",
             f"ratio = ftpsource speed / the pipeline's; vsftpd (no HASH, so `digest` downloads: method "
-            f"\"download\", {stats.get('connect', 0)} connection, reused as a running watcher reuses it); warm "
+            f'"download", {stats.get("connect", 0)} connection, reused as a running watcher reuses it); warm '
             f"page cache, alternating runs, best of {ROUNDS}; curl's time includes its start, connect and login "
             f"({fmt_s(curl_fixed)} for a 1-byte file); ftpsource reaches {floor / ours:.2f} of the SHA-256 ceiling",
             _runs(times),
@@ -389,7 +390,7 @@ def _count_commands() -> Iterator[collections.Counter[str]]:
             counts[command.split(" ", 1)[0].upper()] += 1
         return await original(self, command, *args, **kwargs)
 
-    aioftp.Client.command = command  # type: ignore[method-assign]
+    aioftp.Client.command = command  # type: ignore[method-assign,assignment]
     try:
         yield counts
     finally:
@@ -406,9 +407,7 @@ def run_unchanged(scratch: Path, quick: bool) -> Result:
         return runner.run(_unchanged(scratch, count, dirs, commands, quick))
 
 
-async def _unchanged(
-    scratch: Path, count: int, dirs: int, commands: collections.Counter[str], quick: bool
-) -> Result:
+async def _unchanged(scratch: Path, count: int, dirs: int, commands: collections.Counter[str], quick: bool) -> Result:
     with _served_from(scratch):
         server_cm = servers.vsftpd_server()
         ftp = await server_cm.__aenter__()
@@ -507,7 +506,7 @@ async def _observe(
         quick=quick,
         error="; ".join(problems) or None,
         details=[
-            "a real in-process server and gRPC stream (`tests.harness`), source config "
+            "a real in-process server and gRPC stream (`tests.support.harness`), source config "
             "`stable_for: 1s, poll_interval: 2s`, default `max_connections: 2`; bytes from "
             "`ftpsource_bytes_hashed_total`, commands counted on the wire (every command the FTP clients sent)",
             f"set-up: all {count:,} ready events in {fmt_s(setup_s)} ({setup['bytes']:,.0f} bytes hashed); "

@@ -53,12 +53,23 @@ def _section(results: dict[str, Result], notes: Sequence[str]) -> str:
         if r.quick:
             verdict += " (quick sizes)"
         lines.append(
-            "| " + " | ".join(
-                _cell(c) for c in (
-                    str(number), f"`{r.name}`: {r.goal}", r.baseline, r.measured, f"{r.ratio:.2f}", r.target,
-                    verdict, r.size, r.date, r.machine,
+            "| "
+            + " | ".join(
+                _cell(c)
+                for c in (
+                    str(number),
+                    f"`{r.name}`: {r.goal}",
+                    r.baseline,
+                    r.measured,
+                    f"{r.ratio:.2f}",
+                    r.target,
+                    verdict,
+                    r.size,
+                    r.date,
+                    r.machine,
                 )
-            ) + " |"
+            )
+            + " |"
         )
     lines += ["", "Machine of the latest run:", ""]
     lines += [f"- {n}" for n in notes]

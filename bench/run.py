@@ -1,4 +1,4 @@
-"""Run the benchmarks of issues 2 and 3 and write their results to ``docs/benchmarks.md``.
+"""Run the benchmarks and write their results to ``docs/benchmarks.md``.
 
     python -m bench.run                  # all seven, full sizes (a few minutes), updates the doc
     python -m bench.run poll memory      # just these; the other rows of the doc are kept
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with scratch_dir(args.tmp, name) as scratch:
                 result = fn(scratch, args.quick)
-        except Exception:  # noqa: BLE001 - report it and go on with the others
+        except Exception:
             crashed = True
             traceback.print_exc()
             continue

@@ -20,6 +20,8 @@ import yaml
 from croniter import croniter
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from .core.detect import Policy
+from .core.paths import PathFilter, Template
 from .errors import ConfigError
 
 __all__ = [
@@ -258,6 +260,22 @@ class SourceConfig(BaseModel):
     @property
     def display_url(self) -> str:
         return self.parsed_url.display()
+
+    def policy(self) -> Policy:
+        """The decision-relevant part of this config, for the core."""
+        return Policy(
+            stable_for_s=self.stable_for_s,
+            min_age_s=self.min_age_s,
+            min_size=self.min_size,
+            checksum=None if self.checksum == "none" else self.checksum,
+            reject_after_s=self.reject_after_s,
+            existing=self.existing,
+            deletes=self.deletes,
+            validate=self.validate_ == "auto",
+            marker=Template(self.marker) if self.marker else None,
+            sidecar=Template(self.sidecar) if self.sidecar else None,
+            path_filter=PathFilter(self.include, self.exclude, self.recursive),
+        )
 
     def source_id(self, event_name: str) -> str:
         """The state key: ``id`` if set, else the event name plus a hash of the URL."""

@@ -16,7 +16,7 @@ __all__ = ["Metrics", "MetricsServer"]
 
 
 class Metrics:
-    """Every metric ftpsource exports, on its own registry (so tests can make fresh ones)."""
+    """Every metric ftpsource exports, on its own registry, so several servers in one process never share counters."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -26,7 +26,10 @@ class Metrics:
         )
         self.polls = Counter("ftpsource_polls_total", "Polls by outcome.", ["source", "outcome"], registry=r)
         self.poll_duration = Histogram(
-            "ftpsource_poll_duration_seconds", "Time to list and decide one poll.", ["source"], registry=r,
+            "ftpsource_poll_duration_seconds",
+            "Time to list and decide one poll.",
+            ["source"],
+            registry=r,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
         self.files_tracked = Gauge("ftpsource_files_tracked", "Files currently tracked.", ["source"], registry=r)
@@ -37,8 +40,11 @@ class Metrics:
             "ftpsource_bytes_hashed_total", "Bytes read to hash or verify.", ["source"], registry=r
         )
         self.detection_latency = Histogram(
-            "ftpsource_detection_latency_seconds", "From first seen to ready event committed.", ["source"],
-            registry=r, buckets=(0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+            "ftpsource_detection_latency_seconds",
+            "From first seen to ready event committed.",
+            ["source"],
+            registry=r,
+            buckets=(0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
         )
         self.outbox_pending = Gauge(
             "ftpsource_outbox_pending", "Events decided but not yet written to a stream.", ["source"], registry=r
@@ -48,7 +54,9 @@ class Metrics:
         )
         self.streams_active = Gauge("ftpsource_streams_active", "Open StartEventSource streams.", registry=r)
         self.last_ok_poll = Gauge(
-            "ftpsource_last_successful_poll_timestamp_seconds", "Unix time of the last complete poll.", ["source"],
+            "ftpsource_last_successful_poll_timestamp_seconds",
+            "Unix time of the last complete poll.",
+            ["source"],
             registry=r,
         )
 
@@ -63,7 +71,7 @@ class MetricsServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server naming
+            def do_GET(self) -> None:
                 if self.path.split("?")[0] == "/metrics":
                     self._send(200, outer.metrics.render(), CONTENT_TYPE_LATEST)
                 elif self.path == "/healthz":
@@ -81,7 +89,7 @@ class MetricsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - silence access logs
+            def log_message(self, format: str, *args: object) -> None:
                 return
 
         self.metrics = metrics

@@ -32,6 +32,8 @@ __all__ = ["App", "EventingServicer", "serve", "start_server"]
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "generic.Eventing"
+
+
 def keepalive_options(keepalive_s: float) -> list[tuple[str, int]]:
     """Ping idle clients every ``keepalive_s`` and drop those that do not answer within a third of it,
     so a stream whose Argo pod vanished without closing it (node loss, network partition) ends and its
@@ -146,7 +148,7 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
     def __init__(self, app: App) -> None:
         self.app = app
 
-    async def StartEventSource(  # noqa: N802 - gRPC method name
+    async def StartEventSource(
         self, request: generic_pb2.EventSource, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
         try:
@@ -156,9 +158,7 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
             # has been cleaned up by then, and grpc would otherwise print the CancelledError as a traceback.
             return
 
-    async def _stream(
-        self, request: generic_pb2.EventSource, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> None:
+    async def _stream(self, request: generic_pb2.EventSource, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         app = self.app
         if not app.authorized(context.invocation_metadata()):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
@@ -243,7 +243,7 @@ async def start_server(
 ) -> RunningServer:
     """Open the store and start gRPC (and metrics) listeners. Raises ``StateError``/``ConfigError``.
 
-    ``clock`` is injectable so deadline tests take milliseconds instead of hours.
+    ``clock`` is injectable: every time rule reads it instead of the wall clock.
     """
     metrics = metrics or Metrics()
     store = AsyncStore.open(settings.state)

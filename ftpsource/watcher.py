@@ -16,17 +16,16 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
+from .adapters import Adapter, adapter_for, verify_version
 from .config import SourceConfig
+from .core.detect import VerifyOutcome, VerifyRequest, after_verify, plan_poll
+from .core.events import SourceInfo, encode_event
+from .core.expect import advance, match_arrival, prunable
+from .core.model import EventSpec, Expectation, FileRecord, State
 from .credentials import Credentials
-from .detect import EventSpec, FileRecord, Policy, State, VerifyOutcome, VerifyRequest, after_verify, plan_poll
-from .errors import FileVanished, PermanentSourceError, SourceError, StateError
-from .events import SourceInfo, encode_event
-from .expect import advance, match_arrival, prunable
-from .formats import verifier_for
+from .errors import PermanentSourceError, SourceError, StateError
 from .metrics import Metrics
-from .sources.base import Digest, Entry, Source, adapter_for
-from .store import AsyncStore, Expectation, NewEvent, OutboxRow
-from .verify import build_verifier
+from .store import AsyncStore, NewEvent, OutboxRow
 
 __all__ = ["Backoff", "Watcher", "freeze_long_lived", "run_session"]
 
@@ -69,7 +68,7 @@ class Watcher:
         metrics: Metrics,
         *,
         clock: Clock = time.time,
-        adapter_factory: Callable[..., Source] = adapter_for,
+        adapter_factory: Callable[..., Adapter] = adapter_for,
     ) -> None:
         self.config = config
         self.source_id = source_id
@@ -77,14 +76,14 @@ class Watcher:
         self.credentials = credentials
         self.metrics = metrics
         self.clock = clock
-        self.policy = Policy.from_config(config)
+        self.policy = config.policy()
         self.info = SourceInfo(source_id, config.display_url, self.policy.checksum)
         self.records: dict[str, FileRecord] = {}
         self.expectations: dict[tuple[str, str], Expectation] = {}
         self.first_start_at = 0.0
         self._wake = asyncio.Event()
         self.outbox_changed = asyncio.Event()
-        self.polled = asyncio.Event()  # set after each complete poll (tests and `check` wait on it)
+        self.polled = asyncio.Event()  # set after each complete poll
         self._adapter_factory = adapter_factory
         self._log_extra = {"source": source_id}
         self._verify_slots = asyncio.Semaphore(config.max_connections)
@@ -142,7 +141,7 @@ class Watcher:
         """Re-evaluate now (used when an injected clock jumps)."""
         self._wake.set()
 
-    async def _sleep(self, src: Source, delay: float) -> None:
+    async def _sleep(self, src: Adapter, delay: float) -> None:
         changed = asyncio.ensure_future(src.wait_for_change(delay))
         woken = asyncio.ensure_future(self._wake.wait())
         try:
@@ -152,7 +151,7 @@ class Watcher:
             woken.cancel()
             self._wake.clear()
 
-    async def poll_once(self, src: Source, *, first_start: bool = False) -> float | None:
+    async def poll_once(self, src: Adapter, *, first_start: bool = False) -> float | None:
         """One complete poll. Returns when the next pending file becomes due, if any."""
         sid = self.source_id
         t0 = time.perf_counter()
@@ -165,14 +164,23 @@ class Watcher:
             log.warning("listing: %s", warning, extra=self._log_extra)
         now = self.clock()
         plan = plan_poll(
-            listing.entries, self.records, now, self.policy, first_start=first_start,
+            listing.entries,
+            self.records,
+            now,
+            self.policy,
+            first_start=first_start,
             unlisted_dirs=listing.unlisted_dirs,
         )
         exp = advance(self.config.expect, self.expectations, self.records, self.first_start_at, now)
         dropped = prunable(self.expectations, now)
         await self._commit(
-            plan.upserts, plan.removals, [*plan.events, *exp.events], now, initialized=first_start,
-            expectations=exp.changed, expectations_dropped=dropped,
+            plan.upserts,
+            plan.removals,
+            [*plan.events, *exp.events],
+            now,
+            initialized=first_start,
+            expectations=exp.changed,
+            expectations_dropped=dropped,
         )
         self.metrics.poll_duration.labels(sid).observe(time.perf_counter() - t0)
 
@@ -185,7 +193,10 @@ class Watcher:
             met = [m for o, m in outcomes if o is not None and o.event is not None and m is not None]
             now = self.clock()
             await self._commit(
-                [o.record for o in done], (), [o.event for o in done if o.event is not None], now,
+                [o.record for o in done],
+                (),
+                [o.event for o in done if o.event is not None],
+                now,
                 expectations=met,
             )
             pending -= sum(1 for o in done if o.record.state is not State.PENDING)
@@ -205,34 +216,13 @@ class Watcher:
         self.polled.set()
         return next_due
 
-    async def _verify(
-        self, src: Source, req: VerifyRequest
-    ) -> tuple[VerifyOutcome | None, Expectation | None]:
+    async def _verify(self, src: Adapter, req: VerifyRequest) -> tuple[VerifyOutcome | None, Expectation | None]:
         path = req.record.path
         extra = {"source": self.source_id, "path": path}
         policy = self.policy
         async with self._verify_slots:
-            sidecar_problem: str | None = None
-            digest: Digest | None = None
-            after: Entry | None = None
             try:
-                verifier = verifier_for(path) if policy.validate else None
-                if req.sidecar_path is not None:
-                    try:
-                        content = await src.read_small(req.sidecar_path)
-                    except FileVanished:
-                        content = None
-                    verifier, sidecar_problem = build_verifier(verifier, content, path, req.sidecar_path)
-                    if sidecar_problem:
-                        log.warning("sidecar %s: %s", req.sidecar_path, sidecar_problem, extra=extra)
-                try:
-                    digest = await src.digest(path, policy.checksum, verifier, req.entry.size)
-                except FileVanished as exc:
-                    log.info("changed while being read, pending again: %s", exc, extra=extra)
-                if digest is not None and digest.mtime is not None:
-                    after = Entry(path, digest.size, digest.mtime)
-                else:
-                    after = await src.stat(path)
+                found = await verify_version(src, req, policy.checksum, policy.validate)
             except SourceError as exc:
                 self._count_error(exc.kind)
                 log.warning("verification failed, will retry: %s", exc, extra=extra)
@@ -243,13 +233,25 @@ class Watcher:
                 self._count_error("internal")
                 log.exception("verification crashed, will retry", extra=extra)
                 return None, None
+        digest, after, sidecar_problem = found.digest, found.after, found.sidecar_problem
+        if sidecar_problem:
+            log.warning("sidecar %s: %s", req.sidecar_path, sidecar_problem, extra=extra)
+        if found.vanished:
+            log.info("changed while being read, pending again: %s", found.vanished, extra=extra)
         if digest is not None and digest.method != "server":
             self.metrics.bytes_hashed.labels(self.source_id).inc(digest.size)
         now = self.clock()
         match = match_arrival(self.config.expect, self.expectations, path, now)
         outcome = after_verify(
-            req, digest, after, now, policy, sidecar_problem=sidecar_problem,
-            deadline=match.deadline, late=match.late, late_seconds=match.late_seconds,
+            req,
+            digest,
+            after,
+            now,
+            policy,
+            sidecar_problem=sidecar_problem,
+            deadline=match.deadline,
+            late=match.late,
+            late_seconds=match.late_seconds,
         )
         if outcome.record.problem and outcome.event is None:
             log.warning("not ready: %s", outcome.record.problem, extra=extra)
@@ -274,8 +276,15 @@ class Watcher:
             encoded.append(NewEvent(eid, spec.type, spec.path, payload))
         store = self.store
         await store.run(
-            store.sync.commit, self.source_id, upserts, removals, encoded, now,
-            expectations=expectations, initialized=initialized, expectations_dropped=expectations_dropped,
+            store.sync.commit,
+            self.source_id,
+            upserts,
+            removals,
+            encoded,
+            now,
+            expectations=expectations,
+            initialized=initialized,
+            expectations_dropped=expectations_dropped,
         )
         # Only after the commit succeeded does memory follow the database.
         for rec in upserts:
@@ -291,7 +300,9 @@ class Watcher:
             if spec.type == "ready":
                 self.metrics.detection_latency.labels(self.source_id).observe(max(0.0, now - spec.first_seen))
                 log.info(
-                    "ready: %s generation %d", spec.reason, spec.generation,
+                    "ready: %s generation %d",
+                    spec.reason,
+                    spec.generation,
                     extra={"source": self.source_id, "path": spec.path},
                 )
             else:

@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-import os
-
 import pytest
 
-REQUIRE_REAL_SERVERS = os.environ.get("FTPSOURCE_REQUIRE_REAL_SERVERS") == "1"
+from tests.support import REQUIRE_REAL_SERVERS
 
 
 def pytest_report_header() -> str:

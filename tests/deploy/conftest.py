@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .support import DEPLOY, MIN_KUSTOMIZE, SCHEMAS, TREES, Tree, kustomize_command, require, version_tuple
+from tests.support.deploy import DEPLOY, MIN_KUSTOMIZE, SCHEMAS, TREES, Tree, kustomize_command, require, version_tuple
 
 
 @pytest.fixture(scope="session")

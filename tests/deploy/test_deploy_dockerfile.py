@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .support import DEPLOY, REPO
+from tests.support.deploy import DEPLOY, REPO
 
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"

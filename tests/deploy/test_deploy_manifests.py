@@ -20,8 +20,7 @@ import pytest
 import yaml
 
 from ftpsource.config import parse_source_config
-
-from .support import DEPLOY, TREES, require
+from tests.support.deploy import DEPLOY, TREES, require
 
 K8S_VERSION = "1.32.0"
 ARGO_KINDS = {"EventBus", "EventSource", "Sensor", "Workflow", "WorkflowTemplate"}
@@ -874,7 +873,7 @@ def test_test_ftp_server_command_serves_the_example_credentials(etl: Any, tmp_pa
 
 
 def _rule_groups(monitoring: Any) -> list[dict[str, Any]]:
-    return monitoring.get("PrometheusRule", "ftpsource")["spec"]["groups"]  # type: ignore[no-any-return]
+    return monitoring.get("PrometheusRule", "ftpsource")["spec"]["groups"]
 
 
 def test_servicemonitor_scrapes_the_metrics_port(monitoring: Any) -> None:

@@ -30,8 +30,9 @@ def test_fresh_venv_install_starts_and_answers_health_checks(tmp_path: Path) -> 
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
     # The builder stage: a wheel of the tree, installed with its dependencies, then bytecode compiled.
-    subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(tmp_path / "wheels"), str(REPO)],
-                   check=True, timeout=300)
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--wheel-dir", str(tmp_path / "wheels"), str(REPO)], check=True, timeout=300
+    )
     (wheel,) = (tmp_path / "wheels").glob("ftpsource-*.whl")
     subprocess.run([*pip, "install", str(wheel)], check=True, timeout=600)
     subprocess.run([str(venv / "bin" / "python"), "-m", "compileall", "-q", str(venv)], check=True)
@@ -47,12 +48,30 @@ def test_fresh_venv_install_starts_and_answers_health_checks(tmp_path: Path) -> 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "FTPSOURCE_LOG_FORMAT": "json",
-           "FTPSOURCE_METRICS_LISTEN": f"127.0.0.1:{ports[1]}", "FTPSOURCE_LISTEN": f"127.0.0.1:{ports[0]}"}
+    env = {
+        **os.environ,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "FTPSOURCE_LOG_FORMAT": "json",
+        "FTPSOURCE_METRICS_LISTEN": f"127.0.0.1:{ports[1]}",
+        "FTPSOURCE_LISTEN": f"127.0.0.1:{ports[0]}",
+    }
     proc = subprocess.Popen(
-        [str(venv / "bin" / "ftpsource"), "serve", "--state", str(state / "ftpsource.db"),
-         "--credentials-dir", str(creds), "--auth-token-file", str(auth / "token"), "--log-format", "json"],
-        env=env, cwd=state, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            str(venv / "bin" / "ftpsource"),
+            "serve",
+            "--state",
+            str(state / "ftpsource.db"),
+            "--credentials-dir",
+            str(creds),
+            "--auth-token-file",
+            str(auth / "token"),
+            "--log-format",
+            "json",
+        ],
+        env=env,
+        cwd=state,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 30

@@ -10,7 +10,7 @@ from types import ModuleType
 
 import pytest
 
-from .support import DEPLOY
+from tests.support.deploy import DEPLOY
 
 SCRIPT = DEPLOY / "examples" / "etl" / "transform.py"
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ftpsource.demo import BEHAVIOURS, Checklist
+from ftpsource.commands.demo import BEHAVIOURS, Checklist
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 120
@@ -48,7 +48,12 @@ def _start(**extra_env: str) -> Run:
     env.update(PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1", **extra_env)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ftpsource.cli", "demo"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
     )
     return Run(proc, time.monotonic())
 

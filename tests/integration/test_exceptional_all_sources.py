@@ -1,4 +1,4 @@
-"""Issue 4's situations for every adapter: markers, sidecars, truncated archives, old mtimes, deadlines.
+"""Exceptional situations for every adapter: markers, sidecars, truncated archives, old mtimes, deadlines.
 Through a real gRPC client; files land in the directory the (real) server serves."""
 
 from __future__ import annotations
@@ -7,26 +7,22 @@ import gzip
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import ShiftedClock, ready, run_server, stream_to
-from tests.integration.test_scenarios_all_sources import put
-from tests.sources import SourceUnderTest, source_under_test
+from ftpsource.clock import ShiftedClock
+from tests.support.files import put
+from tests.support.harness import ready, run_server, stream_to
+from tests.support.sources import SourceUnderTest
 
 TIMING = {"stable_for": "400ms", "poll_interval": "400ms"}
-KINDS = ["local", "ftp-pyftpdlib", "sftp-asyncssh", "ftp-vsftpd", "sftp-openssh"]
-
-
-@pytest.fixture(params=KINDS)
-async def src(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SourceUnderTest]:
-    async with source_under_test(request.param, tmp_path) as s:
-        yield s
-
+# One server of each kind is enough for these; the scenarios file covers all of them.
+pytestmark = pytest.mark.parametrize(
+    "src", ["local", "ftp-pyftpdlib", "sftp-asyncssh", "ftp-vsftpd", "sftp-openssh"], indirect=True
+)
 
 
 def no_event_for(stream: Any, path: str) -> bool:
@@ -63,9 +59,10 @@ async def test_sidecar_mismatch_then_corrected_upload(tmp_path: Path, src: Sourc
 
 async def test_truncated_gzip_then_the_full_one(tmp_path: Path, src: SourceUnderTest) -> None:
     full = gzip.compress(os.urandom(40_000))
-    async with run_server(tmp_path, credentials_dir=src.credentials_dir) as srv, stream_to(
-        srv.port, src.config(**TIMING)
-    ) as s:
+    async with (
+        run_server(tmp_path, credentials_dir=src.credentials_dir) as srv,
+        stream_to(srv.port, src.config(**TIMING)) as s,
+    ):
         put(src.root, "data.gz", full[: len(full) // 2])
         put(src.root, "later.txt", b"l", mtime=time.time() + 1)
         await s.until(ready("later.txt"))
@@ -76,9 +73,10 @@ async def test_truncated_gzip_then_the_full_one(tmp_path: Path, src: SourceUnder
 
 
 async def test_old_mtime_file_added_after_newer_ones(tmp_path: Path, src: SourceUnderTest) -> None:
-    async with run_server(tmp_path, credentials_dir=src.credentials_dir) as srv, stream_to(
-        srv.port, src.config(**TIMING)
-    ) as s:
+    async with (
+        run_server(tmp_path, credentials_dir=src.credentials_dir) as srv,
+        stream_to(srv.port, src.config(**TIMING)) as s,
+    ):
         put(src.root, "new.csv", b"n")
         await s.until(ready("new.csv"))
         put(src.root, "old.csv", b"o", mtime=time.time() - 86400 * 400)
@@ -92,9 +90,10 @@ async def test_missing_then_late(tmp_path: Path, src: SourceUnderTest) -> None:
     deadline = datetime.fromtimestamp(now - now % 600 + 600, UTC)
     name = deadline.strftime("exp_%H%M.csv")
     cfg = src.config(**TIMING, expect=[{"path": "exp_%H%M.csv", "schedule": "*/10 * * * *"}])
-    async with run_server(tmp_path, credentials_dir=src.credentials_dir, clock=clock) as srv, stream_to(
-        srv.port, cfg
-    ) as s:
+    async with (
+        run_server(tmp_path, credentials_dir=src.credentials_dir, clock=clock) as srv,
+        stream_to(srv.port, cfg) as s,
+    ):
         put(src.root, "warm", b"w")
         await s.until(ready("warm"))
         clock.advance(deadline.timestamp() - clock() + 5)

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
+from ftpsource.clock import ShiftedClock
 from ftpsource.store import Store
-from tests.harness import ShiftedClock, all_delivered, run_server, stream_to
+from tests.support.harness import all_delivered, run_server, stream_to
 
 FAST = {"stable_for": "300ms", "poll_interval": "5s"}
 
@@ -22,7 +23,7 @@ def cfg(root: Path, **kw: Any) -> dict[str, Any]:
     return {"url": f"file://{root}", **FAST, **kw}
 
 
-def of_type(kind: str, path: str | None = None):  # noqa: ANN201
+def of_type(kind: str, path: str | None = None):
     def pred(e: dict[str, Any]) -> bool:
         key = "expected_path" if kind == "missing" else "path"
         return e["type"] == f"ftpsource.file.{kind}" and (path is None or e["data"].get(key) == path)
@@ -199,14 +200,13 @@ async def test_old_mtime_file_added_after_newer_ones(tmp_path: Path, root: Path)
 
 async def _wait_problem(srv: Any, path: str) -> None:
     from ftpsource.store import Store
-    from tests.harness import eventually
+    from tests.support.harness import eventually
 
     def has_problem() -> bool:
         store = Store.open_read_only(srv.app.settings.state)
         try:
             return any(
-                (r := store.get_record(s.id, path)) is not None and r.problem is not None
-                for s in store.list_sources()
+                (r := store.get_record(s.id, path)) is not None and r.problem is not None for s in store.list_sources()
             )
         finally:
             store.close()

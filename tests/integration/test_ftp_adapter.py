@@ -14,16 +14,17 @@ from typing import Any
 
 import pytest
 
+from ftpsource.adapters import adapter_for
+from ftpsource.adapters.ftp import FtpAdapter
 from ftpsource.config import parse_source_config
+from ftpsource.core.listing import ListEntry
+from ftpsource.core.model import Entry
+from ftpsource.core.paths import PathFilter
 from ftpsource.credentials import Credentials, Secret
 from ftpsource.errors import FileVanished, PermanentSourceError, TransientSourceError
-from ftpsource.paths import PathFilter
-from ftpsource.sources.base import Entry, adapter_for
-from ftpsource.sources.ftp import FtpSource
-from ftpsource.sources.listparse import ListEntry
-from tests import servers
-from tests.adapters import Recorder, assert_no_secret, by_path
-from tests.servers import FtpServer
+from tests.support import servers
+from tests.support.adapters import Recorder, assert_no_secret, by_path
+from tests.support.servers import FtpServer
 
 Factory = Callable[[], contextlib.AbstractAsyncContextManager[FtpServer]]
 
@@ -76,7 +77,7 @@ def make_adapter(
     password: str | None = None,
     ca: bool = True,
     timeout_s: float = 10.0,
-) -> FtpSource:
+) -> FtpAdapter:
     config = parse_source_config(f"url: '{url or server.url()}'\n{extra}")
     credentials = Credentials(
         name="test",
@@ -84,7 +85,7 @@ def make_adapter(
         ca_file=server.ca_file if ca else None,
     )
     src = adapter_for(config, credentials, PathFilter(config.include, config.exclude, config.recursive))
-    assert isinstance(src, FtpSource)
+    assert isinstance(src, FtpAdapter)
     src.timeout_s = timeout_s
     return src
 
@@ -114,9 +115,6 @@ def build_tree(root: Path, tree: dict[str, bytes] = TREE) -> list[Entry]:
         (Entry(rel, len(data), float(T_EXACT + i)) for i, (rel, data) in enumerate(sorted(tree.items()))),
         key=lambda e: e.path,
     )
-
-
-
 
 
 # --- listing --------------------------------------------------------------------------------------
@@ -217,7 +215,7 @@ async def test_list_times_without_mdtm_are_stable() -> None:
 
 def test_coarser_list_time_of_the_same_file_keeps_its_mtime() -> None:
     config = parse_source_config("url: ftp://example.invalid/data")
-    src = FtpSource(config, Credentials(), PathFilter([], [], True))
+    src = FtpAdapter(config, Credentials(), PathFilter([], [], True))
     minute = ListEntry("f", "file", 5, 1764165900.0, 60)  # Nov 26 14:05
     assert src._settle("f", minute, None) == Entry("f", 5, 1764165900.0)
     day = ListEntry("f", "file", 5, 1764115200.0, 86400)  # Nov 26  2025: six months later
@@ -258,7 +256,7 @@ async def test_digest_matches_hashlib(ftp_server: FtpServer) -> None:
     method = "server" if "hash" in ftp_server.features else "download"
     async with make_adapter(ftp_server) as src:
         for algorithm in ("sha256", "md5"):
-            digest = await src.digest("big file [1].bin", algorithm, None, len(data))  # type: ignore[arg-type]
+            digest = await src.digest("big file [1].bin", algorithm, None, len(data))
             assert digest.value == hashlib.new(algorithm, data).hexdigest()
             assert (digest.method, digest.size, digest.algorithm) == (method, len(data), algorithm)
         recorder = Recorder()
@@ -375,7 +373,7 @@ async def test_missing_root_is_a_permanent_root_error(ftp_server: FtpServer) -> 
 async def test_connection_refused_is_transient() -> None:
     port = servers.free_port()
     config = parse_source_config(f"url: ftp://user@127.0.0.1:{port}/")
-    async with FtpSource(config, Credentials(password=Secret("pw")), PathFilter([], [], True)) as src:
+    async with FtpAdapter(config, Credentials(password=Secret("pw")), PathFilter([], [], True)) as src:
         with pytest.raises(TransientSourceError) as info:
             await src.list()
     assert info.value.kind == "connect"
@@ -384,7 +382,7 @@ async def test_connection_refused_is_transient() -> None:
 async def test_silent_server_times_out() -> None:
     async with servers.silent_server() as port:
         config = parse_source_config(f"url: ftp://user@127.0.0.1:{port}/")
-        src = FtpSource(config, Credentials(password=Secret("pw")), PathFilter([], [], True), timeout_s=0.5)
+        src = FtpAdapter(config, Credentials(password=Secret("pw")), PathFilter([], [], True), timeout_s=0.5)
         async with src:
             started = time.monotonic()
             with pytest.raises(TransientSourceError) as info:
@@ -454,7 +452,7 @@ async def test_unparseable_list_lines_are_skipped_with_a_warning_and_the_rest_pr
     """A LIST reply with a line no parser understands: that line is skipped, named in a warning."""
 
     def inject(fs: object, path: str) -> None:
-        original = type(fs).format_list
+        original = type(fs).format_list  # type: ignore[attr-defined]
 
         def format_list(self: object, basedir: str, listing: object, ignore_err: bool = True) -> object:
             yield b"this line is not a directory listing\r\n"

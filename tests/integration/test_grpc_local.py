@@ -13,16 +13,16 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ftpsource.adapters import base as adapters_base
 from ftpsource.config import ServerSettings
 from ftpsource.store import Store
-from tests.harness import ServerProcess, all_delivered, eventually, open_stream, ready, run_server, stream_to
+from tests.support.harness import ServerProcess, all_delivered, eventually, open_stream, ready, run_server, stream_to
 
 FAST = {"stable_for": "500ms", "poll_interval": "5s"}
 
 
 def cfg(root: Path, **kw: Any) -> dict[str, Any]:
     return {"url": f"file://{root}", **FAST, **kw}
-
 
 
 async def test_slow_write_yields_one_event_after_last_write_plus_stable_for(tmp_path: Path, root: Path) -> None:
@@ -53,6 +53,7 @@ async def test_identical_rewrite_and_touch_emit_nothing_new_bytes_reupload(tmp_p
         os.utime(root / "a.csv", (time.time() + 5, time.time() + 5))  # and a touch
         (root / "sentinel1").write_bytes(b"1")
         await stream.until(ready("sentinel1"))
+
         def reverified() -> bool:
             store = Store.open_read_only(srv.app.settings.state)
             try:
@@ -220,27 +221,29 @@ def test_settings_defaults_match_the_contract() -> None:
 async def test_a_crashing_verification_spares_the_other_files(
     tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import ftpsource.watcher as watcher_module
+    real = adapters_base.verifier_for  # type: ignore[attr-defined]
 
-    real = watcher_module.verifier_for
-
-    def explode_on_bad(path: str):  # noqa: ANN202
+    def explode_on_bad(path: str):
         if path == "bad.gz":
             raise RuntimeError("simulated bug in a verifier")
         return real(path)
 
-    monkeypatch.setattr(watcher_module, "verifier_for", explode_on_bad)
+    monkeypatch.setattr(adapters_base, "verifier_for", explode_on_bad)
     async with run_server(tmp_path) as srv, stream_to(srv.port, cfg(root)) as stream:
         (root / "bad.gz").write_bytes(gzip.compress(b"fine content"))
         (root / "good.csv").write_bytes(b"g")
         await stream.until(ready("good.csv"))
         errors = srv.app.metrics.source_errors
         await eventually(
-            lambda: any(s.labels.get("kind") == "internal" and s.value >= 1
-                        for m in errors.collect() for s in m.samples if s.name.endswith("_total")),
+            lambda: any(
+                s.labels.get("kind") == "internal" and s.value >= 1
+                for m in errors.collect()
+                for s in m.samples
+                if s.name.endswith("_total")
+            ),
             what="the crash to be counted",
         )
-        monkeypatch.setattr(watcher_module, "verifier_for", real)  # the "bug" is fixed: the file goes through
+        monkeypatch.setattr(adapters_base, "verifier_for", real)  # the "bug" is fixed: the file goes through
         (root / "nudge").write_bytes(b"n")
         await stream.until(ready("bad.gz"))
         assert not stream.ended.is_set()
@@ -248,7 +251,7 @@ async def test_a_crashing_verification_spares_the_other_files(
 
 async def test_keepalive_ends_a_stream_whose_client_went_silent(tmp_path: Path, root: Path) -> None:
     """A client behind a dead network path (no FIN, no RST) is noticed by keepalive pings."""
-    from tests.harness import Proxy
+    from tests.support.harness import Proxy
 
     async with run_server(tmp_path, keepalive_s=1.0) as srv:
         proxy = await Proxy.start("127.0.0.1", srv.port)
@@ -270,7 +273,7 @@ async def test_grpc_over_tls(tmp_path: Path, root: Path) -> None:
     import json
 
     from ftpsource._proto import generic_pb2, generic_pb2_grpc
-    from tests.servers import make_tls_files
+    from tests.support.servers import make_tls_files
 
     tls = make_tls_files(tmp_path / "tls")
     async with run_server(tmp_path, tls_cert=tls.cert_file, tls_key=tls.key_file) as srv:

@@ -9,19 +9,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ftpsource.adapters import adapter_for
+from ftpsource.adapters.local import HASH_BLOCK
 from ftpsource.config import parse_source_config
+from ftpsource.core.paths import PathFilter
 from ftpsource.credentials import Credentials
 from ftpsource.errors import FileVanished, PermanentSourceError
-from ftpsource.paths import PathFilter
-from ftpsource.sources.base import adapter_for
-from ftpsource.sources.local import HASH_BLOCK
-from tests.adapters import Recorder
+from tests.support.adapters import Recorder
 
 
-def local(root: Path, **kw: object):  # noqa: ANN201
+def local(root: Path, **kw: object):
     cfg = parse_source_config(yaml.safe_dump({"url": f"file://{root}", **kw}))
     return adapter_for(cfg, Credentials(), PathFilter(cfg.include, cfg.exclude, cfg.recursive))
-
 
 
 @pytest.fixture

@@ -13,14 +13,21 @@ from pathlib import Path
 import pytest
 
 from ftpsource.logging import JsonFormatter, TextFormatter, setup_logging
-from tests.conftest import REQUIRE_REAL_SERVERS
-from tests.harness import run_server, stream_to
+from tests.support import REQUIRE_REAL_SERVERS
+from tests.support.harness import run_server, stream_to
 
 CONTRACT_METRICS = [
-    "ftpsource_events_total", "ftpsource_polls_total", "ftpsource_poll_duration_seconds",
-    "ftpsource_files_tracked", "ftpsource_files_pending", "ftpsource_bytes_hashed_total",
-    "ftpsource_detection_latency_seconds", "ftpsource_outbox_pending", "ftpsource_source_errors_total",
-    "ftpsource_streams_active", "ftpsource_last_successful_poll_timestamp_seconds",
+    "ftpsource_events_total",
+    "ftpsource_polls_total",
+    "ftpsource_poll_duration_seconds",
+    "ftpsource_files_tracked",
+    "ftpsource_files_pending",
+    "ftpsource_bytes_hashed_total",
+    "ftpsource_detection_latency_seconds",
+    "ftpsource_outbox_pending",
+    "ftpsource_source_errors_total",
+    "ftpsource_streams_active",
+    "ftpsource_last_successful_poll_timestamp_seconds",
 ]
 
 
@@ -107,7 +114,11 @@ def test_setup_logging_picks_json_when_not_a_terminal(capsys: pytest.CaptureFixt
         logging.getLogger("ftpsource.test").info("hello", extra={"source": "x"})
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert json.loads(err) | {"time": None} == {
-            "msg": "hello", "source": "x", "level": "info", "logger": "ftpsource.test", "time": None
+            "msg": "hello",
+            "source": "x",
+            "level": "info",
+            "logger": "ftpsource.test",
+            "time": None,
         }
     finally:
         logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]

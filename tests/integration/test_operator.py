@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from ftpsource.cli import main
-from ftpsource.operator import PROGRESS_EVERY, Progress
-from tests.harness import REPO, eventually, run_server, stream_to
+from ftpsource.commands.output import PROGRESS_EVERY, Progress
+from tests.support.harness import REPO, eventually, run_server, stream_to
 
 OLD = time.time() - 3600
 
@@ -161,8 +161,12 @@ def test_check_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
     assert code == 0
     doc = json.loads(out)
-    assert doc["source"] == {"url": f"file://{root}", "id": "src", "first_start": True,
-                             "state": "none given: decided as on a first start"}
+    assert doc["source"] == {
+        "url": f"file://{root}",
+        "id": "src",
+        "first_start": True,
+        "state": "none given: decided as on a first start",
+    }
     assert {f["path"]: f["kind"] for f in doc["files"]} == {"a.csv": "emit", ".hidden": "ignored"}
     assert doc["summary"] == {"emit": 1, "ignored": 1}
     assert doc["problems"] == 0
@@ -250,7 +254,10 @@ def test_check_not_a_state_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_check_subprocess_prints_one_line_and_no_traceback(tmp_path: Path, cfg: dict[str, Any], needle: str) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "ftpsource.cli", "check", config_file(tmp_path, cfg)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -427,7 +434,10 @@ def test_state_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_state_missing_file_subprocess(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "ftpsource.cli", "state", "list"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "PYTHONPATH": str(REPO), "FTPSOURCE_STATE": ""},
     )
     assert proc.returncode == 2
@@ -439,8 +449,8 @@ def test_state_missing_file_subprocess(tmp_path: Path) -> None:
 
 
 async def test_check_real_ftp_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("ftpsource.sources.ftp", reason="the FTP adapter is not built yet")
-    from tests.servers import pyftpdlib_server
+    pytest.importorskip("ftpsource.adapters.ftp", reason="the FTP adapter is not built yet")
+    from tests.support.servers import pyftpdlib_server
 
     async with pyftpdlib_server() as ftp:
         write(ftp.root / "old.csv", "1\n", OLD)
@@ -464,8 +474,8 @@ async def test_check_real_ftp_server(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 async def test_check_real_sftp_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    pytest.importorskip("ftpsource.sources.sftp", reason="the SFTP adapter is not built yet")
-    from tests.servers import asyncssh_server
+    pytest.importorskip("ftpsource.adapters.sftp", reason="the SFTP adapter is not built yet")
+    from tests.support.servers import asyncssh_server
 
     async with asyncssh_server() as sftp:
         write(sftp.root / "old.csv", "1\n", OLD)
@@ -487,14 +497,15 @@ async def test_check_real_sftp_server(tmp_path: Path, capsys: pytest.CaptureFixt
 
 async def test_forget_reaches_a_running_stream_and_replays_with_a_new_id(tmp_path: Path) -> None:
     from ftpsource.store import Store
-    from tests.harness import all_delivered, run_server, stream_to
+    from tests.support.harness import all_delivered, run_server, stream_to
 
     root = tmp_path / "live"
     root.mkdir()
     (root / "a.csv").write_bytes(b"1")
-    async with run_server(tmp_path) as srv, stream_to(
-        srv.port, {"url": f"file://{root}", "stable_for": "200ms", "poll_interval": "300ms"}
-    ) as stream:
+    async with (
+        run_server(tmp_path) as srv,
+        stream_to(srv.port, {"url": f"file://{root}", "stable_for": "200ms", "poll_interval": "300ms"}) as stream,
+    ):
         first = await stream.next()
         await all_delivered(srv)
         store = Store(srv.app.settings.state)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REQUIRE_REAL_SERVERS
-from tests.harness import run_server, stream_to
-from tests.sources import source_under_test
+from tests.support import REQUIRE_REAL_SERVERS
+from tests.support.harness import run_server, stream_to
+from tests.support.sources import source_under_test
 
 
 @pytest.mark.parametrize("kind", ["ftp-pyftpdlib", "ftp-vsftpd"])

@@ -7,23 +7,32 @@ from pathlib import Path
 
 import grpc
 
-from tests import servers
-from tests.harness import eventually, open_stream, run_server, stream_to
-from tests.sources import write_credentials
+from tests.support import servers
+from tests.support.harness import eventually, open_stream, run_server, stream_to
+from tests.support.sources import write_credentials
 
 TIMING = {"stable_for": "300ms", "poll_interval": "300ms"}
 
 
 def errors(srv: object, kind: str) -> float:
     metric = srv.app.metrics.source_errors  # type: ignore[attr-defined]
-    return sum(s.value for m in metric.collect() for s in m.samples if s.labels.get("kind") == kind
-               and s.name.endswith("_total"))
+    return sum(
+        s.value
+        for m in metric.collect()
+        for s in m.samples
+        if s.labels.get("kind") == kind and s.name.endswith("_total")
+    )
 
 
 async def test_wrong_host_key_ends_the_stream_with_a_clear_error(tmp_path: Path) -> None:
     async with servers.asyncssh_server() as ssh, servers.asyncssh_server() as other:
-        creds = write_credentials(tmp_path, "s", username=ssh.username, password=ssh.password,
-                                  known_hosts=other.known_hosts.read_text().replace(str(other.port), str(ssh.port)))
+        creds = write_credentials(
+            tmp_path,
+            "s",
+            username=ssh.username,
+            password=ssh.password,
+            known_hosts=other.known_hosts.read_text().replace(str(other.port), str(ssh.port)),
+        )
         async with run_server(tmp_path, credentials_dir=creds) as srv:
             stream = await open_stream(srv.port, {"url": ssh.url(), "credentials": "s", **TIMING})
             assert await stream.wait_end() == grpc.StatusCode.FAILED_PRECONDITION
@@ -53,11 +62,14 @@ async def test_no_host_key_is_refused_unless_explicitly_skipped(tmp_path: Path) 
             assert "insecure_skip_host_key_check" in (refused.details or "")
             await refused.close()
             (ssh.root / "a").write_bytes(b"1")
-            async with stream_to(srv.port, {"url": ssh.url(), "credentials": "s", "host_key": ssh.fingerprint,
-                                            **TIMING}) as pinned:
+            async with stream_to(
+                srv.port, {"url": ssh.url(), "credentials": "s", "host_key": ssh.fingerprint, **TIMING}
+            ) as pinned:
                 assert (await pinned.next())["data"]["path"] == "a"
-            async with stream_to(srv.port, {"url": ssh.url(), "credentials": "s", "id": "skip",
-                                            "insecure_skip_host_key_check": True, **TIMING}) as skipping:
+            async with stream_to(
+                srv.port,
+                {"url": ssh.url(), "credentials": "s", "id": "skip", "insecure_skip_host_key_check": True, **TIMING},
+            ) as skipping:
                 assert (await skipping.next())["data"]["path"] == "a"
 
 
@@ -71,9 +83,11 @@ async def test_connection_refused_keeps_the_stream_and_retries(tmp_path: Path) -
 
 
 async def test_silent_server_times_out_instead_of_hanging(tmp_path: Path) -> None:
-    async with servers.silent_server() as port, run_server(tmp_path) as srv, stream_to(
-        srv.port, {"url": f"ftp://127.0.0.1:{port}/", "timeout": "500ms", **TIMING}
-    ) as st:
+    async with (
+        servers.silent_server() as port,
+        run_server(tmp_path) as srv,
+        stream_to(srv.port, {"url": f"ftp://127.0.0.1:{port}/", "timeout": "500ms", **TIMING}) as st,
+    ):
         await eventually(lambda: errors(srv, "timeout") >= 1, timeout=10, what="a timeout to be counted")
         assert not st.ended.is_set()
 

@@ -5,45 +5,23 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from tests.harness import Proxy, all_delivered, open_stream, ready, run_server, stream_to
-from tests.sources import KINDS, SourceUnderTest, source_under_test
+from tests.support.files import put
+from tests.support.harness import Proxy, all_delivered, open_stream, ready, run_server, stream_to
+from tests.support.sources import SourceUnderTest
 
 TIMING = {"stable_for": "500ms", "poll_interval": "500ms"}
 
 
-@pytest.fixture(params=KINDS)
-async def src(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SourceUnderTest]:
-    async with source_under_test(request.param, tmp_path) as s:
-        yield s
-
-
-@pytest.fixture(params=[k for k in KINDS if k != "local"])
-async def remote(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SourceUnderTest]:
-    """Sources behind a server: they have a password to leak and a server to lose."""
-    async with source_under_test(request.param, tmp_path) as s:
-        yield s
-
-
-
-def put(root: Path, rel: str, data: bytes, mtime: float | None = None) -> None:
-    p = root / rel
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_bytes(data)
-    os.chmod(p, 0o644)
-    if mtime is not None:
-        os.utime(p, (mtime, mtime))
-
-
 async def test_new_identical_touch_and_reupload(tmp_path: Path, src: SourceUnderTest) -> None:
-    async with run_server(tmp_path, credentials_dir=src.credentials_dir) as srv, stream_to(
-        srv.port, src.config(**TIMING)
-    ) as stream:
+    async with (
+        run_server(tmp_path, credentials_dir=src.credentials_dir) as srv,
+        stream_to(srv.port, src.config(**TIMING)) as stream,
+    ):
         put(src.root, "a.csv", b"v1\n", mtime=time.time() - 300)
         first = await stream.until(ready("a.csv"))
         assert (first["data"]["reason"], first["data"]["generation"]) == ("new", 1)
@@ -76,9 +54,10 @@ async def test_restart_reports_exactly_the_files_added_while_down(tmp_path: Path
 
 async def test_awkward_names(tmp_path: Path, src: SourceUnderTest) -> None:
     names = ["with space.csv", "ünïcødé_データ.csv", "brackets [1] (2) {3}.csv", "sub dir/a b.csv"]
-    async with run_server(tmp_path, credentials_dir=src.credentials_dir) as srv, stream_to(
-        srv.port, src.config(**TIMING)
-    ) as stream:
+    async with (
+        run_server(tmp_path, credentials_dir=src.credentials_dir) as srv,
+        stream_to(srv.port, src.config(**TIMING)) as stream,
+    ):
         for n in names:
             put(src.root, n, n.encode())
         got = {(await stream.next())["data"]["path"] for _ in names}
@@ -102,9 +81,10 @@ async def test_disconnect_mid_stream_loses_nothing(tmp_path: Path, src: SourceUn
 
 
 async def test_checksum_method(tmp_path: Path, src: SourceUnderTest) -> None:
-    async with run_server(tmp_path, credentials_dir=src.credentials_dir) as srv, stream_to(
-        srv.port, src.config(**TIMING)
-    ) as stream:
+    async with (
+        run_server(tmp_path, credentials_dir=src.credentials_dir) as srv,
+        stream_to(srv.port, src.config(**TIMING)) as stream,
+    ):
         put(src.root, "x.bin", os.urandom(300_000))
         ev = await stream.until(ready("x.bin"))
         import hashlib
@@ -166,7 +146,7 @@ async def test_outage_then_catch_up(tmp_path: Path, remote: SourceUnderTest) -> 
             def failed() -> float:
                 return sum(m.value for metric in errors.collect() for m in metric.samples if m.name.endswith("_total"))
 
-            from tests.harness import eventually
+            from tests.support.harness import eventually
 
             await eventually(lambda: failed() > 0, what="a failed poll")
             proxy.restore()

@@ -15,15 +15,16 @@ from typing import Any
 import asyncssh
 import pytest
 
+from ftpsource.adapters import adapter_for
+from ftpsource.adapters.sftp import SftpAdapter
 from ftpsource.config import parse_source_config
+from ftpsource.core.model import Entry
+from ftpsource.core.paths import PathFilter
 from ftpsource.credentials import Credentials, Secret
 from ftpsource.errors import FileVanished, PermanentSourceError, TransientSourceError
-from ftpsource.paths import PathFilter
-from ftpsource.sources.base import Entry, adapter_for
-from ftpsource.sources.sftp import SftpSource
-from tests import servers
-from tests.adapters import Recorder, assert_no_secret, by_path
-from tests.servers import SftpServer
+from tests.support import servers
+from tests.support.adapters import Recorder, assert_no_secret, by_path
+from tests.support.servers import SftpServer
 
 Factory = Callable[[], contextlib.AbstractAsyncContextManager[SftpServer]]
 FACTORIES: dict[str, Factory] = {
@@ -52,9 +53,9 @@ def make_adapter(
     use_password: bool = True,
     use_key: bool = False,
     private_key: str | None = None,
-    known_hosts: Path | None | bool = True,
+    known_hosts: Path | bool | None = True,
     timeout_s: float = 10.0,
-) -> SftpSource:
+) -> SftpAdapter:
     config = parse_source_config(f"url: '{url or server.url()}'\n{extra}")
     hosts = server.known_hosts if known_hosts is True else (known_hosts or None)
     credentials = Credentials(
@@ -64,7 +65,7 @@ def make_adapter(
         known_hosts=hosts,
     )
     src = adapter_for(config, credentials, PathFilter(config.include, config.exclude, config.recursive))
-    assert isinstance(src, SftpSource)
+    assert isinstance(src, SftpAdapter)
     src.timeout_s = timeout_s
     return src
 
@@ -98,9 +99,6 @@ def build_tree(root: Path) -> list[Entry]:
     (root / "link to nested").symlink_to("nested")
     (root / "dangling link").symlink_to("nowhere")
     return sorted(expected, key=lambda e: e.path)
-
-
-
 
 
 # --- listing --------------------------------------------------------------------------------------
@@ -151,9 +149,7 @@ async def test_unreadable_subdirectory_is_reported_not_dropped() -> None:
         finally:
             (server.root / "nested").chmod(0o755)
     assert listing.unlisted_dirs == ["nested"]
-    assert {e.path for e in listing.entries} == {p for p in TREE if not p.startswith("nested/")} | {
-        "link to top.csv"
-    }
+    assert {e.path for e in listing.entries} == {p for p in TREE if not p.startswith("nested/")} | {"link to top.csv"}
 
 
 async def test_connection_dropped_mid_listing_raises_then_recovers() -> None:
@@ -262,7 +258,7 @@ async def test_digest_matches_hashlib(sftp_server: SftpServer) -> None:
     (sftp_server.root / "big file [1].bin").write_bytes(data)
     async with make_adapter(sftp_server) as src:
         for algorithm in ("sha256", "md5"):
-            digest = await src.digest("big file [1].bin", algorithm, None, len(data))  # type: ignore[arg-type]
+            digest = await src.digest("big file [1].bin", algorithm, None, len(data))
             assert digest.value == hashlib.new(algorithm, data).hexdigest()
             assert (digest.method, digest.size) == ("download", len(data))
         assert await src.server_digest("big file [1].bin", "sha256") is None
@@ -350,7 +346,7 @@ async def test_missing_root_is_a_permanent_root_error(sftp_server: SftpServer) -
 async def test_connection_refused_is_transient() -> None:
     port = servers.free_port()
     config = parse_source_config(f"url: sftp://user@127.0.0.1:{port}/\ninsecure_skip_host_key_check: true")
-    async with SftpSource(config, Credentials(password=Secret("pw")), PathFilter([], [], True)) as src:
+    async with SftpAdapter(config, Credentials(password=Secret("pw")), PathFilter([], [], True)) as src:
         with pytest.raises(TransientSourceError) as info:
             await src.list()
     assert info.value.kind == "connect"
@@ -359,7 +355,7 @@ async def test_connection_refused_is_transient() -> None:
 async def test_silent_server_times_out() -> None:
     async with servers.silent_server() as port:
         config = parse_source_config(f"url: sftp://user@127.0.0.1:{port}/\nhost_key: 'SHA256:{'A' * 43}'")
-        src = SftpSource(config, Credentials(password=Secret("pw")), PathFilter([], [], True), timeout_s=0.5)
+        src = SftpAdapter(config, Credentials(password=Secret("pw")), PathFilter([], [], True), timeout_s=0.5)
         async with src:
             started = time.monotonic()
             with pytest.raises(TransientSourceError) as info:

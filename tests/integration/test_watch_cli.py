@@ -18,7 +18,8 @@ def test_watch_prints_events_as_json_lines(tmp_path: Path) -> None:
     config.write_text(f"url: file://{root}\nstable_for: 200ms\npoll_interval: 1s\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ftpsource.cli", "watch", str(config), "--state", str(tmp_path / "w.db")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         assert proc.stdout is not None
@@ -46,7 +47,9 @@ def test_watch_bad_input_is_one_line(tmp_path: Path, config_text: str | None, ex
         config.write_text(config_text)
     r = subprocess.run(
         [sys.executable, "-m", "ftpsource.cli", "watch", str(config), "--state", str(tmp_path / "w.db")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert r.returncode != 0
     assert expected in r.stderr and "Traceback" not in r.stderr

@@ -60,8 +60,10 @@ def test_json_is_accepted() -> None:
         ("url: file:///x\nmarker: '{nope}.done'", "marker: unknown template field {nope}"),
         ("url: file:///x\nexpect: [{path: 'a_%Q.csv', schedule: '0 6 * * *'}]", "expect.0.path: unknown strftime"),
         ("url: file:///x\nexpect: [{path: a.csv, schedule: '61 6 * * *'}]", "expect.0.schedule: invalid cron"),
-        ("url: file:///x\nexpect: [{path: a.csv, schedule: '0 6 * * *', timezone: Mars/Base}]",
-         "expect.0.timezone: unknown timezone 'Mars/Base'"),
+        (
+            "url: file:///x\nexpect: [{path: a.csv, schedule: '0 6 * * *', timezone: Mars/Base}]",
+            "expect.0.timezone: unknown timezone 'Mars/Base'",
+        ),
         ("url: file:///x\nmax_connections: 0", "max_connections: "),
         ("url: [", "config: malformed YAML at line 1"),
         ("- a\n- b", "config: expected a mapping"),

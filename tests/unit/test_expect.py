@@ -5,9 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from ftpsource.config import ExpectRule
-from ftpsource.detect import FileRecord, State
-from ftpsource.expect import advance, match_arrival
-from ftpsource.store import Expectation
+from ftpsource.core.expect import RETAIN_S, advance, match_arrival, prunable
+from ftpsource.core.model import Expectation, FileRecord, State
 
 RULE = ExpectRule.model_validate({"path": "sales_%Y%m%d.csv", "schedule": "0 6 * * *", "grace": "30m"})
 
@@ -106,7 +105,6 @@ def test_unrelated_path_has_no_deadline() -> None:
 
 
 def test_settled_expectations_are_pruned_but_never_the_newest_of_a_rule() -> None:
-    from ftpsource.expect import RETAIN_S, prunable
 
     b = Book(since=ts(1, 5))
     b.at(ts(1, 5))
@@ -125,4 +123,4 @@ def test_settled_expectations_are_pruned_but_never_the_newest_of_a_rule() -> Non
         del b.x[(x.rule, x.period)]
     before = list(b.missing)
     b.at(later)  # pruning never makes advance() re-emit a settled period
-    assert b.missing[: len(before)] == before and set(b.missing[len(before):]).isdisjoint(before)
+    assert b.missing[: len(before)] == before and set(b.missing[len(before) :]).isdisjoint(before)

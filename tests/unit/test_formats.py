@@ -6,6 +6,7 @@ import bz2
 import gzip
 import hashlib
 import io
+import itertools
 import lzma
 import random
 import struct
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ftpsource.formats import SidecarDigest, SidecarError, parse_sidecar, verifier_for
+from ftpsource.core.formats import SidecarDigest, SidecarError, parse_sidecar, verifier_for
 
 MiB = 1024 * 1024
 
@@ -36,7 +37,7 @@ def verify(name: str, chunks: Iterable[bytes]) -> str | None:
 
 def split(data: bytes, cuts: Iterable[int]) -> list[bytes]:
     points = [0, *sorted(cuts), len(data)]
-    return [data[a:b] for a, b in zip(points, points[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
 # -- archive builders ------------------------------------------------------------------------------

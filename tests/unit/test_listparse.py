@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ftpsource.sources.listparse import ListEntry, parse_list_line, parse_mdtm, parse_mlsx_line
+from ftpsource.core.listing import ListEntry, parse_list_line, parse_mdtm, parse_mlsx_line
 
 NOW = datetime(2026, 11, 26, 15, 0, tzinfo=UTC)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 from ftpsource._proto import generic_pb2, generic_pb2_grpc
 from ftpsource._proto.generate import generate
@@ -19,7 +20,7 @@ def _load(path: Path, name: str) -> object:
 
 def test_stubs_are_generated_from_the_current_proto(tmp_path: Path) -> None:
     generate(tmp_path)
-    fresh = _load(tmp_path / "generic_pb2.py", "fresh_generic_pb2")
+    fresh: Any = _load(tmp_path / "generic_pb2.py", "fresh_generic_pb2")
     assert fresh.DESCRIPTOR.serialized_pb == generic_pb2.DESCRIPTOR.serialized_pb, "run `make proto`"
     committed = (Path(generic_pb2_grpc.__file__)).read_text()
     regenerated = (tmp_path / "generic_pb2_grpc.py").read_text()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from ftpsource.config import ExpectRule, SourceConfig
-from ftpsource.events import EVENT_TYPES
+from ftpsource.core.events import EVENT_TYPES
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -21,8 +21,8 @@ def _blocks(lang: str) -> list[str]:
 
 
 def _table_keys(after: str) -> list[str]:
-    section = README[README.index(after):]
-    rows = []
+    section = README[README.index(after) :]
+    rows: list[str] = []
     for line in section.splitlines()[1:]:
         if rows and not line.startswith("|"):
             break
@@ -70,8 +70,20 @@ def test_json_example_parses_and_has_every_ready_field() -> None:
     (block,) = _blocks("json")
     event = json.loads(block)
     assert set(event["data"]) >= {
-        "source_id", "url", "path", "name", "size", "mtime", "checksum", "reason", "generation", "previous",
-        "late", "deadline", "first_seen", "stable_since",
+        "source_id",
+        "url",
+        "path",
+        "name",
+        "size",
+        "mtime",
+        "checksum",
+        "reason",
+        "generation",
+        "previous",
+        "late",
+        "deadline",
+        "first_seen",
+        "stable_since",
     }
 
 
@@ -95,3 +107,21 @@ def test_serve_flags_are_documented() -> None:
     flags = {o for a in serve._actions for o in a.option_strings if o.startswith("--")} - {"--help", "--debug"}
     documented = set(re.findall(r"\| `(--[a-z-]+)`", README)) | set(re.findall(r", `(--[a-z-]+)` \|", README))
     assert flags == documented
+
+
+def test_layout_matches_the_package_tree() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    block = README[README.index("Layout:") :]
+    block = block[block.index("```\n") + 4 :]
+    block = block[: block.index("```")]
+    package = block[block.index("ftpsource/\n") : block.index("\ntests/")]
+    named_dirs = set(re.findall(r"^  ([a-z_]+)/", package, flags=re.M))
+    named_files = set(re.findall(r"(?<![\w/])([a-z_]+\.py)\b", package.split("adapters/", 1)[1]))
+    actual_dirs = {p.name for p in (repo / "ftpsource").iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    actual_files = {p.name for p in (repo / "ftpsource").glob("*.py") if p.name != "__init__.py"}
+    assert named_dirs == actual_dirs, "README layout: packages differ from ftpsource/"
+    assert named_files == actual_files, "README layout: top-level modules differ from ftpsource/"
+    core = package[package.index("core/") : package.index("adapters/")]
+    core_modules = {p.stem for p in (repo / "ftpsource" / "core").glob("*.py") if p.name != "__init__.py"}
+    missing = {m for m in core_modules if not re.search(rf"\b{m}\b", core)}
+    assert not missing, f"README layout does not name core modules {sorted(missing)}"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ftpsource.detect import FileRecord, State
+from ftpsource.core.model import FileRecord, State
 from ftpsource.errors import StateError
 from ftpsource.store import NewEvent, Store
 
@@ -23,8 +23,14 @@ def test_records_and_outbox_commit_together(tmp_path: Path) -> None:
     s = Store(tmp_path / "s.db")
     first, _ = s.begin_source("src", "file:///x", 1.0)
     assert first
-    s.commit("src", [rec("a", State.READY, generation=1, ready_checksum="c")], (),
-             [NewEvent("id1", "ready", "a", b"{}")], now=5.0, initialized=True)
+    s.commit(
+        "src",
+        [rec("a", State.READY, generation=1, ready_checksum="c")],
+        (),
+        [NewEvent("id1", "ready", "a", b"{}")],
+        now=5.0,
+        initialized=True,
+    )
     assert s.load_records("src")["a"].ready_checksum == "c"
     rows = s.undelivered("src")
     assert [r.event_id for r in rows] == ["id1"]

@@ -15,7 +15,7 @@ from urllib.parse import quote
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from .detect import EventSpec, version_identity
+from .model import EventSpec, version_identity
 
 __all__ = ["EVENT_TYPES", "SourceInfo", "encode_event", "event_id", "rfc3339"]
 
@@ -92,9 +92,7 @@ def _data(info: SourceInfo, spec: EventSpec) -> dict[str, Any]:
     if spec.previous is not None:
         prev_sum, prev_size, prev_mtime = spec.previous
         previous = {
-            "checksum": (
-                {"algorithm": info.algorithm, "value": prev_sum} if prev_sum and info.algorithm else None
-            ),
+            "checksum": ({"algorithm": info.algorithm, "value": prev_sum} if prev_sum and info.algorithm else None),
             "size": prev_size,
             "mtime": rfc3339(prev_mtime),
         }

@@ -14,82 +14,36 @@ import hashlib
 import queue
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
-from typing import ClassVar, Literal, Protocol, Self
+from typing import ClassVar, Literal, Self
 
 from ..config import SourceConfig
+from ..core.detect import VerifyRequest
+from ..core.formats import verifier_for
+from ..core.model import Algorithm, Digest, Entry, Listing, Verifier
+from ..core.paths import PathFilter
+from ..core.verify import build_verifier
 from ..credentials import Credentials
 from ..errors import FileVanished
-from ..paths import PathFilter
 
 __all__ = [
     "CHUNK_SIZE",
-    "Digest",
-    "Entry",
-    "Listing",
-    "Source",
-    "Verifier",
-    "adapter_for",
+    "Adapter",
+    "AdapterFactory",
+    "Verification",
+    "adapter_factory",
     "register",
+    "verify_version",
 ]
 
 CHUNK_SIZE = 1024 * 1024
 HASH_QUEUE = 8
 # A worker waits on its own file's chunks only, so a full pool delays hashing but cannot deadlock.
 _HASH_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ftpsource-hash")
-Algorithm = Literal["sha256", "md5"]
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One regular file as listed. ``mtime`` is seconds since the epoch (UTC).
-
-    Adapters must return the same ``(size, mtime)`` for an unchanged file on every listing, even when
-    the protocol only gives coarse times (FTP LIST), so a precision change is never read as a new version.
-    """
-
-    path: str
-    size: int
-    mtime: float
-
-
-@dataclass(slots=True)
-class Listing:
-    """A listing of the tree, complete except for ``unlisted_dirs``.
-
-    ``warnings`` name lines or entries that were skipped. ``unlisted_dirs`` are directories (relative,
-    no trailing slash) that could not be read; records under them are kept as they are, never read as
-    deleted. An adapter raises instead when the root itself or the connection fails.
-    """
-
-    entries: list[Entry]
-    warnings: list[str] = field(default_factory=list)
-    unlisted_dirs: list[str] = field(default_factory=list)
-
-
-class Verifier(Protocol):
-    """Fed every chunk while hashing; ``finish`` returns a problem description or None (see formats.py)."""
-
-    def update(self, chunk: bytes) -> None: ...
-
-    def finish(self) -> str | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Digest:
-    """The outcome of reading a file completely."""
-
-    algorithm: Algorithm | None
-    value: str | None
-    method: Literal["local", "download", "server"]
-    size: int
-    problem: str | None = None
-    #: the file's mtime right after reading, when the adapter knows it (saves the caller a stat)
-    mtime: float | None = None
-
-
-class Source(abc.ABC):
+class Adapter(abc.ABC):
     """A protocol adapter. Use as ``async with adapter_for(config, creds, filter) as src: ...``."""
 
     scheme: ClassVar[str]
@@ -201,14 +155,14 @@ class Source(abc.ABC):
         return bytes(out)
 
 
-AdapterFactory = Callable[[SourceConfig, Credentials, PathFilter], Source]
+AdapterFactory = Callable[[SourceConfig, Credentials, PathFilter], Adapter]
 _REGISTRY: dict[str, AdapterFactory] = {}
 
 
-def register(*schemes: str) -> Callable[[type[Source]], type[Source]]:
+def register(*schemes: str) -> Callable[[type[Adapter]], type[Adapter]]:
     """Class decorator: make an adapter available for URL schemes."""
 
-    def deco(cls: type[Source]) -> type[Source]:
+    def deco(cls: type[Adapter]) -> type[Adapter]:
         for scheme in schemes:
             _REGISTRY[scheme] = cls
         return cls
@@ -216,14 +170,45 @@ def register(*schemes: str) -> Callable[[type[Source]], type[Source]]:
     return deco
 
 
-def adapter_for(config: SourceConfig, credentials: Credentials, path_filter: PathFilter) -> Source:
-    """Instantiate the adapter for the config's URL scheme."""
-    from . import load_adapters
-
-    load_adapters()
-    scheme = config.parsed_url.scheme
+def adapter_factory(scheme: str) -> AdapterFactory:
+    """The registered adapter class for a URL scheme."""
     try:
-        factory = _REGISTRY[scheme]
+        return _REGISTRY[scheme]
     except KeyError:
         raise ValueError(f"no adapter for scheme {scheme!r}") from None
-    return factory(config, credentials, path_filter)
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """What reading one version found: ``digest`` is None when the file changed or vanished while
+    being read (``vanished`` says how); ``after`` is the file as it stood right after reading."""
+
+    digest: Digest | None
+    after: Entry | None
+    sidecar_problem: str | None
+    vanished: str | None
+
+
+async def verify_version(
+    adapter: Adapter, req: VerifyRequest, checksum: Algorithm | None, validate: bool
+) -> Verification:
+    """Read a version once: its sidecar (if any), then every byte through the hash and verifiers.
+
+    Raises ``SourceError`` when the server fails; a file that changes or vanishes is not an error.
+    """
+    path = req.record.path
+    verifier = verifier_for(path) if validate else None
+    sidecar_problem: str | None = None
+    if req.sidecar_path is not None:
+        try:
+            content: bytes | None = await adapter.read_small(req.sidecar_path)
+        except FileVanished:
+            content = None
+        verifier, sidecar_problem = build_verifier(verifier, content, path, req.sidecar_path)
+    try:
+        digest = await adapter.digest(path, checksum, verifier, req.entry.size)
+    except FileVanished as exc:
+        return Verification(None, await adapter.stat(path), sidecar_problem, str(exc))
+    if digest.mtime is not None:
+        return Verification(digest, Entry(path, digest.size, digest.mtime), sidecar_problem, None)
+    return Verification(digest, await adapter.stat(path), sidecar_problem, None)

@@ -24,20 +24,7 @@ from ftpsource.config import ServerSettings
 from ftpsource.metrics import Metrics
 from ftpsource.server import RunningServer, start_server
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-class ShiftedClock:
-    """Real time plus an offset that tests move forward: time keeps flowing, deadlines come at once."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
+REPO = Path(__file__).resolve().parents[2]
 
 
 @contextlib.asynccontextmanager
@@ -166,9 +153,24 @@ class ServerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         start_at = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ftpsource.cli", "serve", "--listen", "127.0.0.1:0",
-             "--metrics-listen", "", "--state", str(self.state), "--log-format", "json", *self.extra],
-            stdout=subprocess.DEVNULL, stderr=self._log, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            [
+                sys.executable,
+                "-m",
+                "ftpsource.cli",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "",
+                "--state",
+                str(self.state),
+                "--log-format",
+                "json",
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -279,5 +281,3 @@ class Proxy:
         assert self.server is not None
         self.server.close()
         await self.server.wait_closed()
-
-

@@ -8,7 +8,7 @@ Listing walks the tree with ``CWD`` + ``MLSD``, falling back to ``LIST`` (parsed
 servers without MLSD. ``LIST`` times are coarse (minute or day), so exact times come from ``MDTM``
 where the server has it, asked only when a file's ``(size, LIST time)`` changes; an unchanged file
 gets the same ``Entry`` on every poll. A transfer abandoned part-way leaves the control connection in
-an unknown state (aioftp issue #201), so that connection is discarded rather than reused.
+an unknown state in aioftp (it may still owe a reply), so that connection is discarded rather than reused.
 
 Every network step runs under ``timeout_s``; failures are translated at this boundary into
 ``ftpsource.errors`` types, and their messages never contain the password.
@@ -24,21 +24,22 @@ import posixpath
 import re
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import aioftp
 
 from ..config import SourceConfig
+from ..core.listing import ListEntry, parse_list_line, parse_mdtm, parse_mlsx_line
+from ..core.model import Algorithm, Entry, Listing
+from ..core.paths import PathFilter
 from ..credentials import Credentials
 from ..errors import FileVanished, PermanentSourceError, SourceError, TransientSourceError
-from ..paths import PathFilter
-from .base import CHUNK_SIZE, Algorithm, Entry, Listing, register
-from .listparse import ListEntry, parse_list_line, parse_mdtm, parse_mlsx_line
-from .remote import RemoteSource
+from .base import CHUNK_SIZE, register
+from .remote import RemoteAdapter
 
-__all__ = ["FtpSource"]
+__all__ = ["FtpAdapter"]
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ async def _close_writer(writer: asyncio.StreamWriter) -> None:
 
 
 @register("ftp", "ftps")
-class FtpSource(RemoteSource):
+class FtpAdapter(RemoteAdapter):
     """FTP/FTPS adapter. ``timeout_s`` bounds every network step (connect, command, chunk)."""
 
     scheme = "ftp"
@@ -217,7 +218,7 @@ class FtpSource(RemoteSource):
         self._list_command = "LIST -a"
         self._mdtm_ok = True
         self._memo: dict[str, _Memo] = {}
-        #: counters for tests and debugging
+        #: commands sent, for debugging
         self.stats: collections.Counter[str] = collections.Counter()
 
     # errors ------------------------------------------------------------------------------------------
@@ -564,13 +565,9 @@ class FtpSource(RemoteSource):
                 features = conn.features
                 absolute = self._abs(path)
                 if features.has("MLST"):
-                    try:
-                        async with asyncio.timeout(self.timeout_s):
-                            _, info = await conn.cmd(f"MLST {absolute}", "2xx")
-                    except aioftp.StatusCodeError as exc:
-                        if _refused(exc):
-                            return None
-                        raise
+                    info = await self._ask(conn, f"MLST {absolute}", "2xx")
+                    if info is None:
+                        return None
                     facts = [line for line in info[1:] if line.startswith(" ") and "=" in line]
                     if not facts:
                         return None
@@ -579,13 +576,9 @@ class FtpSource(RemoteSource):
                         return None
                     return Entry(path, entry.size, entry.mtime)
                 if self._mdtm_ok and features.has("MDTM") and features.has("SIZE"):
-                    try:
-                        async with asyncio.timeout(self.timeout_s):
-                            _, info = await conn.cmd(f"SIZE {absolute}", "213")
-                    except aioftp.StatusCodeError as exc:
-                        if _refused(exc):
-                            return None
-                        raise
+                    info = await self._ask(conn, f"SIZE {absolute}", "213")
+                    if info is None:
+                        return None
                     size = int(info[-1].strip())
                     mtime = await self._mdtm(conn, path)
                     if mtime is not None:
@@ -593,6 +586,17 @@ class FtpSource(RemoteSource):
                     if self._mdtm_ok:
                         return None  # vanished between SIZE and MDTM
                 return await self._stat_by_listing(conn, path)
+
+    async def _ask(self, conn: _Connection, command: str, expected: str) -> Sequence[str] | None:
+        """A command's reply lines, or None when the server says the thing is not there for us."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                _, info = await conn.cmd(command, expected)
+        except aioftp.StatusCodeError as exc:
+            if _refused(exc):
+                return None
+            raise
+        return info
 
     async def _stat_by_listing(self, conn: _Connection, path: str) -> Entry | None:
         parent, name = posixpath.split(path)

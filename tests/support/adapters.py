@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ftpsource.sources.base import Entry
+from ftpsource.core.model import Entry
 
 
 def by_path(entries: list[Entry]) -> list[Entry]:

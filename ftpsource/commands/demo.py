@@ -13,6 +13,7 @@ arrived, with the expected fields, and nothing else did.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import gzip
@@ -33,7 +34,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BEHAVIOURS", "Checklist", "Expected", "run_demo"]
+import aioftp
+import grpc
+
+from .._proto import generic_pb2, generic_pb2_grpc
+from ..clock import ShiftedClock
+from ..config import ServerSettings, parse_source_config
+from ..errors import FtpsourceError
+from ..metrics import Metrics
+from ..server import start_server
+from ..store import Store
+from .common import add_common
+
+__all__ = ["BEHAVIOURS", "Checklist", "Expected", "add_parser", "run", "run_demo"]
 
 EVENT_NAME = "demo"
 USER = "demo"
@@ -42,8 +55,8 @@ STABLE_FOR = "1s"
 POLL_INTERVAL = "1s"
 GRACE_MIN = 2
 WAIT_S = 15.0  # for any single expected thing
-SCRIPT_TIMEOUT_S = 100.0  # for the whole script; the test runs the demo with 120 s
-BREAK_ENV = "FTPSOURCE_DEMO_BREAK"  # hidden: "identical" makes step 3 wrong on purpose (tests)
+SCRIPT_TIMEOUT_S = 100.0  # for the whole script
+BREAK_ENV = "FTPSOURCE_DEMO_BREAK"  # hidden: "identical" makes step 3 wrong on purpose, to show a failing checklist
 
 #: (key, summary line) in the order the demo shows them.
 BEHAVIOURS: tuple[tuple[str, str], ...] = (
@@ -60,7 +73,7 @@ _ABSENT = object()
 
 
 # --------------------------------------------------------------------------------------------------
-# The checklist: pure bookkeeping, no I/O (unit-tested directly).
+# The checklist: pure bookkeeping, no I/O.
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class Expected:
@@ -244,19 +257,6 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class DemoClock:
-    """Real time plus an offset the demo moves forward: time keeps flowing, deadlines come at once."""
-
-    def __init__(self, start: float) -> None:
-        self.offset = start - time.time()
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-
 def demo_start(now: float) -> float:
     """05:58:30 UTC of today or tomorrow (never in the past): the 06:00 deadline is 90 s away."""
     day = datetime.fromtimestamp(now, UTC).replace(hour=5, minute=58, second=30, microsecond=0)
@@ -298,7 +298,7 @@ class Demo:
         self.files = Files.make()
         self.broken = os.environ.get(BREAK_ENV, "")
         self.password = secrets.token_urlsafe(12)
-        self.clock = DemoClock(demo_start(time.time()))
+        self.clock = ShiftedClock(demo_start(time.time()))
         self.day = datetime.fromtimestamp(self.clock(), UTC).replace(hour=6, minute=0, second=0)
         self.ftp_root = tmp / "ftp"
         self.creds = tmp / "creds"
@@ -337,8 +337,6 @@ class Demo:
 
     # setup -------------------------------------------------------------------------------------
     async def start_ftp(self) -> None:
-        import aioftp
-
         self.ftp_root.mkdir()
         user = aioftp.User(USER, self.password, base_path=self.ftp_root, home_path="/")
         self.ftp_server = aioftp.Server([user])
@@ -363,19 +361,10 @@ class Demo:
             "reject_after: 10m\n"
         )
         if expect:
-            text += (
-                "expect:\n"
-                '  - path: "sales_%Y%m%d.csv"\n'
-                '    schedule: "0 6 * * *"\n'
-                f"    grace: {GRACE_MIN}m\n"
-            )
+            text += f'expect:\n  - path: "sales_%Y%m%d.csv"\n    schedule: "0 6 * * *"\n    grace: {GRACE_MIN}m\n'
         return text
 
     async def start_ftpsource(self, port: int = 0) -> None:
-        from .config import ServerSettings
-        from .errors import FtpsourceError
-        from .metrics import Metrics
-        from .server import start_server
 
         settings = ServerSettings(
             listen=f"127.0.0.1:{port}", metrics_listen=None, state=self.state, credentials_dir=self.creds
@@ -394,9 +383,6 @@ class Demo:
 
     async def connect(self) -> None:
         """Open a StartEventSource stream as Argo's generic EventSource does."""
-        import grpc
-
-        from ._proto import generic_pb2, generic_pb2_grpc
 
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.grpc_port}")
         stub = generic_pb2_grpc.EventingStub(self.channel)  # type: ignore[no-untyped-call]
@@ -418,8 +404,6 @@ class Demo:
         self.call = self.channel = self.pump = None
 
     async def _pump(self, call: Any, number: int) -> None:
-        import grpc
-
         try:
             async for msg in call:
                 try:
@@ -453,8 +437,6 @@ class Demo:
     # helpers -----------------------------------------------------------------------------------
     async def upload(self, name: str, data: bytes, *, chunks: int = 1, pause: float = 0.0) -> None:
         """A real FTP upload (STOR) to the embedded server, optionally slow: chunks with pauses."""
-        import aioftp
-
         # The server lists mtimes to the second: keep rewrites of one name at least a second apart.
         since = time.monotonic() - self.uploaded_at.get(name, -10.0)
         if since < 1.1:
@@ -497,8 +479,6 @@ class Demo:
 
     # the script --------------------------------------------------------------------------------
     async def setup(self) -> None:
-        from .config import parse_source_config
-        from .store import Store
 
         await self.start_ftp()
         self.config_text = self.source_config()
@@ -542,7 +522,10 @@ class Demo:
         self.check.active = "slow"
         data = self.files.report_v1
         exp = self.check.expect(
-            "slow", "ready", "report.csv", "complete after slow upload",
+            "slow",
+            "ready",
+            "report.csv",
+            "complete after slow upload",
             {"reason": "new", "generation": 1, "size": len(data), "checksum.value": sha256(data)},
         )
         self.say(f"uploading report.csv slowly ({len(data):,} bytes)")
@@ -572,7 +555,10 @@ class Demo:
             self.check.fail("partial", "ftpsource did not flag the truncated file within 15s")
             self.say("✗ ftpsource did not flag the truncated file")
         exp = self.check.expect(
-            "partial", "ready", "orders.csv.gz", "the complete file, reported once",
+            "partial",
+            "ready",
+            "orders.csv.gz",
+            "the complete file, reported once",
             {"reason": "new", "generation": 1, "size": len(full), "checksum.value": sha256(full)},
         )
         self.say("uploading the complete orders.csv.gz")
@@ -596,8 +582,11 @@ class Demo:
         def reverified() -> bool:
             rec = self.record("report.csv")
             return (
-                rec is not None and before is not None and rec.state == "ready"
-                and rec.mtime != before.mtime and rec.ready_mtime == rec.mtime
+                rec is not None
+                and before is not None
+                and rec.state == "ready"
+                and rec.mtime != before.mtime
+                and rec.ready_mtime == rec.mtime
             )
 
         if not await self.until(reverified):
@@ -622,9 +611,16 @@ class Demo:
         self.check.active = "corrected"
         v1, v2 = self.files.report_v1, self.files.report_v2
         exp = self.check.expect(
-            "corrected", "ready", "report.csv", "new bytes: the workflow runs again",
-            {"reason": "reupload", "generation": 2, "checksum.value": sha256(v2),
-             "previous.checksum.value": sha256(v1)},
+            "corrected",
+            "ready",
+            "report.csv",
+            "new bytes: the workflow runs again",
+            {
+                "reason": "reupload",
+                "generation": 2,
+                "checksum.value": sha256(v2),
+                "previous.checksum.value": sha256(v1),
+            },
         )
         self.say("uploading the corrected report.csv")
         await self.upload("report.csv", v2)
@@ -634,17 +630,23 @@ class Demo:
         name = f"sales_{self.day:%Y%m%d}.csv"
         self.section(
             "5. Expected file missing at its deadline, then arriving late",
-            f'The config expects sales_%Y%m%d.csv every day by 06:00 UTC (+{GRACE_MIN}m grace): today {name}.',
+            f"The config expects sales_%Y%m%d.csv every day by 06:00 UTC (+{GRACE_MIN}m grace): today {name}.",
             "It has not arrived. Rather than wait, the demo fast-forwards the server's clock.",
         )
         self.check.active = "late"
         deadline = self.day.timestamp()
         missing = self.check.expect(
-            "late", "missing", name, "not there at its deadline",
+            "late",
+            "missing",
+            name,
+            "not there at its deadline",
             {"expected_path": name, "deadline": f"{self.day:%Y-%m-%dT%H:%M:%S}Z"},
         )
         late = self.check.expect(
-            "late", "ready", name, "arrived after the deadline",
+            "late",
+            "ready",
+            name,
+            "arrived after the deadline",
             {"reason": "new", "generation": 1, "late": True, "checksum.value": sha256(self.files.sales)},
         )
         target = deadline + GRACE_MIN * 60 + 1
@@ -680,7 +682,10 @@ class Demo:
         await self.disconnect()
         self.closing = False
         exp = self.check.expect(
-            "restart", "ready", "inventory.csv", "uploaded while ftpsource was down",
+            "restart",
+            "ready",
+            "inventory.csv",
+            "uploaded while ftpsource was down",
             {"reason": "new", "generation": 1, "checksum.value": sha256(self.files.inventory)},
         )
         self.say("uploading inventory.csv while ftpsource is down")
@@ -702,8 +707,14 @@ class Demo:
 
     async def script(self) -> None:
         await self.setup()
-        for step in (self.step_slow, self.step_partial, self.step_identical, self.step_corrected,
-                     self.step_late, self.step_restart):
+        for step in (
+            self.step_slow,
+            self.step_partial,
+            self.step_identical,
+            self.step_corrected,
+            self.step_late,
+            self.step_restart,
+        ):
             await step()
         self.check.active = None
 
@@ -821,3 +832,16 @@ def run_demo(keep_running: bool = False, show_logs: bool = False) -> int:
             return 1
         except KeyboardInterrupt:
             return 130
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_demo(keep_running=args.keep_running, show_logs=args.debug)
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = sub.add_parser("demo", help="embedded FTP server, gRPC server and scripted uploads (under a minute)")
+    demo.add_argument(
+        "--keep-running", action="store_true", help="leave the servers up afterwards and print how to use them"
+    )
+    add_common(demo)
+    demo.set_defaults(handler=run)

@@ -13,17 +13,17 @@ import logging
 from collections.abc import Iterator
 
 from ..config import SourceConfig
+from ..core.paths import PathFilter
 from ..credentials import Credentials
 from ..errors import SourceError, TransientSourceError
-from ..paths import PathFilter
-from .base import Source
+from .base import Adapter
 
-__all__ = ["RemoteSource"]
+__all__ = ["RemoteAdapter"]
 
 log = logging.getLogger(__name__)
 
 
-class RemoteSource(Source):
+class RemoteAdapter(Adapter):
     """Base of network adapters. ``timeout_s`` bounds every network step (connect, command, chunk)."""
 
     default_port: int = 0
@@ -77,7 +77,7 @@ class RemoteSource(Source):
             return TransientSourceError(self._scrub(f"{where}: {action}: {reason}"), kind="connect")
         return None
 
-    def _on_error(self, mapped: SourceError, exc: BaseException) -> None:  # noqa: B027 - optional hook
+    def _on_error(self, mapped: SourceError, exc: BaseException) -> None:
         """Called before a translated error is raised (e.g. to drop a broken connection)."""
 
     @contextlib.contextmanager

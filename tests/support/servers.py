@@ -37,6 +37,8 @@ from urllib.parse import quote
 import asyncssh
 import pytest
 
+from tests.support import REQUIRE_REAL_SERVERS
+
 __all__ = [
     "REAL_SERVERS_REQUIRED",
     "FtpServer",
@@ -53,8 +55,8 @@ __all__ = [
     "vsftpd_server",
 ]
 
-REAL_SERVERS_REQUIRED = os.environ.get("FTPSOURCE_REQUIRE_REAL_SERVERS") == "1"
-REPO = Path(__file__).resolve().parent.parent
+REAL_SERVERS_REQUIRED = REQUIRE_REAL_SERVERS
+REPO = Path(__file__).resolve().parents[2]
 PROFTPD_DIR = Path(os.environ.get("FTPSOURCE_PROFTPD_DIR", REPO / ".cache" / "proftpd"))
 TEST_USER = "ftpsourcetest"
 # Shared by every test process on this machine, so concurrent runs do not reset each other's password.
@@ -239,9 +241,15 @@ def make_tls_files(directory: Path, hostnames: tuple[str, ...] = ("localhost", H
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -274,9 +282,7 @@ def make_tls_files(directory: Path, hostnames: tuple[str, ...] = ("localhost", H
     files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     files.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     files.key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     files.key_file.chmod(0o600)
     return files

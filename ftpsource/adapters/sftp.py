@@ -24,13 +24,14 @@ import asyncssh
 from asyncssh.constants import FILEXFER_TYPE_DIRECTORY, FILEXFER_TYPE_REGULAR, FILEXFER_TYPE_SYMLINK
 
 from ..config import SourceConfig
+from ..core.model import Entry, Listing
+from ..core.paths import PathFilter
 from ..credentials import Credentials
 from ..errors import FileVanished, PermanentSourceError, SourceError, TransientSourceError
-from ..paths import PathFilter
-from .base import CHUNK_SIZE, Entry, Listing, register
-from .remote import RemoteSource
+from .base import CHUNK_SIZE, register
+from .remote import RemoteAdapter
 
-__all__ = ["SftpSource"]
+__all__ = ["SftpAdapter"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def _no_known_hosts(
 
 
 @register("sftp")
-class SftpSource(RemoteSource):
+class SftpAdapter(RemoteAdapter):
     """SFTP adapter. ``timeout_s`` bounds every network step (connect, each request, each chunk)."""
 
     scheme = "sftp"
@@ -91,7 +92,7 @@ class SftpSource(RemoteSource):
         self._connect_lock = asyncio.Lock()
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
-        #: counters for tests and debugging
+        #: requests sent, for debugging
         self.stats: collections.Counter[str] = collections.Counter()
 
     # errors ------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import hashlib
 import posixpath
 
 from .formats import SidecarError, parse_sidecar
-from .sources.base import Verifier
+from .model import Verifier
 
 __all__ = ["CombinedVerifier", "SidecarVerifier", "build_verifier"]
 
@@ -29,10 +29,7 @@ class SidecarVerifier:
         actual = self._hasher.hexdigest()
         if actual == self._expected:
             return None
-        return (
-            f"{self._algorithm} mismatch with sidecar {self._sidecar_name}: "
-            f"expected {self._expected}, got {actual}"
-        )
+        return f"{self._algorithm} mismatch with sidecar {self._sidecar_name}: expected {self._expected}, got {actual}"
 
 
 class CombinedVerifier:

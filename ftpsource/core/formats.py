@@ -1,6 +1,6 @@
 """Integrity checks of file contents by extension, and parsing of sidecar checksum files.
 
-Pure code, no I/O. A verifier (see ``Verifier`` in ``sources/base.py``) is fed every chunk of a file
+Pure code, no I/O. A verifier (see ``Verifier`` in ``model.py``) is fed every chunk of a file
 while the file is hashed, then ``finish`` says whether the bytes form a *complete* file of their format,
 returning a short problem description (``"truncated gzip: no end of stream"``) or None.
 
@@ -22,10 +22,9 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import ClassVar, Literal
 
-if TYPE_CHECKING:
-    from .sources.base import Verifier
+from .model import Verifier
 
 __all__ = ["SidecarDigest", "SidecarError", "parse_sidecar", "verifier_for"]
 

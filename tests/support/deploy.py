@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -15,11 +14,13 @@ from typing import Any
 
 import pytest
 
+from tests.support import REQUIRE_REAL_SERVERS
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 # CI lays shared/ beside the clone, as it is beside the work tree here.
 SCHEMAS = Path(__file__).resolve().parents[2].parent / "shared" / "schemas"
-REQUIRE_TOOLS = os.environ.get("FTPSOURCE_REQUIRE_REAL_SERVERS") == "1"
+REQUIRE_TOOLS = REQUIRE_REAL_SERVERS
 
 # Components (kustomize 3.7) and `labels[].includeTemplates` (kustomize 5.0) are used by deploy/.
 MIN_KUSTOMIZE = (5, 0)

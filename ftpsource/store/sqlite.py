@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
 
-from .detect import FileRecord, State
-from .errors import StateError
+from ..core.model import Expectation, FileRecord, State
+from ..errors import StateError
 
-__all__ = ["AsyncStore", "Expectation", "HistoryRow", "NewEvent", "OutboxRow", "SourceRow", "Store"]
+__all__ = ["AsyncStore", "HistoryRow", "NewEvent", "OutboxRow", "SourceRow", "Store"]
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -128,15 +128,6 @@ class SourceRow:
 
 
 @dataclass(frozen=True, slots=True)
-class Expectation:
-    rule: str
-    period: str
-    path: str
-    deadline: float
-    state: str  # open | met | missing
-
-
-@dataclass(frozen=True, slots=True)
 class NewEvent:
     event_id: str
     type: str
@@ -146,16 +137,38 @@ class NewEvent:
 
 def _record_row(source_id: str, r: FileRecord) -> tuple[Any, ...]:
     return (
-        source_id, r.path, r.size, r.mtime, r.state.value, r.first_seen, r.stable_since, r.generation,
-        r.ready_checksum, r.ready_size, r.ready_mtime, r.problem, r.problem_since, r.checked,
+        source_id,
+        r.path,
+        r.size,
+        r.mtime,
+        r.state.value,
+        r.first_seen,
+        r.stable_since,
+        r.generation,
+        r.ready_checksum,
+        r.ready_size,
+        r.ready_mtime,
+        r.problem,
+        r.problem_since,
+        r.checked,
     )
 
 
 def _to_record(r: tuple[Any, ...]) -> FileRecord:
     return FileRecord(
-        path=r[0], size=r[1], mtime=r[2], state=State(r[3]), first_seen=r[4], stable_since=r[5],
-        generation=r[6], ready_checksum=r[7], ready_size=r[8], ready_mtime=r[9], problem=r[10],
-        problem_since=r[11], checked=r[12],
+        path=r[0],
+        size=r[1],
+        mtime=r[2],
+        state=State(r[3]),
+        first_seen=r[4],
+        stable_since=r[5],
+        generation=r[6],
+        ready_checksum=r[7],
+        ready_size=r[8],
+        ready_mtime=r[9],
+        problem=r[10],
+        problem_since=r[11],
+        checked=r[12],
     )
 
 
@@ -381,14 +394,11 @@ class Store:
                 n = db.execute("DELETE FROM files WHERE source_id=?", (source_id,)).rowcount
             else:
                 n = sum(
-                    db.execute("DELETE FROM files WHERE source_id=? AND path=?", (source_id, p)).rowcount
-                    for p in paths
+                    db.execute("DELETE FROM files WHERE source_id=? AND path=?", (source_id, p)).rowcount for p in paths
                 )
             if reset_source:
                 db.execute("DELETE FROM expectations WHERE source_id=?", (source_id,))
-                db.execute(
-                    "UPDATE outbox SET delivered=COALESCE(delivered, -1) WHERE source_id=?", (source_id,)
-                )
+                db.execute("UPDATE outbox SET delivered=COALESCE(delivered, -1) WHERE source_id=?", (source_id,))
                 db.execute(
                     "UPDATE sources SET initialized=NULL, first_start=?, last_error=NULL WHERE id=?",
                     (time.time(), source_id),

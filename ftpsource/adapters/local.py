@@ -19,10 +19,11 @@ from collections.abc import AsyncGenerator, Callable
 
 from watchfiles import awatch
 
+from ..core.model import Algorithm, Digest, Entry, Listing, Verifier
 from ..errors import FileVanished, PermanentSourceError, TransientSourceError
-from .base import CHUNK_SIZE, Algorithm, Digest, Entry, Listing, Source, Verifier, register
+from .base import CHUNK_SIZE, Adapter, register
 
-__all__ = ["LocalSource"]
+__all__ = ["LocalAdapter"]
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def _open_dir(path: str) -> tuple[int, os._ScandirIterator[str]]:
 
 
 @register("file")
-class LocalSource(Source):
+class LocalAdapter(Adapter):
     scheme = "file"
     read_method = "local"
 
@@ -228,9 +229,7 @@ class LocalSource(Source):
             raise FileVanished(f"{path}: replaced while being read")
         problem = verifier.finish() if verifier is not None else None
         # The state after reading comes back with the digest: the watcher needs no second stat.
-        return Digest(
-            algorithm, hasher.hexdigest() if hasher else None, "local", total, problem, mtime=after.st_mtime
-        )
+        return Digest(algorithm, hasher.hexdigest() if hasher else None, "local", total, problem, mtime=after.st_mtime)
 
     async def digest(
         self, path: str, algorithm: Algorithm | None, verifier: Verifier | None, expected_size: int
@@ -238,15 +237,21 @@ class LocalSource(Source):
         return await asyncio.to_thread(self._digest_sync, path, algorithm, verifier, expected_size)
 
     # change notification -------------------------------------------------------------------------------
-    async def __aenter__(self) -> LocalSource:
+    async def __aenter__(self) -> LocalAdapter:
         self._watch_task = asyncio.create_task(self._watch(), name=f"watch {self.root}")
         return self
 
     async def _watch(self) -> None:
         try:
             async for _ in awatch(
-                self.root, stop_event=self._stop, debounce=200, step=50, recursive=self.path_filter.recursive,
-                rust_timeout=1000, yield_on_timeout=False, ignore_permission_denied=True,
+                self.root,
+                stop_event=self._stop,
+                debounce=200,
+                step=50,
+                recursive=self.path_filter.recursive,
+                rust_timeout=1000,
+                yield_on_timeout=False,
+                ignore_permission_denied=True,
             ):
                 self._changed.set()
         except (OSError, RuntimeError) as exc:

@@ -1,6 +1,6 @@
 """PURE decisions: a listing + prior records + now + policy -> what to record, verify and emit.
 
-No I/O and no clock: ``now`` is always passed in, so tests drive time directly. The watcher feeds
+No I/O and no clock: ``now`` is always passed in. The watcher feeds
 listings in (``plan_poll``), performs the verifications it is asked for (hash, sidecar read), and
 feeds their results back (``after_verify``). It then commits the returned records and events in one
 transaction before anything is sent, which is what makes delivery survive a crash.
@@ -22,33 +22,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Literal
 
-from .config import SourceConfig
+from .model import Digest, Entry, EventSpec, FileRecord, State, version_identity
 from .paths import PathFilter, Template
-from .sources.base import Digest, Entry
 
 __all__ = [
-    "EventSpec",
-    "FileRecord",
-    "PollPlan",
     "Policy",
-    "State",
+    "PollPlan",
     "VerifyOutcome",
     "VerifyRequest",
     "after_verify",
+    "observe",
     "plan_poll",
-    "version_identity",
 ]
-
-
-class State(StrEnum):
-    PENDING = "pending"
-    READY = "ready"
-    REJECTED = "rejected"
-    SKIPPED = "skipped"  # present at a source's first start with `existing: skip`
-    DELETED = "deleted"  # tombstone of a reported file
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,68 +54,9 @@ class Policy:
     sidecar: Template | None = None
     path_filter: PathFilter = field(default_factory=lambda: PathFilter([], [], True))
 
-    @classmethod
-    def from_config(cls, cfg: SourceConfig) -> Policy:
-        return cls(
-            stable_for_s=cfg.stable_for_s,
-            min_age_s=cfg.min_age_s,
-            min_size=cfg.min_size,
-            checksum=None if cfg.checksum == "none" else cfg.checksum,
-            reject_after_s=cfg.reject_after_s,
-            existing=cfg.existing,
-            deletes=cfg.deletes,
-            validate=cfg.validate_ == "auto",
-            marker=Template(cfg.marker) if cfg.marker else None,
-            sidecar=Template(cfg.sidecar) if cfg.sidecar else None,
-            path_filter=PathFilter(cfg.include, cfg.exclude, cfg.recursive),
-        )
-
     def is_companion(self, path: str) -> bool:
         """Markers and sidecars are never reported as files themselves."""
         return bool((self.marker and self.marker.matches(path)) or (self.sidecar and self.sidecar.matches(path)))
-
-
-@dataclass(frozen=True, slots=True)
-class FileRecord:
-    """What is remembered about one path. ``size``/``mtime`` are as last observed;
-    ``ready_*`` describe the last version reported ready (generation ``generation``)."""
-
-    path: str
-    size: int
-    mtime: float
-    state: State
-    first_seen: float  # when the current version was first observed
-    stable_since: float  # when size/mtime last changed
-    generation: int = 0
-    ready_checksum: str | None = None
-    ready_size: int | None = None
-    ready_mtime: float | None = None
-    problem: str | None = None
-    problem_since: float | None = None
-    checked: str | None = None  # what a failed verification saw; re-verify only when it changes
-
-
-@dataclass(frozen=True, slots=True)
-class EventSpec:
-    """A decided event, before it is encoded as a CloudEvent (events.py)."""
-
-    type: Literal["ready", "rejected", "deleted", "missing"]
-    path: str
-    at: float
-    size: int = 0
-    mtime: float = 0.0
-    checksum: str | None = None
-    checksum_method: str | None = None
-    reason: Literal["new", "reupload"] | None = None
-    generation: int = 0
-    previous: tuple[str | None, int, float] | None = None  # checksum, size, mtime
-    first_seen: float = 0.0
-    stable_since: float = 0.0
-    problem: str | None = None
-    period: str | None = None
-    deadline: float | None = None
-    late: bool = False
-    late_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,9 +86,32 @@ class VerifyOutcome:
     event: EventSpec | None
 
 
-def version_identity(checksum: str | None, size: int, mtime: float) -> str:
-    """Content identity: the checksum, or size+mtime when checksums are off."""
-    return checksum if checksum is not None else f"size={size},mtime={mtime!r}"
+def observe(
+    rec: FileRecord | None, entry: Entry, now: float, *, stable_since: float | None = None
+) -> FileRecord | None:
+    """The record after ``entry`` was listed, or None when nothing changed.
+
+    A new path, a changed size or mtime, or a reappearing tombstone is a pending version whose
+    stability clock starts at ``stable_since`` (default ``now``).
+    """
+    since = now if stable_since is None else stable_since
+    if rec is None:
+        return FileRecord(entry.path, entry.size, entry.mtime, State.PENDING, now, since)
+    if rec.size == entry.size and rec.mtime == entry.mtime and rec.state is not State.DELETED:
+        return None
+    if rec.state is State.PENDING:
+        return replace(rec, size=entry.size, mtime=entry.mtime, stable_since=since, checked=None)
+    return replace(
+        rec,
+        size=entry.size,
+        mtime=entry.mtime,
+        state=State.PENDING,
+        first_seen=now,
+        stable_since=since,
+        problem=None,
+        problem_since=None,
+        checked=None,
+    )
 
 
 def _due(due: float | None, at: float) -> float:
@@ -193,25 +144,26 @@ def plan_poll(
         if not wanted(path) or (companion is not None and companion(path)):
             continue
         seen.add(path)
-        rec = records.get(path)
-        if rec is None:
-            if skip_existing:
-                plan.upserts.append(
-                    FileRecord(path, entry.size, entry.mtime, State.SKIPPED, now, now,
-                               ready_size=entry.size, ready_mtime=entry.mtime)
+        known = records.get(path)
+        if known is None and skip_existing:
+            plan.upserts.append(
+                FileRecord(
+                    path,
+                    entry.size,
+                    entry.mtime,
+                    State.SKIPPED,
+                    now,
+                    now,
+                    ready_size=entry.size,
+                    ready_mtime=entry.mtime,
                 )
-                continue
-            rec = FileRecord(path, entry.size, entry.mtime, State.PENDING, now, now)
-            plan.upserts.append(rec)
-        elif rec.size != entry.size or rec.mtime != entry.mtime or rec.state is State.DELETED:
-            if rec.state is State.PENDING:
-                rec = replace(rec, size=entry.size, mtime=entry.mtime, stable_since=now, checked=None)
-            else:
-                rec = replace(
-                    rec, size=entry.size, mtime=entry.mtime, state=State.PENDING, first_seen=now,
-                    stable_since=now, problem=None, problem_since=None, checked=None,
-                )
-            plan.upserts.append(rec)
+            )
+            continue
+        changed = observe(known, entry, now)
+        if changed is not None:
+            plan.upserts.append(changed)
+        rec = changed if changed is not None else known
+        assert rec is not None
         if rec.state is not State.PENDING:
             continue
         pending += 1
@@ -255,8 +207,15 @@ def plan_poll(
             plan.upserts.append(replace(rec, state=State.DELETED))
             if policy.deletes and rec.state is State.READY:
                 plan.events.append(
-                    EventSpec("deleted", path, now, size=rec.size, mtime=rec.mtime,
-                              checksum=rec.ready_checksum, generation=rec.generation)
+                    EventSpec(
+                        "deleted",
+                        path,
+                        now,
+                        size=rec.size,
+                        mtime=rec.mtime,
+                        checksum=rec.ready_checksum,
+                        generation=rec.generation,
+                    )
                 )
         elif rec.state is not State.DELETED:
             plan.removals.append(path)
@@ -267,9 +226,16 @@ def plan_poll(
 
 def _rejected_event(rec: FileRecord, now: float, digest: Digest | None) -> EventSpec:
     return EventSpec(
-        "rejected", rec.path, now, size=rec.size, mtime=rec.mtime,
-        checksum=digest.value if digest else None, checksum_method=digest.method if digest else None,
-        generation=rec.generation, first_seen=rec.first_seen, stable_since=rec.stable_since,
+        "rejected",
+        rec.path,
+        now,
+        size=rec.size,
+        mtime=rec.mtime,
+        checksum=digest.value if digest else None,
+        checksum_method=digest.method if digest else None,
+        generation=rec.generation,
+        first_seen=rec.first_seen,
+        stable_since=rec.stable_since,
         problem=rec.problem,
     )
 
@@ -320,14 +286,28 @@ def after_verify(
     generation = rec.generation + 1
     previous = (rec.ready_checksum, rec.ready_size or 0, rec.ready_mtime or 0.0) if rec.generation > 0 else None
     ready = replace(
-        cleared, state=State.READY, generation=generation, ready_checksum=digest.value,
-        ready_size=after.size, ready_mtime=after.mtime,
+        cleared,
+        state=State.READY,
+        generation=generation,
+        ready_checksum=digest.value,
+        ready_size=after.size,
+        ready_mtime=after.mtime,
     )
     event = EventSpec(
-        "ready", rec.path, now, size=after.size, mtime=after.mtime, checksum=digest.value,
+        "ready",
+        rec.path,
+        now,
+        size=after.size,
+        mtime=after.mtime,
+        checksum=digest.value,
         checksum_method=digest.method if digest.value is not None else None,
-        reason="new" if generation == 1 else "reupload", generation=generation, previous=previous,
-        first_seen=rec.first_seen, stable_since=rec.stable_since, deadline=deadline, late=late,
+        reason="new" if generation == 1 else "reupload",
+        generation=generation,
+        previous=previous,
+        first_seen=rec.first_seen,
+        stable_since=rec.stable_since,
+        deadline=deadline,
+        late=late,
         late_seconds=late_seconds,
     )
     return VerifyOutcome(ready, event)

@@ -19,9 +19,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from .config import ExpectRule
-from .detect import EventSpec, FileRecord, State
-from .store import Expectation
+from .model import EventSpec, Expectation, ExpectRuleSpec, FileRecord, State
 
 __all__ = ["ArrivalMatch", "ExpectPlan", "advance", "match_arrival", "prunable", "rule_key"]
 
@@ -32,13 +30,13 @@ MAX_CATCH_UP = 1000
 RETAIN_S = 35 * 86400
 
 
-def rule_key(rule: ExpectRule) -> str:
+def rule_key(rule: ExpectRuleSpec) -> str:
     """Stable identity of a rule: changing its path, schedule or zone starts a new series."""
     text = f"{rule.path}\0{rule.schedule}\0{rule.timezone}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _dated(rule: ExpectRule) -> bool:
+def _dated(rule: ExpectRuleSpec) -> bool:
     return "%" in rule.path.replace("%%", "")
 
 
@@ -50,7 +48,7 @@ class ExpectPlan:
 
 
 def advance(
-    rules: Iterable[ExpectRule],
+    rules: Iterable[ExpectRuleSpec],
     expectations: Mapping[tuple[str, str], Expectation],
     records: Mapping[str, FileRecord],
     since: float,
@@ -106,7 +104,7 @@ class ArrivalMatch:
 
 
 def match_arrival(
-    rules: Iterable[ExpectRule], expectations: Mapping[tuple[str, str], Expectation], path: str, now: float
+    rules: Iterable[ExpectRuleSpec], expectations: Mapping[tuple[str, str], Expectation], path: str, now: float
 ) -> ArrivalMatch:
     """Which expectation a ready ``path`` fulfils: the earliest open or missing one, else the latest met.
 
@@ -133,6 +131,7 @@ def prunable(expectations: Mapping[tuple[str, str], Expectation], now: float) ->
     for x in expectations.values():
         newest[x.rule] = max(newest.get(x.rule, x.deadline), x.deadline)
     return [
-        x for x in expectations.values()
+        x
+        for x in expectations.values()
         if x.state != "open" and x.deadline < now - RETAIN_S and x.deadline < newest[x.rule]
     ]

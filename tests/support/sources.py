@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests import servers
+from tests.support import servers
 
 
 @dataclass
@@ -61,8 +61,8 @@ async def source_under_test(kind: str, tmp: Path) -> AsyncIterator[SourceUnderTe
             creds = write_credentials(tmp, "ftp", username=srv.username, password=srv.password, **{"ca.pem": ca})
             yield SourceUnderTest(kind, srv.root, srv.url(), creds, srv.password, {"credentials": "ftp"}, srv)
         return
-    starter = {"sftp-asyncssh": servers.asyncssh_server, "sftp-openssh": servers.openssh_server}[kind]
-    async with starter() as ssh:
+    ssh_starter = {"sftp-asyncssh": servers.asyncssh_server, "sftp-openssh": servers.openssh_server}[kind]
+    async with ssh_starter() as ssh:
         creds = write_credentials(
             tmp, "sftp", username=ssh.username, password=ssh.password, known_hosts=ssh.known_hosts.read_text()
         )

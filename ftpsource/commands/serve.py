@@ -1,0 +1,63 @@
+"""``ftpsource serve``: the gRPC server Argo's generic EventSource connects to."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from ..config import ServerSettings
+from ..errors import ConfigError
+from ..server import serve
+from .common import add_common, env, path_or_none
+
+__all__ = ["add_parser", "run"]
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = ServerSettings(
+        listen=args.listen,
+        metrics_listen=args.metrics_listen or None,
+        state=Path(args.state),
+        auth_token_file=path_or_none(args.auth_token_file),
+        credentials_dir=path_or_none(args.credentials_dir),
+        tls_cert=path_or_none(args.tls_cert),
+        tls_key=path_or_none(args.tls_key),
+        log_format=args.log_format or "text",
+        log_level=args.log_level,
+        grace_s=args.grace,
+        keepalive_s=args.keepalive,
+    )
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise ConfigError(["--tls-cert and --tls-key go together"])
+    asyncio.run(serve(settings))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve_p = sub.add_parser("serve", help="run the gRPC server Argo's generic EventSource connects to")
+    serve_p.add_argument("--listen", default=env("LISTEN", "0.0.0.0:8080"))
+    serve_p.add_argument(
+        "--metrics-listen",
+        default=env("METRICS_LISTEN", "0.0.0.0:9090"),
+        help="host:port for /metrics, /healthz, /readyz; empty to disable",
+    )
+    serve_p.add_argument("--state", default=env("STATE", "ftpsource.db"), help="SQLite state file (local disk)")
+    serve_p.add_argument("--auth-token-file", default=env("AUTH_TOKEN_FILE"))
+    serve_p.add_argument("--credentials-dir", default=env("CREDENTIALS_DIR"))
+    serve_p.add_argument("--tls-cert", default=env("TLS_CERT"))
+    serve_p.add_argument("--tls-key", default=env("TLS_KEY"))
+    serve_p.add_argument(
+        "--grace",
+        type=float,
+        default=float(env("GRACE", "10") or 10),
+        help="seconds to wait for streams to close on SIGTERM",
+    )
+    serve_p.add_argument(
+        "--keepalive",
+        type=float,
+        default=float(env("KEEPALIVE", "30") or 30),
+        help="seconds between pings to idle clients; unanswered ones are dropped",
+    )
+    add_common(serve_p)
+    serve_p.set_defaults(handler=run)
