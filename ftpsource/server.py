@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ._proto import generic_pb2, generic_pb2_grpc
-from .config import ServerSettings, parse_source_config
+from .config import ServerSettings, parse_source_config, quote_short
 from .credentials import load_credentials
 from .errors import ConfigError, PermanentSourceError, StateError
 from .metrics import Metrics, MetricsServer
@@ -163,10 +163,11 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
         if not app.authorized(context.invocation_metadata()):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         try:
-            config = parse_source_config(request.config)
+            # Off the loop: even a bounded config takes milliseconds to parse, and other streams wait for none of it.
+            config = await asyncio.to_thread(parse_source_config, request.config)
             credentials = load_credentials(app.settings.credentials_dir, config.credentials)
         except ConfigError as exc:
-            log.warning("rejected config for %r: %s", request.name, exc)
+            log.warning("rejected config for %s: %s", quote_short(request.name), exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         source_id = config.source_id(request.name)
         extra = {"source": source_id}
