@@ -469,3 +469,4 @@ class ServerSettings:
     log_level: str = "INFO"
     grace_s: float = 10.0
     keepalive_s: float = 30.0
+    loop_stall_s: float = 30.0
