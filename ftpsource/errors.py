@@ -4,6 +4,8 @@ Every error ftpsource raises on purpose derives from :class:`FtpsourceError`::
 
     FtpsourceError
     ├── ConfigError              bad source config or server settings; names every bad field
+    │   └── PolicyError              a valid config the operator's policy forbids (a root not allowed,
+    │                                a credential set not bound to the URL's host)
     ├── StateError               the SQLite state store cannot be opened or written
     └── SourceError              a protocol adapter failed; ``kind`` labels the metric
         ├── TransientSourceError     worth retrying with backoff (refused, timeout, reset)
@@ -22,6 +24,7 @@ __all__ = [
     "FileVanished",
     "FtpsourceError",
     "PermanentSourceError",
+    "PolicyError",
     "SourceError",
     "StateError",
     "TransientSourceError",
@@ -38,6 +41,10 @@ class ConfigError(FtpsourceError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(self.problems))
+
+
+class PolicyError(ConfigError):
+    """The config is valid, but the operator does not allow it: the server answers ``PERMISSION_DENIED``."""
 
 
 class StateError(FtpsourceError):

@@ -24,6 +24,7 @@ from ..core.model import Entry, EventSpec, FileRecord, Listing, State
 from ..core.paths import PathFilter
 from ..credentials import load_credentials
 from ..errors import ConfigError, SourceError
+from ..policy import authorize
 from ..store import Store
 from .common import add_common, env, read_config
 from .output import PROGRESS_EVERY, Progress, age, dump, table
@@ -242,6 +243,7 @@ async def _check_async(args: argparse.Namespace) -> int:
     cfg = read_config(args.config)
     credentials_dir = args.credentials_dir or env("CREDENTIALS_DIR")
     creds = load_credentials(Path(credentials_dir) if credentials_dir else None, cfg.credentials)
+    authorize(cfg, creds, allowed_roots=None)  # the operator's own config may read its own root
     policy = cfg.policy()
     known = _known(cfg, args.state or env("STATE"), args.name)
     progress = Progress()
