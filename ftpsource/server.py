@@ -22,9 +22,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ._proto import generic_pb2, generic_pb2_grpc
-from .config import ServerSettings, parse_source_config
+from .config import ServerSettings, parse_source_config, quote_short
 from .credentials import load_credentials
 from .errors import ConfigError, LeaseLost, PermanentSourceError, StateError
+from .loopmon import LoopMonitor
 from .metrics import Metrics, MetricsServer
 from .store import AsyncStore, OutboxRow
 from .watcher import Watcher, run_session
@@ -63,6 +64,7 @@ LEASE_CHECK_S = 3.0
 class _Session:
     source_id: str
     superseded: bool = False
+    elsewhere: bool = False  # superseded by a stream on another replica
     epoch: int | None = None
     task: asyncio.Task[None] | None = None
     watcher: Watcher | None = None
@@ -95,7 +97,7 @@ class Sessions:
 
     def supersede(self, session: _Session) -> None:
         """End a stream whose source a newer stream took over (in another replica)."""
-        session.superseded = True
+        session.superseded = session.elsewhere = True
         if session.task is not None:
             session.task.cancel()
 
@@ -220,10 +222,11 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
         if not app.authorized(context.invocation_metadata()):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         try:
-            config = parse_source_config(request.config)
+            # Off the loop: even a bounded config takes milliseconds to parse, and other streams wait for none of it.
+            config = await asyncio.to_thread(parse_source_config, request.config)
             credentials = load_credentials(app.settings.credentials_dir, config.credentials)
         except ConfigError as exc:
-            log.warning("rejected config for %r: %s", request.name, exc)
+            log.warning("rejected config for %s: %s", quote_short(request.name), exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         source_id = config.source_id(request.name)
         extra = {"source": source_id}
@@ -240,7 +243,7 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
             raise
         session.epoch = epoch
         if app.lease_seen(source_id) > epoch:  # announced while our own take was on its way back
-            session.superseded = True
+            session.superseded = session.elsewhere = True
         watcher = Watcher(config, source_id, store, credentials, app.metrics, clock=app.clock, epoch=epoch)
         session.watcher = watcher
         name = request.name
@@ -262,6 +265,9 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
                 with contextlib.suppress(BaseException):
                     await task
             app.metrics.streams_active.dec()
+            # A superseding stream in this process owns the source's gauges now; one elsewhere does not.
+            if not session.superseded or session.elsewhere:
+                app.metrics.forget_source(source_id)
             app.sessions.close(session)
             log.info("stream closed", extra=extra)
         failure = None if task.cancelled() else task.exception()
@@ -287,6 +293,7 @@ class RunningServer:
     app: App
     health: health.aio.HealthServicer
     metrics_server: MetricsServer | None
+    loop_monitor: LoopMonitor
     lease_guard: asyncio.Task[None] | None = None
 
     @property
@@ -307,6 +314,7 @@ class RunningServer:
                 await self.lease_guard
         if self.metrics_server is not None:
             self.metrics_server.stop()
+        await self.loop_monitor.stop()
         self.app.store.close()
 
 
@@ -340,19 +348,22 @@ async def start_server(
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     app.serving = True
+    loop_monitor = LoopMonitor(metrics, stall_s=settings.loop_stall_s)
+    loop_monitor.start()
     metrics_server = None
     if settings.metrics_listen:
         host, mport = _split_hostport(settings.metrics_listen)
         try:
-            metrics_server = MetricsServer(host, mport, metrics, ready=app.ready)
+            metrics_server = MetricsServer(host, mport, metrics, ready=app.ready, alive=loop_monitor.alive)
         except OSError as exc:
+            await loop_monitor.stop()
             await server.stop(None)
             problem = f"--metrics-listen: cannot listen on {settings.metrics_listen} ({exc.strerror})"
             raise ConfigError([problem]) from None
         metrics_server.start()
     log.info("serving gRPC on port %d", port)
     guard = asyncio.create_task(app.guard_leases(), name="lease guard")
-    return RunningServer(server, port, app, health_servicer, metrics_server, guard)
+    return RunningServer(server, port, app, health_servicer, metrics_server, loop_monitor, guard)
 
 
 async def serve(settings: ServerSettings) -> None:
