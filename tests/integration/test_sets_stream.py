@@ -83,6 +83,7 @@ async def test_set_at_risk_complete_amended_once_across_restart(tmp_path: Path, 
 
 async def test_set_incomplete_then_complete_late(tmp_path: Path, root: Path) -> None:
     clock = ShiftedClock()
+    clock.advance(600 - clock() % 600 + 5)
     deadline = datetime.fromtimestamp(clock() - clock() % 600 + 600, UTC)
     hm = deadline.strftime("%H%M")
     async with run_server(tmp_path, clock=clock) as srv, stream_to(srv.port, config(root)) as stream:
