@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from ..core.model import Expectation, FileRecord
+from ..core.model import Expectation, FileRecord, SetPeriod
 
 __all__ = ["HistoryRow", "LeaseCallback", "NewEvent", "OutboxRow", "SourceRow", "StateStore"]
 
@@ -115,6 +115,8 @@ class StateStore(Protocol):
         expectations: Iterable[Expectation] = (),
         initialized: bool = False,
         expectations_dropped: Iterable[Expectation] = (),
+        sets: Iterable[SetPeriod] = (),
+        sets_dropped: Iterable[SetPeriod] = (),
         *,
         epoch: int | None = None,
     ) -> int: ...
@@ -136,3 +138,5 @@ class StateStore(Protocol):
 
     # expectations
     def load_expectations(self, source_id: str) -> list[Expectation]: ...
+
+    def load_sets(self, source_id: str) -> list[SetPeriod]: ...

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -28,7 +29,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from ..core.model import Expectation, FileRecord, State
+from ..core.model import Expectation, FileRecord, SetPeriod, State
 from ..errors import LeaseLost, StateError
 from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, SourceRow
 from .sqlite import SCHEMA_VERSION
@@ -90,6 +91,17 @@ _SCHEMA = (
         path TEXT NOT NULL,
         deadline DOUBLE PRECISION NOT NULL,
         state TEXT NOT NULL,
+        PRIMARY KEY (source_id, rule, period)
+    )""",
+    """CREATE TABLE IF NOT EXISTS expect_sets (
+        source_id TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        period TEXT NOT NULL,
+        name TEXT NOT NULL,
+        deadline DOUBLE PRECISION NOT NULL,
+        state TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        members TEXT NOT NULL,
         PRIMARY KEY (source_id, rule, period)
     )""",
 )
@@ -427,6 +439,8 @@ class PostgresStore:
         expectations: Iterable[Expectation] = (),
         initialized: bool = False,
         expectations_dropped: Iterable[Expectation] = (),
+        sets: Iterable[SetPeriod] = (),
+        sets_dropped: Iterable[SetPeriod] = (),
         *,
         epoch: int | None = None,
     ) -> int:
@@ -436,6 +450,11 @@ class PostgresStore:
         events = list(events)
         met = [(source_id, x.rule, x.period, x.path, x.deadline, x.state) for x in expectations]
         dropped = [(source_id, x.rule, x.period) for x in expectations_dropped]
+        set_rows = [
+            (source_id, x.rule, x.period, x.name, x.deadline, x.state, x.generation, json.dumps(x.members))
+            for x in sets
+        ]
+        sets_gone = [(source_id, x.rule, x.period) for x in sets_dropped]
         with self._tx() as db:
             self._fence(db, source_id, epoch)
             cur = db.cursor()
@@ -460,6 +479,15 @@ class PostgresStore:
                 )
             if dropped:
                 cur.executemany("DELETE FROM expectations WHERE source_id=%s AND rule=%s AND period=%s", dropped)
+            if set_rows:
+                cur.executemany(
+                    "INSERT INTO expect_sets VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (source_id, rule, period)"
+                    " DO UPDATE SET name=EXCLUDED.name, deadline=EXCLUDED.deadline, state=EXCLUDED.state,"
+                    " generation=EXCLUDED.generation, members=EXCLUDED.members",
+                    set_rows,
+                )
+            if sets_gone:
+                cur.executemany("DELETE FROM expect_sets WHERE source_id=%s AND rule=%s AND period=%s", sets_gone)
             if initialized:
                 db.execute("UPDATE sources SET initialized=%s WHERE id=%s AND initialized IS NULL", (now, source_id))
         return len(events)
@@ -478,6 +506,7 @@ class PostgresStore:
                 )
             if reset_source:
                 db.execute("DELETE FROM expectations WHERE source_id=%s", (source_id,))
+                db.execute("DELETE FROM expect_sets WHERE source_id=%s", (source_id,))
                 db.execute(
                     "UPDATE outbox SET delivered=COALESCE(delivered, -1) WHERE source_id=%s AND delivered IS NULL",
                     (source_id,),
@@ -526,3 +555,13 @@ class PostgresStore:
             (source_id,),
         )
         return [Expectation(*r) for r in rows]
+
+    def load_sets(self, source_id: str) -> list[SetPeriod]:
+        rows = self._query(
+            "SELECT rule, period, name, deadline, state, generation, members FROM expect_sets"
+            " WHERE source_id=%s ORDER BY deadline",
+            (source_id,),
+        )
+        return [
+            SetPeriod(r[0], r[1], r[2], r[3], r[4], r[5], tuple((p, int(g)) for p, g in json.loads(r[6]))) for r in rows
+        ]
