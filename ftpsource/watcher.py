@@ -81,6 +81,8 @@ class Watcher:
         self.records: dict[str, FileRecord] = {}
         self.expectations: dict[tuple[str, str], Expectation] = {}
         self.first_start_at = 0.0
+        #: when this stream loaded its rules: an expect rule seen for the first time starts here
+        self.rules_since = 0.0
         self._wake = asyncio.Event()
         self.outbox_changed = asyncio.Event()
         self.polled = asyncio.Event()  # set after each complete poll
@@ -128,6 +130,7 @@ class Watcher:
         first_start, self.first_start_at = await store.run(
             store.sync.begin_source, self.source_id, self.info.url, self.clock()
         )
+        self.rules_since = max(self.first_start_at, self.clock())
         revision = await store.run(store.sync.revision, self.source_id)
         self.info.revision = revision or 0
         self.records = await store.run(store.sync.load_records, self.source_id)
@@ -171,7 +174,7 @@ class Watcher:
             first_start=first_start,
             unlisted_dirs=listing.unlisted_dirs,
         )
-        exp = advance(self.config.expect, self.expectations, self.records, self.first_start_at, now)
+        exp = advance(self.config.expect, self.expectations, self.records, self.rules_since, now)
         dropped = prunable(self.expectations, now)
         await self._commit(
             plan.upserts,
