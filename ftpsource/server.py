@@ -30,7 +30,7 @@ from .metrics import Metrics, MetricsServer
 from .store import AsyncStore, OutboxRow
 from .watcher import Watcher, run_session
 
-__all__ = ["App", "EventingServicer", "serve", "start_server"]
+__all__ = ["App", "EventingServicer", "Sessions", "Superseded", "serve", "start_server"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,10 @@ def keepalive_options(keepalive_s: float) -> list[tuple[str, int]]:
 LEASE_CHECK_S = 3.0
 
 
+class Superseded(Exception):
+    """A newer stream for the same source arrived while this one was still waiting to start."""
+
+
 @dataclass(eq=False)
 class _Session:
     source_id: str
@@ -69,10 +73,29 @@ class _Session:
     task: asyncio.Task[None] | None = None
     watcher: Watcher | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the session this one waited for, while that wait is not over; a successor waits for it too
+    predecessor: _Session | None = None
+
+    def supersede(self) -> None:
+        self.superseded = True
+        if self.task is not None:
+            self.task.cancel()
+
+    async def stopped(self) -> None:
+        """Until this session and every one it was still waiting for have stopped."""
+        session: _Session | None = self
+        while session is not None:
+            await session.finished.wait()
+            session = session.predecessor
 
 
 class Sessions:
-    """At most one live stream per source id; a newer one supersedes the older."""
+    """At most one live stream per source id; the newest always wins.
+
+    A stream waits for its predecessor to stop before it reads state. A stream superseded while it
+    waits never starts (``open`` raises ``Superseded``), and one whose caller goes away while it waits
+    still makes its successor wait for the predecessor, so two watchers of one source never overlap.
+    """
 
     def __init__(self) -> None:
         self._by_id: dict[str, _Session] = {}
@@ -82,24 +105,26 @@ class Sessions:
         old = self._by_id.get(source_id)
         self._by_id[source_id] = new
         if old is not None:
-            old.superseded = True
-            if old.task is not None:
-                old.task.cancel()
+            old.supersede()
+            new.predecessor = old
             try:
-                await old.finished.wait()  # the old watcher must stop before the new one reads state
+                await old.stopped()  # the old watcher must stop before the new one reads state
             except BaseException:
                 self.close(new)  # this caller went away too: leave nothing behind for the next one
                 raise
+            new.predecessor = None
+        if new.superseded:
+            self.close(new)
+            raise Superseded(source_id)
         return new
 
     def current(self, source_id: str) -> _Session | None:
         return self._by_id.get(source_id)
 
-    def supersede(self, session: _Session) -> None:
-        """End a stream whose source a newer stream took over (in another replica)."""
-        session.superseded = session.elsewhere = True
-        if session.task is not None:
-            session.task.cancel()
+    def supersede_elsewhere(self, session: _Session) -> None:
+        """End a stream whose source a newer stream on another replica took over."""
+        session.elsewhere = True
+        session.supersede()
 
     def close(self, session: _Session) -> None:
         if self._by_id.get(session.source_id) is session:
@@ -146,7 +171,7 @@ class App:
         session = self.sessions.current(source_id)
         if session is not None and session.epoch is not None and session.epoch < epoch:
             log.info("source taken over by a newer stream (epoch %d)", epoch, extra={"source": source_id})
-            self.sessions.supersede(session)
+            self.sessions.supersede_elsewhere(session)
 
     def lease_seen(self, source_id: str) -> int:
         return self._epochs_seen.get(source_id, 0)
@@ -230,7 +255,10 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         source_id = config.source_id(request.name)
         extra = {"source": source_id}
-        session = await app.sessions.open(source_id)
+        try:
+            session = await app.sessions.open(source_id)
+        except Superseded:
+            await context.abort(grpc.StatusCode.ABORTED, f"source {source_id}: superseded by a newer stream")
         store = app.store
         try:
             epoch = await store.run(store.sync.take_lease, source_id, config.display_url, app.owner, app.clock())
