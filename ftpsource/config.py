@@ -20,7 +20,16 @@ from urllib.parse import quote, unquote, urlsplit
 
 import yaml
 from croniter import croniter
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+)
 
 from .core.detect import Policy
 from .core.paths import PathFilter, Template
@@ -30,8 +39,10 @@ __all__ = [
     "DEFAULT_EXCLUDE",
     "MAX_CONFIG_BYTES",
     "ExpectRule",
+    "ExpectSet",
     "ParsedURL",
     "ServerSettings",
+    "SetPattern",
     "SourceConfig",
     "format_duration",
     "parse_duration",
@@ -140,31 +151,30 @@ def _check_template(value: str | None) -> str | None:
     return value
 
 
-class ExpectRule(BaseModel):
-    """An expected file: ``path`` must be ready by each ``schedule`` deadline plus ``grace``."""
+def _check_strftime(value: str) -> str:
+    i = 0
+    while i < len(value):
+        if value[i] == "%":
+            if i + 1 >= len(value) or value[i + 1] not in STRFTIME_DIRECTIVES:
+                bad = value[i : i + 2]
+                raise ValueError(f"unknown strftime field {bad!r} in {quote_short(value)}")
+            i += 2
+            continue
+        i += 1
+    if value.startswith("/"):
+        raise ValueError("must be relative to the source root")
+    return value
+
+
+class _Scheduled(BaseModel):
+    """What every ``expect`` entry has: deadlines, their tolerance, and an early warning."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: str = Field(max_length=MAX_PATH)
     schedule: str = Field(max_length=MAX_SHORT)
     grace_s: Duration = Field(default=0.0, alias="grace")
     timezone: str = Field(default="UTC", max_length=MAX_SHORT)
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        i = 0
-        while i < len(value):
-            if value[i] == "%":
-                if i + 1 >= len(value) or value[i + 1] not in STRFTIME_DIRECTIVES:
-                    bad = value[i : i + 2]
-                    raise ValueError(f"unknown strftime field {bad!r} in {quote_short(value)}")
-                i += 2
-                continue
-            i += 1
-        if value.startswith("/"):
-            raise ValueError("must be relative to the source root")
-        return value
+    warn_before_s: Duration | None = Field(default=None, alias="warn_before")
 
     @field_validator("schedule")
     @classmethod
@@ -181,6 +191,80 @@ class ExpectRule(BaseModel):
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown timezone {quote_short(value)}") from None
         return value
+
+
+class ExpectRule(_Scheduled):
+    """An expected file: ``path`` must be ready by each ``schedule`` deadline plus ``grace``."""
+
+    path: str = Field(max_length=MAX_PATH)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _check_strftime(value)
+
+
+class SetPattern(BaseModel):
+    """A set member made of several files: ``count`` distinct ready files matching ``pattern``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pattern: str = Field(max_length=MAX_PATH)
+    count: int = Field(ge=1, le=10_000)
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        return _check_strftime(value)
+
+
+def _member_kind(value: Any) -> str:
+    return "member-pattern" if isinstance(value, dict | SetPattern) else "member-path"
+
+
+SetMember = Annotated[
+    Annotated[str, Field(max_length=MAX_PATH), Tag("member-path")] | Annotated[SetPattern, Tag("member-pattern")],
+    Discriminator(_member_kind),
+]
+
+
+class ExpectSet(_Scheduled):
+    """Files expected together: every member of ``files`` ready by each deadline plus ``grace``."""
+
+    set: str = Field(max_length=MAX_SHORT)
+    files: list[SetMember] = Field(min_length=1, max_length=MAX_LIST)
+
+    @field_validator("set")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value):
+            raise ValueError("use letters, digits, '.', '_' and '-' (at most 128)")
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: list[str | SetPattern]) -> list[str | SetPattern]:
+        names = [m if isinstance(m, str) else m.pattern for m in value]
+        for name in names:
+            if isinstance(name, str):
+                _check_strftime(name)
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise ValueError(f"{quote_short(dup)} is listed twice")
+        return value
+
+
+def _expect_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "expect-set" if "set" in value or "files" in value else "expect-file"
+    return "expect-set" if isinstance(value, ExpectSet) else "expect-file"
+
+
+ExpectEntry = Annotated[
+    Annotated[ExpectRule, Tag("expect-file")] | Annotated[ExpectSet, Tag("expect-set")], Discriminator(_expect_kind)
+]
+# Tags of the unions above: they appear in pydantic's error locations but are not keys anyone wrote.
+_UNION_TAGS = frozenset({"expect-file", "expect-set", "member-path", "member-pattern"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +348,7 @@ class SourceConfig(BaseModel):
     reject_after_s: Duration = Field(default=3600.0, alias="reject_after")
     existing: Literal["emit", "skip"] = "emit"
     deletes: bool = False
-    expect: list[ExpectRule] = Field(default_factory=list, max_length=MAX_LIST)
+    expect: list[ExpectEntry] = Field(default_factory=list, max_length=MAX_LIST)
     max_connections: int = Field(default=2, ge=1, le=64)
     timeout_s: Duration = Field(default=30.0, alias="timeout")
 
@@ -306,6 +390,23 @@ class SourceConfig(BaseModel):
         if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value):
             raise ValueError("must be the name of a directory in the credentials directory")
         return value
+
+    @field_validator("expect")
+    @classmethod
+    def _unique_sets(cls, value: list[ExpectRule | ExpectSet]) -> list[ExpectRule | ExpectSet]:
+        names = [x.set for x in value if isinstance(x, ExpectSet)]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise ValueError(f"set {quote_short(dup)} is defined twice")
+        return value
+
+    @property
+    def expect_files(self) -> list[ExpectRule]:
+        return [x for x in self.expect if isinstance(x, ExpectRule)]
+
+    @property
+    def expect_sets(self) -> list[ExpectSet]:
+        return [x for x in self.expect if isinstance(x, ExpectSet)]
 
     @property
     def parsed_url(self) -> ParsedURL:
@@ -352,7 +453,7 @@ def _loc_part(part: object) -> str:
 def _format_errors(exc: ValidationError) -> list[str]:
     problems: list[str] = []
     for err in exc.errors():
-        loc = ".".join(_loc_part(p) for p in err["loc"]) or "config"
+        loc = ".".join(_loc_part(p) for p in err["loc"] if p not in _UNION_TAGS) or "config"
         loc = loc.removesuffix("_s") if loc.endswith("_s") and loc[:-2] in _DURATION_KEYS else loc
         kind = err["type"]
         if kind == "extra_forbidden":
@@ -374,7 +475,7 @@ def _format_errors(exc: ValidationError) -> list[str]:
     return problems
 
 
-_DURATION_KEYS = {"poll_interval", "stable_for", "min_age", "reject_after", "grace", "timeout"}
+_DURATION_KEYS = {"poll_interval", "stable_for", "min_age", "reject_after", "grace", "timeout", "warn_before"}
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -466,7 +567,9 @@ class ServerSettings:
 
     listen: str = "0.0.0.0:8080"
     metrics_listen: str | None = "0.0.0.0:9090"
-    state: Path = Path("ftpsource.db")
+    #: A SQLite file, or a ``postgresql://`` URL (several replicas share it; no password in it).
+    state: str | Path = "ftpsource.db"
+    state_password_file: Path | None = None
     auth_token_file: Path | None = None
     credentials_dir: Path | None = None
     #: the only local roots a stream may read; none without --allow-root

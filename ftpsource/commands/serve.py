@@ -9,7 +9,7 @@ from pathlib import Path
 from ..config import ServerSettings
 from ..errors import ConfigError
 from ..server import serve
-from .common import add_common, env, path_or_none
+from .common import STATE_HELP, STATE_PASSWORD_HELP, add_common, env, path_or_none
 
 __all__ = ["add_parser", "run"]
 
@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         listen=args.listen,
         metrics_listen=args.metrics_listen or None,
-        state=Path(args.state),
+        state=args.state,
+        state_password_file=path_or_none(args.state_password_file),
         auth_token_file=path_or_none(args.auth_token_file),
         credentials_dir=path_or_none(args.credentials_dir),
         allow_roots=tuple(Path(r) for r in _allow_roots(args)),
@@ -57,7 +58,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=env("METRICS_LISTEN", "0.0.0.0:9090"),
         help="host:port for /metrics, /healthz, /readyz; empty to disable",
     )
-    serve_p.add_argument("--state", default=env("STATE", "ftpsource.db"), help="SQLite state file (local disk)")
+    serve_p.add_argument("--state", default=env("STATE", "ftpsource.db"), help=STATE_HELP)
+    serve_p.add_argument("--state-password-file", default=env("STATE_PASSWORD_FILE"), help=STATE_PASSWORD_HELP)
     serve_p.add_argument("--auth-token-file", default=env("AUTH_TOKEN_FILE"))
     serve_p.add_argument(
         "--no-auth",

@@ -1047,7 +1047,12 @@ def test_the_pod_command_runs_the_real_server_end_to_end(etl: Any, tmp_path: Pat
         elif key == "--metrics-listen":
             value = f"127.0.0.1:{metrics_port}"
         args.append(f"{key}{eq}{_relocate(value, mounts)}" if eq else arg)
-    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    # Paths in the environment (FTPSOURCE_ALLOW_ROOTS is a colon-separated list) move with the mounts.
+    env = {
+        e["name"]: ":".join(_relocate(part, mounts) for part in e["value"].split(":"))
+        for e in container.get("env", [])
+        if "value" in e
+    }
     server = subprocess.Popen(
         [*command, *args],
         env={**os.environ, **env},
