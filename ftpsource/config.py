@@ -345,8 +345,8 @@ def parse_source_config(raw: bytes | str) -> SourceConfig:
 class ServerSettings:
     """``ftpsource serve`` settings, from flags or matching ``FTPSOURCE_*`` environment variables."""
 
-    listen: str = "0.0.0.0:8080"
-    metrics_listen: str | None = "0.0.0.0:9090"
+    listen: str = "[::]:8080"
+    metrics_listen: str | None = "[::]:9090"
     state: Path = Path("ftpsource.db")
     auth_token_file: Path | None = None
     credentials_dir: Path | None = None
