@@ -1216,6 +1216,17 @@ def test_the_eventsource_is_applied_after_everything_else(etl: Any) -> None:
     assert rest.index("sensor") < rest.index("kubectl apply -k deploy/examples/etl\n")
 
 
+def test_deploy_docs_name_the_argo_versions_and_their_commands_parse() -> None:
+    docs = (REPO / "docs" / "deploy.md").read_text(encoding="utf-8")
+    checked = docs[docs.index("**Checked against**") :].split("\n\n")[0]
+    assert re.search(r"Argo Events v1\.\d+", checked) and re.search(r"Argo Workflows v3\.\d+", checked), checked
+    for block in re.findall(r"```sh\n(.*?)```", docs, flags=re.S):
+        result = subprocess.run(["bash", "-n"], input=block, text=True, capture_output=True)
+        assert result.returncode == 0, f"{result.stderr}\n{block}"
+    for block in re.findall(r"```yaml\n(.*?)```", docs, flags=re.S):
+        assert yaml.safe_load(block) is not None
+
+
 def test_the_version_is_the_package_version() -> None:
     """The image tag and every place quoting the release say what pyproject.toml says."""
     kustomization = yaml.safe_load((DEPLOY / "base" / "kustomization.yaml").read_text(encoding="utf-8"))
