@@ -19,11 +19,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from .adapters import Adapter, adapter_for, verify_version
 from .config import SourceConfig
 from .core.detect import VerifyOutcome, VerifyRequest, after_verify, plan_poll
-from .core.events import SourceInfo, encode_event
-from .core.expect import advance, match_arrival, prunable
-from .core.model import EventSpec, Expectation, FileRecord, State
+from .core.events import EVENT_TYPES, SourceInfo, encode_event
+from .core.expect import advance, match_arrival, prunable, warn
+from .core.model import EventSpec, Expectation, FileRecord, SetPeriod, State
+from .core.sets import advance_sets, prunable_sets
 from .credentials import Credentials
-from .errors import PermanentSourceError, SourceError, StateError
+from .errors import LeaseLost, PermanentSourceError, SourceError, StateError
 from .metrics import Metrics
 from .store import AsyncStore, NewEvent, OutboxRow
 
@@ -69,6 +70,7 @@ class Watcher:
         *,
         clock: Clock = time.time,
         adapter_factory: Callable[..., Adapter] = adapter_for,
+        epoch: int | None = None,
     ) -> None:
         self.config = config
         self.source_id = source_id
@@ -76,11 +78,16 @@ class Watcher:
         self.credentials = credentials
         self.metrics = metrics
         self.clock = clock
+        #: The source's lease this watcher writes under (``None``: unfenced, e.g. ``ftpsource watch``).
+        self.epoch = epoch
         self.policy = config.policy()
         self.info = SourceInfo(source_id, config.display_url, self.policy.checksum)
         self.records: dict[str, FileRecord] = {}
         self.expectations: dict[tuple[str, str], Expectation] = {}
+        self.sets: dict[tuple[str, str], SetPeriod] = {}
         self.first_start_at = 0.0
+        #: when this stream loaded its rules: an expect rule seen for the first time starts here
+        self.rules_since = 0.0
         self._wake = asyncio.Event()
         self.outbox_changed = asyncio.Event()
         self.polled = asyncio.Event()  # set after each complete poll
@@ -109,6 +116,8 @@ class Watcher:
                     if next_due is not None:
                         delay = min(delay, next_due - self.clock())
                     delay = max(delay, MIN_RESCAN_S)
+                except LeaseLost:
+                    raise  # a newer stream owns the source now: retrying would only fail again
                 except PermanentSourceError as exc:
                     self._count_error(exc.kind)
                     await self._record_poll(False, str(exc))
@@ -118,16 +127,21 @@ class Watcher:
                     self._count_error(kind)
                     delay = backoff.next()
                     log.warning("poll failed (%s), retrying in %.1fs", exc, delay, extra=self._log_extra)
-                    with contextlib.suppress(StateError):
+                    try:
                         await self._record_poll(False, str(exc))
+                    except LeaseLost:
+                        raise
+                    except StateError:
+                        pass
                 await self._sleep(src, delay)
 
     async def _load(self) -> bool:
         """(Re)load this source's records and expectations. Returns whether this is a first start."""
         store = self.store
         first_start, self.first_start_at = await store.run(
-            store.sync.begin_source, self.source_id, self.info.url, self.clock()
+            store.sync.begin_source, self.source_id, self.info.url, self.clock(), epoch=self.epoch
         )
+        self.rules_since = max(self.first_start_at, self.clock())
         revision = await store.run(store.sync.revision, self.source_id)
         self.info.revision = revision or 0
         self.records = await store.run(store.sync.load_records, self.source_id)
@@ -135,6 +149,7 @@ class Watcher:
         self.expectations = {
             (x.rule, x.period): x for x in await store.run(store.sync.load_expectations, self.source_id)
         }
+        self.sets = {(x.rule, x.period): x for x in await store.run(store.sync.load_sets, self.source_id)}
         return first_start
 
     def wake(self) -> None:
@@ -171,20 +186,27 @@ class Watcher:
             first_start=first_start,
             unlisted_dirs=listing.unlisted_dirs,
         )
-        exp = advance(self.config.expect, self.expectations, self.records, self.first_start_at, now)
+        rules = self.config.expect_files
+        exp = advance(rules, self.expectations, self.records, self.rules_since, now)
+        advanced = {**self.expectations, **{(x.rule, x.period): x for x in exp.changed}}
+        warned = warn(rules, advanced, now)
+        changed = {(x.rule, x.period): x for x in [*exp.changed, *warned.changed]}
         dropped = prunable(self.expectations, now)
+        sets = advance_sets(self.config.expect_sets, self.sets, self.records, now)
         await self._commit(
             plan.upserts,
             plan.removals,
-            [*plan.events, *exp.events],
+            [*plan.events, *exp.events, *warned.events, *sets.events],
             now,
             initialized=first_start,
-            expectations=exp.changed,
+            expectations=list(changed.values()),
             expectations_dropped=dropped,
+            sets=sets.changed,
+            sets_dropped=prunable_sets(self.sets, now),
         )
         self.metrics.poll_duration.labels(sid).observe(time.perf_counter() - t0)
 
-        next_due = _earliest(plan.next_due, exp.next_due)
+        next_due = _earliest(_earliest(plan.next_due, exp.next_due), _earliest(warned.next_due, sets.next_due))
         pending = plan.pending
         for i in range(0, len(plan.verify), VERIFY_BATCH):
             batch = plan.verify[i : i + VERIFY_BATCH]
@@ -200,6 +222,11 @@ class Watcher:
                 expectations=met,
             )
             pending -= sum(1 for o in done if o.record.state is not State.PENDING)
+            if any(o.event is not None and o.event.type == "ready" for o in done):
+                # A member just became ready: report its set now, not a poll later.
+                sets = advance_sets(self.config.expect_sets, self.sets, self.records, now)
+                await self._commit((), (), sets.events, now, sets=sets.changed)
+                next_due = _earliest(next_due, sets.next_due)
             for o in done:
                 rec = o.record
                 if rec.state is State.PENDING and rec.problem_since is not None:
@@ -241,7 +268,7 @@ class Watcher:
         if digest is not None and digest.method != "server":
             self.metrics.bytes_hashed.labels(self.source_id).inc(digest.size)
         now = self.clock()
-        match = match_arrival(self.config.expect, self.expectations, path, now)
+        match = match_arrival(self.config.expect_files, self.expectations, path, now)
         outcome = after_verify(
             req,
             digest,
@@ -267,8 +294,12 @@ class Watcher:
         initialized: bool = False,
         expectations: Sequence[Expectation] = (),
         expectations_dropped: Sequence[Expectation] = (),
+        sets: Sequence[SetPeriod] = (),
+        sets_dropped: Sequence[SetPeriod] = (),
     ) -> None:
-        if not (upserts or removals or events or initialized or expectations or expectations_dropped):
+        if not (
+            upserts or removals or events or initialized or expectations or expectations_dropped or sets or sets_dropped
+        ):
             return
         encoded = []
         for spec in events:
@@ -285,6 +316,9 @@ class Watcher:
             expectations=expectations,
             initialized=initialized,
             expectations_dropped=expectations_dropped,
+            sets=sets,
+            sets_dropped=sets_dropped,
+            epoch=self.epoch,
         )
         # Only after the commit succeeded does memory follow the database.
         for rec in upserts:
@@ -295,8 +329,12 @@ class Watcher:
             self.expectations[(x.rule, x.period)] = x
         for x in expectations_dropped:
             self.expectations.pop((x.rule, x.period), None)
+        for y in sets:
+            self.sets[(y.rule, y.period)] = y
+        for y in sets_dropped:
+            self.sets.pop((y.rule, y.period), None)
         for spec in events:
-            self.metrics.events.labels(self.source_id, f"ftpsource.file.{spec.type}", spec.reason or "").inc()
+            self.metrics.events.labels(self.source_id, EVENT_TYPES[spec.type], spec.reason or "").inc()
             if spec.type == "ready":
                 self.metrics.detection_latency.labels(self.source_id).observe(max(0.0, now - spec.first_seen))
                 log.info(
@@ -313,7 +351,7 @@ class Watcher:
 
     async def _record_poll(self, ok: bool, error: str | None = None) -> None:
         now = self.clock()
-        await self.store.run(self.store.sync.record_poll, self.source_id, now, ok, error)
+        await self.store.run(self.store.sync.record_poll, self.source_id, now, ok, error, epoch=self.epoch)
         if ok:
             self.metrics.last_ok_poll.labels(self.source_id).set(now)
 
@@ -343,7 +381,9 @@ class Watcher:
             while unconfirmed and unconfirmed[0][1] <= now - CONFIRM_S:
                 confirmed.append(unconfirmed.popleft()[0])
             if confirmed:
-                await store.run(store.sync.mark_delivered, confirmed, self.clock())
+                await store.run(
+                    store.sync.mark_delivered, confirmed, self.clock(), source_id=self.source_id, epoch=self.epoch
+                )
                 await self._refresh_outbox_gauge()
             self.outbox_changed.clear()
             rows = await store.run(store.sync.undelivered, self.source_id, DELIVER_BATCH, last_seq)
