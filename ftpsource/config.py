@@ -559,8 +559,8 @@ def parse_source_config(raw: bytes | str) -> SourceConfig:
 class ServerSettings:
     """``ftpsource serve`` settings, from flags or matching ``FTPSOURCE_*`` environment variables."""
 
-    listen: str = "[::]:8080"
-    metrics_listen: str | None = "[::]:9090"
+    listen: str = "0.0.0.0:8080"
+    metrics_listen: str | None = "0.0.0.0:9090"
     #: A SQLite file, or a ``postgresql://`` URL (several replicas share it; no password in it).
     state: str | Path = "ftpsource.db"
     state_password_file: Path | None = None

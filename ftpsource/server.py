@@ -348,7 +348,7 @@ class RunningServer:
 
 def _split_hostport(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
-    return host.strip("[]") or "::", int(port)
+    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 async def start_server(

@@ -115,8 +115,8 @@ def test_multi_stage_build_ends_on_slim_python() -> None:
 
 def _from_images(dockerfile: Path) -> list[str]:
     text = dockerfile.read_text(encoding="utf-8")
-    args = {}
-    images = []
+    args: dict[str, str] = {}
+    images: list[str] = []
     for instruction in instructions(text):
         if instruction.keyword == "ARG" and not images:
             name, _, default = instruction.value.partition("=")
