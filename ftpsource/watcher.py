@@ -37,6 +37,7 @@ DELIVER_BATCH = 128
 CONFIRM_S = 1.0
 FREEZE_AFTER_UPSERTS = 1000
 MIN_RESCAN_S = 0.25
+RECENT_ERRORS = 10
 
 Clock = Callable[[], float]
 
@@ -82,6 +83,9 @@ class Watcher:
         self.records: dict[str, FileRecord] = {}
         self.expectations: dict[tuple[str, str], Expectation] = {}
         self.sets: dict[tuple[str, str], SetPeriod] = {}
+        #: for the status page: the last few problems (time, kind, message) and the last complete poll
+        self.recent_errors: deque[tuple[float, str, str]] = deque(maxlen=RECENT_ERRORS)
+        self.last_ok_poll: float | None = None
         self.first_start_at = 0.0
         self._wake = asyncio.Event()
         self.outbox_changed = asyncio.Event()
@@ -112,12 +116,12 @@ class Watcher:
                         delay = min(delay, next_due - self.clock())
                     delay = max(delay, MIN_RESCAN_S)
                 except PermanentSourceError as exc:
-                    self._count_error(exc.kind)
+                    self._count_error(exc.kind, str(exc))
                     await self._record_poll(False, str(exc))
                     raise
                 except (SourceError, StateError) as exc:
                     kind = exc.kind if isinstance(exc, SourceError) else "state"
-                    self._count_error(kind)
+                    self._count_error(kind, str(exc))
                     delay = backoff.next()
                     log.warning("poll failed (%s), retrying in %.1fs", exc, delay, extra=self._log_extra)
                     with contextlib.suppress(StateError):
@@ -239,13 +243,13 @@ class Watcher:
             try:
                 found = await verify_version(src, req, policy.checksum, policy.validate)
             except SourceError as exc:
-                self._count_error(exc.kind)
+                self._count_error(exc.kind, f"{path}: {exc}")
                 log.warning("verification failed, will retry: %s", exc, extra=extra)
                 return None, None
             except Exception:
                 # A bug or a surprise from a library must not stop every other file of the source (nor
                 # end the stream in a crash loop): this file keeps its record and is tried again.
-                self._count_error("internal")
+                self._count_error("internal", f"{path}: verification crashed")
                 log.exception("verification crashed, will retry", extra=extra)
                 return None, None
         digest, after, sidecar_problem = found.digest, found.after, found.sidecar_problem
@@ -340,14 +344,16 @@ class Watcher:
         now = self.clock()
         await self.store.run(self.store.sync.record_poll, self.source_id, now, ok, error)
         if ok:
+            self.last_ok_poll = now
             self.metrics.last_ok_poll.labels(self.source_id).set(now)
 
     async def _refresh_outbox_gauge(self) -> None:
         n = await self.store.run(self.store.sync.undelivered_count, self.source_id)
         self.metrics.outbox_pending.labels(self.source_id).set(n)
 
-    def _count_error(self, kind: str) -> None:
+    def _count_error(self, kind: str, message: str) -> None:
         self.metrics.source_errors.labels(self.source_id, kind).inc()
+        self.recent_errors.append((self.clock(), kind, message))
 
     # delivery ----------------------------------------------------------------------------------------
     async def deliver(self, write: Callable[[OutboxRow], Awaitable[None]]) -> None:

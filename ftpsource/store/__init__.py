@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .sqlite import SCHEMA_VERSION, AsyncStore, HistoryRow, NewEvent, OutboxRow, SourceRow, Store
+from .sqlite import SCHEMA_VERSION, AsyncStore, HistoryRow, NewEvent, OutboxRow, RecentEvent, SourceRow, Store
 
-__all__ = ["SCHEMA_VERSION", "AsyncStore", "HistoryRow", "NewEvent", "OutboxRow", "SourceRow", "Store"]
+__all__ = ["SCHEMA_VERSION", "AsyncStore", "HistoryRow", "NewEvent", "OutboxRow", "RecentEvent", "SourceRow", "Store"]

@@ -31,7 +31,7 @@ from urllib.parse import quote
 from ..core.model import Expectation, FileRecord, SetPeriod, State
 from ..errors import StateError
 
-__all__ = ["AsyncStore", "HistoryRow", "NewEvent", "OutboxRow", "SourceRow", "Store"]
+__all__ = ["AsyncStore", "HistoryRow", "NewEvent", "OutboxRow", "RecentEvent", "SourceRow", "Store"]
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -137,6 +137,16 @@ class SourceRow:
     files: int
     pending: int
     undelivered: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecentEvent:
+    source_id: str
+    event_id: str
+    type: str
+    path: str
+    created: float
+    delivered: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +404,14 @@ class Store:
         return int(
             self._query("SELECT COUNT(*) FROM outbox WHERE source_id=? AND delivered IS NULL", (source_id,))[0][0]
         )
+
+    def recent_events(self, limit: int = 20) -> list[RecentEvent]:
+        """The latest events of every source, newest first (without payloads)."""
+        rows = self._query(
+            "SELECT source_id, event_id, type, path, created, delivered FROM outbox ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        )
+        return [RecentEvent(*r) for r in rows]
 
     def history(self, source_id: str, path: str) -> list[HistoryRow]:
         rows = self._query(
