@@ -187,7 +187,7 @@ class Watcher:
         warned = warn(rules, advanced, now)
         changed = {(x.rule, x.period): x for x in [*exp.changed, *warned.changed]}
         dropped = prunable(self.expectations, now)
-        sets = advance_sets(self.config.expect_sets, self.sets, self.records, now)
+        sets = advance_sets(self.config.expect_sets, self.sets, self.records, self.rules_since, now)
         await self._commit(
             plan.upserts,
             plan.removals,
@@ -219,7 +219,7 @@ class Watcher:
             pending -= sum(1 for o in done if o.record.state is not State.PENDING)
             if any(o.event is not None and o.event.type == "ready" for o in done):
                 # A member just became ready: report its set now, not a poll later.
-                sets = advance_sets(self.config.expect_sets, self.sets, self.records, now)
+                sets = advance_sets(self.config.expect_sets, self.sets, self.records, self.rules_since, now)
                 await self._commit((), (), sets.events, now, sets=sets.changed)
                 next_due = _earliest(next_due, sets.next_due)
             for o in done:

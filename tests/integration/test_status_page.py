@@ -7,6 +7,7 @@ import asyncio
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -37,6 +38,10 @@ def config(root: Path) -> dict[str, Any]:
             *sets("yearly", schedule="0 0 1 1 *"),
         ],
     }
+
+
+def set_event(kind: str, name: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda e: e["type"] == f"ftpsource.set.{kind}" and e["data"]["set"] == name
 
 
 def upload(root: Path, name: str, hm: str, content: bytes = b"x") -> list[str]:
@@ -75,6 +80,11 @@ def _get(url: str) -> tuple[int, str, bytes]:
         return e.code, "", e.read()
 
 
+def _headers(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return r.headers
+
+
 async def test_status_page_in_a_real_browser(tmp_path: Path, root: Path) -> None:
     clock = ShiftedClock()
     clock.advance(600 - clock() % 600 + 5)  # just after a boundary: the next deadline is ~10 minutes away
@@ -87,15 +97,15 @@ async def test_status_page_in_a_real_browser(tmp_path: Path, root: Path) -> None
         upload(root, "amend", hm)
         (root / HOSTILE_READY).write_bytes(b"hostile")
         for name in ("done", "amend"):
-            await stream.until(lambda e, n=name: e["type"] == "ftpsource.set.complete" and e["data"]["set"] == n)
+            await stream.until(set_event("complete", name))
         upload(root, "amend", hm, b"corrected")
         await stream.until(lambda e: e["type"] == "ftpsource.set.amended")
         clock.advance(first.timestamp() + 61 - clock())  # the first deadline and its grace pass
         srv.app.wake_all()
-        await stream.until(lambda e: e["type"] == "ftpsource.set.incomplete" and e["data"]["set"] == "late")
-        await stream.until(lambda e: e["type"] == "ftpsource.set.at_risk" and e["data"]["set"] == "risky")
+        await stream.until(set_event("incomplete", "late"))
+        await stream.until(set_event("at_risk", "risky"))
         upload(root, "late", hm)
-        await stream.until(lambda e: e["type"] == "ftpsource.set.complete" and e["data"]["set"] == "late")
+        await stream.until(set_event("complete", "late"))
         (root / HOSTILE_PENDING).write_bytes(b"not gzip at all")  # fails its format check: stays pending
         await all_delivered(srv)
         pending_seen = False
@@ -129,7 +139,7 @@ async def test_status_page_in_a_real_browser(tmp_path: Path, root: Path) -> None
         await screenshot(f"{base}/", REPO / ".cache" / "status-page.png")
         code, ctype, raw = await asyncio.to_thread(_get, f"{base}/")
         assert code == 200 and ctype.startswith("text/html")
-        headers = await asyncio.to_thread(lambda: urllib.request.urlopen(f"{base}/", timeout=10).headers)
+        headers = await asyncio.to_thread(_headers, f"{base}/")
         assert headers["Content-Security-Policy"] == "default-src 'none'; style-src 'unsafe-inline'"
     seen = _Text()
     seen.feed(page)
