@@ -24,7 +24,7 @@ from .core.expect import advance, match_arrival, prunable, warn
 from .core.model import EventSpec, Expectation, FileRecord, SetPeriod, State
 from .core.sets import advance_sets, prunable_sets
 from .credentials import Credentials
-from .errors import PermanentSourceError, SourceError, StateError
+from .errors import LeaseLost, PermanentSourceError, SourceError, StateError
 from .metrics import Metrics
 from .store import AsyncStore, NewEvent, OutboxRow
 
@@ -71,6 +71,7 @@ class Watcher:
         *,
         clock: Clock = time.time,
         adapter_factory: Callable[..., Adapter] = adapter_for,
+        epoch: int | None = None,
     ) -> None:
         self.config = config
         self.source_id = source_id
@@ -78,6 +79,8 @@ class Watcher:
         self.credentials = credentials
         self.metrics = metrics
         self.clock = clock
+        #: The source's lease this watcher writes under (``None``: unfenced, e.g. ``ftpsource watch``).
+        self.epoch = epoch
         self.policy = config.policy()
         self.info = SourceInfo(source_id, config.display_url, self.policy.checksum)
         self.records: dict[str, FileRecord] = {}
@@ -117,6 +120,8 @@ class Watcher:
                     if next_due is not None:
                         delay = min(delay, next_due - self.clock())
                     delay = max(delay, MIN_RESCAN_S)
+                except LeaseLost:
+                    raise  # a newer stream owns the source now: retrying would only fail again
                 except PermanentSourceError as exc:
                     self._count_error(exc.kind, str(exc))
                     await self._record_poll(False, str(exc))
@@ -126,15 +131,19 @@ class Watcher:
                     self._count_error(kind, str(exc))
                     delay = backoff.next()
                     log.warning("poll failed (%s), retrying in %.1fs", exc, delay, extra=self._log_extra)
-                    with contextlib.suppress(StateError):
+                    try:
                         await self._record_poll(False, str(exc))
+                    except LeaseLost:
+                        raise
+                    except StateError:
+                        pass
                 await self._sleep(src, delay)
 
     async def _load(self) -> bool:
         """(Re)load this source's records and expectations. Returns whether this is a first start."""
         store = self.store
         first_start, self.first_start_at = await store.run(
-            store.sync.begin_source, self.source_id, self.info.url, self.clock()
+            store.sync.begin_source, self.source_id, self.info.url, self.clock(), epoch=self.epoch
         )
         self.rules_since = max(self.first_start_at, self.clock())
         revision = await store.run(store.sync.revision, self.source_id)
@@ -313,6 +322,7 @@ class Watcher:
             expectations_dropped=expectations_dropped,
             sets=sets,
             sets_dropped=sets_dropped,
+            epoch=self.epoch,
         )
         # Only after the commit succeeded does memory follow the database.
         for rec in upserts:
@@ -345,7 +355,7 @@ class Watcher:
 
     async def _record_poll(self, ok: bool, error: str | None = None) -> None:
         now = self.clock()
-        await self.store.run(self.store.sync.record_poll, self.source_id, now, ok, error)
+        await self.store.run(self.store.sync.record_poll, self.source_id, now, ok, error, epoch=self.epoch)
         if ok:
             self.last_ok_poll = now
             self.metrics.last_ok_poll.labels(self.source_id).set(now)
@@ -377,7 +387,9 @@ class Watcher:
             while unconfirmed and unconfirmed[0][1] <= now - CONFIRM_S:
                 confirmed.append(unconfirmed.popleft()[0])
             if confirmed:
-                await store.run(store.sync.mark_delivered, confirmed, self.clock())
+                await store.run(
+                    store.sync.mark_delivered, confirmed, self.clock(), source_id=self.source_id, epoch=self.epoch
+                )
                 await self._refresh_outbox_gauge()
             self.outbox_changed.clear()
             rows = await store.run(store.sync.undelivered, self.source_id, DELIVER_BATCH, last_seq)

@@ -23,6 +23,7 @@ from ftpsource._proto import generic_pb2, generic_pb2_grpc
 from ftpsource.config import ServerSettings
 from ftpsource.metrics import Metrics
 from ftpsource.server import RunningServer, start_server
+from ftpsource.store import open_store_read_only
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -202,10 +203,10 @@ class ServerProcess:
 
 async def all_delivered(srv: RunningServer, timeout: float = 20.0) -> None:
     """Wait until every decided event is confirmed delivered (the stream stayed open long enough)."""
-    from ftpsource.store import Store
 
     def done() -> bool:
-        store = Store.open_read_only(srv.app.settings.state)
+        settings = srv.app.settings
+        store = open_store_read_only(settings.state, settings.state_password_file)
         try:
             return all(s.undelivered == 0 for s in store.list_sources())
         finally:
