@@ -31,7 +31,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from ..core.model import Expectation, FileRecord, SetPeriod, State
 from ..errors import LeaseLost, StateError
-from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, SourceRow
+from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, RecentEvent, SourceRow
 from .sqlite import SCHEMA_VERSION
 
 __all__ = ["LEASE_CHANNEL", "PostgresStore", "is_postgres_url", "redact_url"]
@@ -542,6 +542,13 @@ class PostgresStore:
     def undelivered_count(self, source_id: str) -> int:
         rows = self._query("SELECT COUNT(*) FROM outbox WHERE source_id=%s AND delivered IS NULL", (source_id,))
         return int(rows[0][0])
+
+    def recent_events(self, limit: int = 20) -> list[RecentEvent]:
+        rows = self._query(
+            "SELECT source_id, event_id, type, path, created, delivered FROM outbox ORDER BY seq DESC LIMIT %s",
+            (limit,),
+        )
+        return [RecentEvent(*r) for r in rows]
 
     def history(self, source_id: str, path: str) -> list[HistoryRow]:
         rows = self._query(
