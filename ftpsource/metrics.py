@@ -7,7 +7,9 @@ Labels carry source ids and event types only: never URLs with users, paths or an
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +20,29 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from .status import render_html
 
-__all__ = ["Metrics", "MetricsServer"]
+__all__ = ["Metrics", "MetricsServer", "bind_http"]
+
+
+class _DualStackHTTPServer(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        # `::` then takes IPv4 too (as ::ffff:a.b.c.d), whatever the host's bindv6only default says.
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+def bind_http(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """An HTTP server on ``host``: an IPv6 literal binds IPv6, ``::`` every address of both families,
+    falling back to 0.0.0.0 on a host without IPv6. Raises ``OSError`` when it cannot listen."""
+    if ":" not in host:
+        return ThreadingHTTPServer((host, port), handler)
+    try:
+        return _DualStackHTTPServer((host, port), handler)
+    except OSError as exc:
+        if host != "::" or exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT):
+            raise
+    return ThreadingHTTPServer(("0.0.0.0", port), handler)
 
 
 class Metrics:
@@ -152,7 +176,7 @@ class MetricsServer:
         self.ready = ready
         self.alive = alive
         self.status = status
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        self._httpd = bind_http(host, port, Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="ftpsource-metrics", daemon=True)
 

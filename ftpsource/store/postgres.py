@@ -183,6 +183,7 @@ class PostgresStore:
         self._password_file = password_file
         self._read_only = read_only
         self._secrets: tuple[str, ...] = ()
+        self._options = ""
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         try:
@@ -191,6 +192,7 @@ class PostgresStore:
             raise StateError(f"state store {self.location}: not a valid postgresql:// URL") from None
         if params.get("password"):
             self._secrets = (str(params["password"]),)
+        self._options = str(params.get("options") or "")
         with self._lock:
             conn = self._connection()
             try:
@@ -232,7 +234,8 @@ class PostgresStore:
                 kwargs["password"] = password
                 self._secrets = (*self._secrets, password)
         if self._read_only:
-            kwargs["options"] = "-c default_transaction_read_only=on"
+            # Added to the URL's own options (a search_path, say), not instead of them.
+            kwargs["options"] = f"{self._options} -c default_transaction_read_only=on".strip()
         return kwargs
 
     def _connection(self) -> psycopg.Connection[Any]:

@@ -370,3 +370,22 @@ def test_postgres_read_only_never_creates_or_writes(pg_db: PgDatabase) -> None:
 def test_not_a_postgres_url_is_a_clear_error() -> None:
     with pytest.raises(StateError, match="not a valid postgresql:// URL"):
         open_store("postgresql://u@h:notaport/db?sslmode")
+
+
+def test_postgres_schema_from_the_url_options_also_when_read_only(pg_db: PgDatabase) -> None:
+    with pg_db.connect() as conn:
+        conn.execute("CREATE SCHEMA fts")
+    url = pg_db.url + "&options=-csearch_path%3Dfts"
+    s = open_store(url, pg_db.password_file)
+    s.take_lease("src", "u", "a", 1.0)
+    s.close()
+    ro = open_store_read_only(url, pg_db.password_file)
+    assert [r.id for r in ro.list_sources()] == ["src"]
+    ro.close()
+    with pg_db.connect() as conn:
+        assert conn.execute(
+            "SELECT to_regclass('fts.sources') IS NOT NULL, to_regclass('public.sources')"
+        ).fetchone() == (
+            True,
+            None,
+        )
