@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .aio import AsyncStore, open_store, open_store_read_only
-from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, SourceRow, StateStore
+from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, RecentEvent, SourceRow, StateStore
 from .postgres import PostgresStore, is_postgres_url, redact_url
 from .sqlite import SCHEMA_VERSION, Store
 
@@ -15,6 +15,7 @@ __all__ = [
     "NewEvent",
     "OutboxRow",
     "PostgresStore",
+    "RecentEvent",
     "SourceRow",
     "StateStore",
     "Store",

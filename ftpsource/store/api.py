@@ -18,7 +18,7 @@ from typing import Protocol
 
 from ..core.model import Expectation, FileRecord, SetPeriod
 
-__all__ = ["HistoryRow", "LeaseCallback", "NewEvent", "OutboxRow", "SourceRow", "StateStore"]
+__all__ = ["HistoryRow", "LeaseCallback", "NewEvent", "OutboxRow", "RecentEvent", "SourceRow", "StateStore"]
 
 #: Called with ``(source_id, epoch)`` when another process took a source's lease.
 LeaseCallback = Callable[[str, int], None]
@@ -55,6 +55,18 @@ class SourceRow:
     files: int
     pending: int
     undelivered: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecentEvent:
+    """An outbox row without its payload, for the status page."""
+
+    source_id: str
+    event_id: str
+    type: str
+    path: str
+    created: float
+    delivered: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +147,10 @@ class StateStore(Protocol):
     def undelivered_count(self, source_id: str) -> int: ...
 
     def history(self, source_id: str, path: str) -> list[HistoryRow]: ...
+
+    def recent_events(self, limit: int = 20) -> list[RecentEvent]:
+        """The latest events of every source, newest first (without payloads)."""
+        ...
 
     # expectations
     def load_expectations(self, source_id: str) -> list[Expectation]: ...

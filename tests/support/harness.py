@@ -118,10 +118,18 @@ class Stream:
 
 
 async def open_stream(
-    port: int, config: dict[str, Any] | str | bytes, name: str = "files", token: str | None = None
+    port: int,
+    config: dict[str, Any] | str | bytes,
+    name: str = "files",
+    token: str | None = None,
+    own_connection: bool = False,
 ) -> Stream:
-    """Open a StartEventSource stream as Argo's client does (optionally with a bearer token)."""
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    """Open a StartEventSource stream as Argo's client does (optionally with a bearer token).
+
+    ``own_connection``: a new TCP connection even while another channel of this process has one open
+    to the same address (gRPC shares them), as a new client pod behind a Service would have."""
+    options = [("grpc.use_local_subchannel_pool", 1)] if own_connection else None
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
     stub = generic_pb2_grpc.EventingStub(channel)
     if isinstance(config, dict):
         config = yaml.safe_dump(config)
@@ -154,15 +162,19 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 20.0, what:
 class ServerProcess:
     """``ftpsource serve`` as a real subprocess, for kill -9 and SIGTERM tests.
 
-    Streams may read local directories under ``allow_roots`` (``--allow-root``), the state file's
-    directory unless given.
+    Streams may read local directories under ``allow_roots`` (``--allow-root``), the log file's
+    directory (the test's tmp_path) unless given.
     """
 
     def __init__(
-        self, state: Path, log_path: Path, extra: list[str] | None = None, allow_roots: Sequence[Path] | None = None
+        self,
+        state: Path | str,
+        log_path: Path,
+        extra: list[str] | None = None,
+        allow_roots: Sequence[Path] | None = None,
     ) -> None:
         self.state, self.log_path, self.extra = state, log_path, extra or []
-        roots = allow_roots if allow_roots is not None else [state.parent]
+        roots = allow_roots if allow_roots is not None else [Path(log_path).parent]
         self.extra += [arg for root in roots for arg in ("--allow-root", str(root))]
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
