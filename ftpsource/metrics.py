@@ -60,6 +60,31 @@ class Metrics:
             registry=r,
         )
 
+        self.settlements = Counter(
+            "ftpsource_settlements_total",
+            "Settle calls that recorded an outcome, by outcome.",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self.post_actions = Counter(
+            "ftpsource_post_actions_total",
+            "Moves and deletes of settled files, by result (ok, changed, failed, retry).",
+            ["source", "action", "result"],
+            registry=r,
+        )
+        self.unsettled = Gauge(
+            "ftpsource_unsettled_versions",
+            "Delivered versions whose source has on_success/on_failure actions and that are not settled yet.",
+            ["source"],
+            registry=r,
+        )
+        self.unsettled_oldest = Gauge(
+            "ftpsource_unsettled_oldest_delivered_timestamp_seconds",
+            "Unix time the oldest unsettled version was delivered (0 when none).",
+            ["source"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

@@ -28,9 +28,19 @@ from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
 
 from ..core.model import Expectation, FileRecord, State
+from ..core.settle import Outcome, PostAction, SettleVersion
 from ..errors import StateError
 
-__all__ = ["AsyncStore", "HistoryRow", "NewEvent", "OutboxRow", "SourceRow", "Store"]
+__all__ = [
+    "AsyncStore",
+    "HistoryRow",
+    "NewEvent",
+    "OutboxRow",
+    "SettleResult",
+    "SourceRow",
+    "Store",
+    "VersionRow",
+]
 
 SCHEMA_VERSION = 1
 _SCHEMA = """
@@ -83,6 +93,31 @@ CREATE TABLE IF NOT EXISTS expectations (
     state TEXT NOT NULL,
     PRIMARY KEY (source_id, rule, period)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS versions (
+    event_id TEXT PRIMARY KEY,
+    source_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    checksum TEXT,
+    on_success TEXT NOT NULL,
+    on_failure TEXT NOT NULL,
+    expects_settle INTEGER NOT NULL,
+    ready REAL NOT NULL,
+    settled REAL,
+    outcome TEXT,
+    message TEXT,
+    action TEXT,
+    action_state TEXT,
+    action_at REAL,
+    action_detail TEXT,
+    target TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS versions_path ON versions (source_id, path);
+CREATE INDEX IF NOT EXISTS versions_pending ON versions (source_id) WHERE action_state = 'pending';
+CREATE INDEX IF NOT EXISTS versions_unsettled ON versions (source_id) WHERE settled IS NULL AND expects_settle = 1;
+CREATE INDEX IF NOT EXISTS outbox_event ON outbox (event_id);
 """
 
 _FILE_COLUMNS = (
@@ -133,6 +168,48 @@ class NewEvent:
     type: str
     path: str
     payload: bytes
+    #: for ready events: the version as it can be settled later, with its actions
+    version: SettleVersion | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    """A reported version and how far it got: delivered, settled, its post-action."""
+
+    event_id: str
+    source_id: str
+    version: SettleVersion
+    ready: float
+    delivered: float | None
+    settled: float | None
+    outcome: Outcome | None
+    message: str | None
+    action: str | None
+    action_state: str | None  # pending | done | changed | failed | none
+    action_at: float | None
+    action_detail: str | None
+    target: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SettleResult:
+    """``status``: ``not_found``, ``accepted``, ``same`` (already settled so) or ``conflict``."""
+
+    status: str
+    row: VersionRow | None = None
+
+
+_VERSION_COLUMNS = (
+    "v.event_id, v.source_id, v.path, v.generation, v.size, v.mtime, v.checksum, v.on_success, v.on_failure, "
+    "v.ready, (SELECT MAX(o.delivered) FROM outbox o WHERE o.event_id = v.event_id), v.settled, v.outcome, "
+    "v.message, v.action, v.action_state, v.action_at, v.action_detail, v.target"
+)
+
+
+def _to_version(r: tuple[Any, ...]) -> VersionRow:
+    version = SettleVersion(r[2], r[3], r[4], r[5], r[6], PostAction.from_json(r[7]), PostAction.from_json(r[8]))
+    delivered = r[10] if r[10] is not None and r[10] >= 0 else None
+    return VersionRow(r[0], r[1], version, r[9], delivered, *r[11:])
 
 
 def _record_row(source_id: str, r: FileRecord) -> tuple[Any, ...]:
@@ -341,6 +418,27 @@ class Store:
                 ((source_id, e.event_id, e.type, e.path, e.payload, now) for e in events),
             )
             db.executemany(
+                "INSERT OR IGNORE INTO versions (event_id, source_id, path, generation, size, mtime, checksum,"
+                " on_success, on_failure, expects_settle, ready) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    (
+                        e.event_id,
+                        source_id,
+                        v.path,
+                        v.generation,
+                        v.size,
+                        v.mtime,
+                        v.checksum,
+                        v.on_success.to_json(),
+                        v.on_failure.to_json(),
+                        int(v.expects_settle),
+                        now,
+                    )
+                    for e in events
+                    if (v := e.version) is not None
+                ),
+            )
+            db.executemany(
                 "INSERT OR REPLACE INTO expectations VALUES (?,?,?,?,?,?)",
                 ((source_id, x.rule, x.period, x.path, x.deadline, x.state) for x in expectations),
             )
@@ -410,6 +508,72 @@ class Store:
         """The source's forget counter, or None if the source is unknown."""
         rows = self._query("SELECT revision FROM sources WHERE id=?", (source_id,))
         return int(rows[0][0]) if rows else None
+
+    # settlement --------------------------------------------------------------------------------------
+    def settle(self, event_id: str, outcome: Outcome, message: str, now: float) -> SettleResult:
+        """Record how a version's processing ended, and its post-action as pending, in one transaction.
+
+        The same outcome again changes nothing (``same``); a different one is refused (``conflict``).
+        """
+        with self._tx() as db:
+            row = db.execute(f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE v.event_id=?", (event_id,)).fetchone()
+            if row is None:
+                return SettleResult("not_found")
+            found = _to_version(row)
+            if found.outcome is not None:
+                return SettleResult("same" if found.outcome == outcome else "conflict", found)
+            action = found.version.action_for(outcome).action
+            state = "none" if action == "none" else "pending"
+            db.execute(
+                "UPDATE versions SET settled=?, outcome=?, message=?, action=?, action_state=? WHERE event_id=?",
+                (now, outcome, message, action, state, event_id),
+            )
+            row = db.execute(f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE v.event_id=?", (event_id,)).fetchone()
+        return SettleResult("accepted", _to_version(row))
+
+    def pending_actions(self, source_id: str) -> list[VersionRow]:
+        """Settled versions whose move or delete has not run to an end yet, oldest settle first."""
+        rows = self._query(
+            f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE v.source_id=? AND v.action_state='pending'"
+            " ORDER BY v.settled",
+            (source_id,),
+        )
+        return [_to_version(r) for r in rows]
+
+    def finish_action(self, event_id: str, state: str, detail: str | None, target: str | None, now: float) -> None:
+        """Record how a post-action ended: ``done``, ``changed`` (not the settled version) or ``failed``."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE versions SET action_state=?, action_detail=?, target=?, action_at=? WHERE event_id=?",
+                (state, detail, target, now, event_id),
+            )
+
+    def note_action_attempt(self, event_id: str, detail: str, now: float) -> None:
+        """A post-action failed in a way worth retrying: it stays pending; the reason is kept for `state show`."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE versions SET action_detail=?, action_at=? WHERE event_id=? AND action_state='pending'",
+                (detail, now, event_id),
+            )
+
+    def versions(self, source_id: str, path: str) -> list[VersionRow]:
+        """Every reported version of a path, oldest first (none in a state file older than settling)."""
+        if not self._query("SELECT 1 FROM sqlite_master WHERE type='table' AND name='versions'"):
+            return []
+        rows = self._query(
+            f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE v.source_id=? AND v.path=? ORDER BY v.ready",
+            (source_id, path),
+        )
+        return [_to_version(r) for r in rows]
+
+    def unsettled(self, source_id: str) -> tuple[int, float | None]:
+        """Delivered versions that expect a settle and have none: how many, and the oldest delivery time."""
+        row = self._query(
+            "SELECT COUNT(*), MIN(d) FROM (SELECT (SELECT MAX(o.delivered) FROM outbox o WHERE o.event_id = v.event_id)"
+            " AS d FROM versions v WHERE v.source_id=? AND v.settled IS NULL AND v.expects_settle=1) WHERE d > 0",
+            (source_id,),
+        )[0]
+        return int(row[0]), row[1]
 
     # expectations ----------------------------------------------------------------------------------
     def load_expectations(self, source_id: str) -> list[Expectation]:
