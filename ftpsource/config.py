@@ -8,6 +8,8 @@ Durations are stored as float seconds in ``*_s`` attributes; the YAML keys keep 
 from __future__ import annotations
 
 import hashlib
+import math
+import posixpath
 import re
 import string
 import zoneinfo
@@ -18,7 +20,17 @@ from urllib.parse import quote, unquote, urlsplit
 
 import yaml
 from croniter import croniter
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .core.detect import Policy
 from .core.paths import PathFilter, Template
@@ -27,16 +39,30 @@ from .errors import ConfigError
 
 __all__ = [
     "DEFAULT_EXCLUDE",
+    "MAX_CONFIG_BYTES",
     "ExpectRule",
+    "ExpectSet",
     "OnFailure",
     "OnSuccess",
     "ParsedURL",
     "ServerSettings",
+    "SetPattern",
     "SourceConfig",
     "format_duration",
     "parse_duration",
     "parse_source_config",
+    "quote_short",
 ]
+
+#: The largest config text accepted; a real one is a few hundred bytes.
+MAX_CONFIG_BYTES = 64 * 1024
+#: Mappings and lists nested deeper than this are refused (the real schema nests three levels).
+MAX_DEPTH = 12
+#: At most this many problems are listed; the rest are counted.
+MAX_PROBLEMS = 20
+#: A bad value is quoted in an error by at most this many characters.
+QUOTE_MAX = 40
+MAX_DURATION_S = 10 * 366 * 86400
 
 DEFAULT_EXCLUDE = ["**/.*", "**/*.part", "**/*.tmp", "**/*.filepart"]
 SCHEMES = ("file", "ftp", "ftps", "sftp")
@@ -47,24 +73,36 @@ STRFTIME_DIRECTIVES = frozenset("aAbBdHIjmMpSUwWyYGuVzZ%")
 _DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
 
 
+def quote_short(value: object, limit: int = QUOTE_MAX) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error names a bad value without echoing all of it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def parse_duration(value: object) -> float:
     """``90s``, ``5m``, ``1h30m``, ``250ms`` or a number of seconds -> seconds (float, >= 0)."""
     if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r}")
+        raise ValueError(f"invalid duration {quote_short(value)}")
     if isinstance(value, int | float):
         if value < 0:
-            raise ValueError(f"invalid duration {value!r}: must not be negative")
-        return float(value)
+            raise ValueError(f"invalid duration {quote_short(value)}: must not be negative")
+        return _bounded(float(value), value)
     if not isinstance(value, str):
-        raise ValueError(f"invalid duration {value!r}")
+        raise ValueError(f"invalid duration {quote_short(value)}")
     text = value.strip()
     if text.startswith("-"):
-        raise ValueError(f"invalid duration {value!r}: must not be negative")
-    match = _DURATION_RE.match(text)
+        raise ValueError(f"invalid duration {quote_short(value)}: must not be negative")
+    match = _DURATION_RE.match(text) if len(text) <= 32 else None
     if not text or match is None or not any(match.groups()):
-        raise ValueError(f"invalid duration {value!r} (use e.g. 90s, 5m, 1h30m)")
+        raise ValueError(f"invalid duration {quote_short(value)} (use e.g. 90s, 5m, 1h30m)")
     h, m, s, ms = (float(g) if g else 0.0 for g in match.groups())
-    return h * 3600 + m * 60 + s + ms / 1000
+    return _bounded(h * 3600 + m * 60 + s + ms / 1000, value)
+
+
+def _bounded(seconds: float, value: object) -> float:
+    if not math.isfinite(seconds) or seconds > MAX_DURATION_S:
+        raise ValueError(f"invalid duration {quote_short(value)}: must be finite and at most {MAX_DURATION_S // 3600}h")
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -78,6 +116,15 @@ def format_duration(seconds: float) -> str:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+# Lengths no real config comes near, so that a hostile one cannot make matching or parsing costly.
+MAX_PATH = 2048
+MAX_SHORT = 256
+MAX_LIST = 64
+Glob = Annotated[str, Field(max_length=MAX_SHORT)]
+
+
+# Paths a template is tried on: a companion must stay inside the root for each of them.
+_TEMPLATE_PROBES = ("f", "f.csv", ".f", "d/f.csv", "d/e/f", "d.x/f.y.z")
 
 
 def _check_template(value: str | None) -> str | None:
@@ -86,47 +133,57 @@ def _check_template(value: str | None) -> str | None:
     try:
         names = [fname for _, fname, _, _ in string.Formatter().parse(value) if fname is not None]
     except ValueError as exc:
-        raise ValueError(f"invalid template {value!r}: {exc}") from None
+        raise ValueError(f"invalid template {quote_short(value)}: {exc}") from None
     unknown = sorted({n for n in names if n not in TEMPLATE_FIELDS})
     if unknown:
         allowed = ", ".join("{" + f + "}" for f in sorted(TEMPLATE_FIELDS))
-        raise ValueError(f"unknown template field {{{unknown[0]}}} in {value!r} (allowed: {allowed})")
+        raise ValueError(
+            f"unknown template field {{{unknown[0][:QUOTE_MAX]}}} in {quote_short(value)} (allowed: {allowed})"
+        )
     if not names:
-        raise ValueError(f"template {value!r} uses no field; it would name the same file for every path")
+        raise ValueError(f"template {quote_short(value)} uses no field; it would name the same file for every path")
+    template = Template(value)
+    for probe in _TEMPLATE_PROBES:
+        rendered = template.render(probe)
+        normal = posixpath.normpath(rendered)
+        if rendered.startswith("/") or normal == ".." or normal.startswith("../") or ".." in rendered.split("/"):
+            raise ValueError(
+                f"template {quote_short(value)} names a file outside the source root "
+                f"({quote_short(rendered)} for {probe!r}); companions must be inside the root"
+            )
     return value
 
 
-class ExpectRule(BaseModel):
-    """An expected file: ``path`` must be ready by each ``schedule`` deadline plus ``grace``."""
+def _check_strftime(value: str) -> str:
+    i = 0
+    while i < len(value):
+        if value[i] == "%":
+            if i + 1 >= len(value) or value[i + 1] not in STRFTIME_DIRECTIVES:
+                bad = value[i : i + 2]
+                raise ValueError(f"unknown strftime field {bad!r} in {quote_short(value)}")
+            i += 2
+            continue
+        i += 1
+    if value.startswith("/"):
+        raise ValueError("must be relative to the source root")
+    return value
+
+
+class _Scheduled(BaseModel):
+    """What every ``expect`` entry has: deadlines, their tolerance, and an early warning."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    path: str
-    schedule: str
+    schedule: str = Field(max_length=MAX_SHORT)
     grace_s: Duration = Field(default=0.0, alias="grace")
-    timezone: str = "UTC"
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        i = 0
-        while i < len(value):
-            if value[i] == "%":
-                if i + 1 >= len(value) or value[i + 1] not in STRFTIME_DIRECTIVES:
-                    bad = value[i : i + 2]
-                    raise ValueError(f"unknown strftime field {bad!r} in {value!r}")
-                i += 2
-                continue
-            i += 1
-        if value.startswith("/"):
-            raise ValueError("must be relative to the source root")
-        return value
+    timezone: str = Field(default="UTC", max_length=MAX_SHORT)
+    warn_before_s: Duration | None = Field(default=None, alias="warn_before")
 
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
         if len(value.split()) != 5 or not croniter.is_valid(value):
-            raise ValueError(f"invalid cron expression {value!r} (5 fields: minute hour day month weekday)")
+            raise ValueError(f"invalid cron expression {quote_short(value)} (5 fields: minute hour day month weekday)")
         return value
 
     @field_validator("timezone")
@@ -135,7 +192,7 @@ class ExpectRule(BaseModel):
         try:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown timezone {value!r}") from None
+            raise ValueError(f"unknown timezone {quote_short(value)}") from None
         return value
 
 
@@ -143,7 +200,7 @@ def _check_timezone(value: str) -> str:
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown timezone {value!r}") from None
+        raise ValueError(f"unknown timezone {quote_short(value)}") from None
     return value
 
 
@@ -153,8 +210,8 @@ class OnSuccess(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     action: Literal["move", "delete", "none"] = "none"
-    to: str | None = None
-    timezone: str = "UTC"
+    to: str | None = Field(default=None, max_length=MAX_PATH)
+    timezone: str = Field(default="UTC", max_length=MAX_SHORT)
 
     @field_validator("to")
     @classmethod
@@ -184,6 +241,80 @@ class OnFailure(OnSuccess):
     action: Literal["move", "none"] = "none"
 
 
+class ExpectRule(_Scheduled):
+    """An expected file: ``path`` must be ready by each ``schedule`` deadline plus ``grace``."""
+
+    path: str = Field(max_length=MAX_PATH)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _check_strftime(value)
+
+
+class SetPattern(BaseModel):
+    """A set member made of several files: ``count`` distinct ready files matching ``pattern``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pattern: str = Field(max_length=MAX_PATH)
+    count: int = Field(ge=1, le=10_000)
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        return _check_strftime(value)
+
+
+def _member_kind(value: Any) -> str:
+    return "member-pattern" if isinstance(value, dict | SetPattern) else "member-path"
+
+
+SetMember = Annotated[
+    Annotated[str, Field(max_length=MAX_PATH), Tag("member-path")] | Annotated[SetPattern, Tag("member-pattern")],
+    Discriminator(_member_kind),
+]
+
+
+class ExpectSet(_Scheduled):
+    """Files expected together: every member of ``files`` ready by each deadline plus ``grace``."""
+
+    set: str = Field(max_length=MAX_SHORT)
+    files: list[SetMember] = Field(min_length=1, max_length=MAX_LIST)
+
+    @field_validator("set")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value):
+            raise ValueError("use letters, digits, '.', '_' and '-' (at most 128)")
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: list[str | SetPattern]) -> list[str | SetPattern]:
+        names = [m if isinstance(m, str) else m.pattern for m in value]
+        for name in names:
+            if isinstance(name, str):
+                _check_strftime(name)
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise ValueError(f"{quote_short(dup)} is listed twice")
+        return value
+
+
+def _expect_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "expect-set" if "set" in value or "files" in value else "expect-file"
+    return "expect-set" if isinstance(value, ExpectSet) else "expect-file"
+
+
+ExpectEntry = Annotated[
+    Annotated[ExpectRule, Tag("expect-file")] | Annotated[ExpectSet, Tag("expect-set")], Discriminator(_expect_kind)
+]
+# Tags of the unions above: they appear in pydantic's error locations but are not keys anyone wrote.
+_UNION_TAGS = frozenset({"expect-file", "expect-set", "member-path", "member-pattern"})
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedURL:
     scheme: str
@@ -209,7 +340,7 @@ def parse_url(value: str) -> ParsedURL:
     parts = urlsplit(value)
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
-        raise ValueError(f"unsupported scheme {parts.scheme!r} in {value!r} (use file, ftp, ftps or sftp)")
+        raise ValueError(f"unsupported scheme {quote_short(parts.scheme)} (use file, ftp, ftps or sftp)")
     if parts.password is not None:
         raise ValueError(
             "a password in the URL is not allowed; put it in a credential set and name it in `credentials`"
@@ -217,18 +348,20 @@ def parse_url(value: str) -> ParsedURL:
     if parts.query or parts.fragment:
         raise ValueError("query strings and fragments are not supported")
     path = unquote(parts.path) or "/"
+    if any(c in path for c in "\0\r\n"):
+        raise ValueError("the path must not contain NUL, CR or LF")
     if scheme == "file":
         if parts.netloc not in ("", "localhost"):
-            raise ValueError(f"file URLs take an absolute path, like file:///data/in, not {value!r}")
+            raise ValueError(f"file URLs take an absolute path, like file:///data/in, not {quote_short(value)}")
         if not path.startswith("/"):
-            raise ValueError(f"file URL path must be absolute in {value!r}")
+            raise ValueError(f"file URL path must be absolute in {quote_short(value)}")
         return ParsedURL("file", "", None, None, path.rstrip("/") or "/")
     if not parts.hostname:
-        raise ValueError(f"missing host in {value!r}")
+        raise ValueError(f"missing host in {quote_short(value)}")
     try:
         port = parts.port
     except ValueError:
-        raise ValueError(f"invalid port in {value!r}") from None
+        raise ValueError(f"invalid port in {quote_short(value)}") from None
     root = "/" + path.strip("/") if path.strip("/") else "/"
     return ParsedURL(scheme, parts.hostname, port, unquote(parts.username) if parts.username else None, root)
 
@@ -238,27 +371,27 @@ class SourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    url: str
+    url: str = Field(max_length=MAX_PATH)
     credentials: str | None = None
-    host_key: str | None = None
+    host_key: str | None = Field(default=None, max_length=MAX_SHORT)
     insecure_skip_host_key_check: bool = False
     tls_verify: bool = True
     id: str | None = None
     recursive: bool = True
-    include: list[str] = Field(default_factory=list)
-    exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_EXCLUDE))
+    include: list[Glob] = Field(default_factory=list, max_length=MAX_LIST)
+    exclude: list[Glob] = Field(default_factory=lambda: list(DEFAULT_EXCLUDE), max_length=MAX_LIST)
     poll_interval_s: Duration = Field(default=30.0, alias="poll_interval")
     stable_for_s: Duration = Field(default=30.0, alias="stable_for")
     min_age_s: Duration = Field(default=0.0, alias="min_age")
     min_size: int = Field(default=1, ge=0)
     checksum: Literal["sha256", "md5", "none"] = "sha256"
-    marker: str | None = None
-    sidecar: str | None = None
+    marker: str | None = Field(default=None, max_length=MAX_SHORT)
+    sidecar: str | None = Field(default=None, max_length=MAX_SHORT)
     validate_: Literal["auto", "none"] = Field(default="auto", alias="validate")
     reject_after_s: Duration = Field(default=3600.0, alias="reject_after")
     existing: Literal["emit", "skip"] = "emit"
     deletes: bool = False
-    expect: list[ExpectRule] = Field(default_factory=list)
+    expect: list[ExpectEntry] = Field(default_factory=list, max_length=MAX_LIST)
     max_connections: int = Field(default=2, ge=1, le=64)
     timeout_s: Duration = Field(default=30.0, alias="timeout")
     on_success: OnSuccess = Field(default_factory=OnSuccess)
@@ -303,6 +436,23 @@ class SourceConfig(BaseModel):
             raise ValueError("must be the name of a directory in the credentials directory")
         return value
 
+    @field_validator("expect")
+    @classmethod
+    def _unique_sets(cls, value: list[ExpectRule | ExpectSet]) -> list[ExpectRule | ExpectSet]:
+        names = [x.set for x in value if isinstance(x, ExpectSet)]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise ValueError(f"set {quote_short(dup)} is defined twice")
+        return value
+
+    @property
+    def expect_files(self) -> list[ExpectRule]:
+        return [x for x in self.expect if isinstance(x, ExpectRule)]
+
+    @property
+    def expect_sets(self) -> list[ExpectSet]:
+        return [x for x in self.expect if isinstance(x, ExpectSet)]
+
     @property
     def parsed_url(self) -> ParsedURL:
         return parse_url(self.url)
@@ -341,12 +491,18 @@ class SourceConfig(BaseModel):
 
 
 _INLINE_SECRET_KEYS = {"password", "passwd", "private_key", "secret", "token"}
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+
+
+def _loc_part(part: object) -> str:
+    text = str(part)
+    return text if _PLAIN_KEY.fullmatch(text) else quote_short(text)
 
 
 def _format_errors(exc: ValidationError) -> list[str]:
     problems: list[str] = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "config"
+        loc = ".".join(_loc_part(p) for p in err["loc"] if p not in _UNION_TAGS) or "config"
         loc = loc.removesuffix("_s") if loc.endswith("_s") and loc[:-2] in _DURATION_KEYS else loc
         kind = err["type"]
         if kind == "extra_forbidden":
@@ -363,16 +519,77 @@ def _format_errors(exc: ValidationError) -> list[str]:
         else:
             msg = str(err["msg"]).removeprefix("Value error, ")
             if kind in {"literal_error"}:
-                msg = f"{msg}, got {err.get('input')!r}"
+                msg = f"{msg}, got {quote_short(err.get('input'))}"
         problems.append(f"{loc}: {msg}")
     return problems
 
 
-_DURATION_KEYS = {"poll_interval", "stable_for", "min_age", "reject_after", "grace", "timeout"}
+_DURATION_KEYS = {"poll_interval", "stable_for", "min_age", "reject_after", "grace", "timeout", "warn_before"}
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _check_events(raw: str) -> None:
+    """Refuse what a source config never needs and an attacker uses: anchors and aliases (a few
+    hundred bytes of nested aliases expand into gigabytes), tags, and deep nesting. One pass over the
+    parser's events, before anything is built."""
+    depth = 0
+    for event in yaml.parse(raw, Loader=_Loader):
+        where = f" at line {event.start_mark.line + 1}" if event.start_mark is not None else ""
+        if isinstance(event, yaml.AliasEvent):
+            raise ConfigError([f"config: YAML aliases (*name) are not allowed{where}"])
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            raise ConfigError([f"config: YAML anchors (&name) are not allowed{where}"])
+        explicit_tag = isinstance(event, yaml.ScalarEvent) or (
+            isinstance(event, yaml.CollectionStartEvent) and not event.implicit
+        )
+        if explicit_tag and getattr(event, "tag", None) is not None:
+            raise ConfigError([f"config: YAML tags (!tag) are not allowed{where}"])
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError([f"config: nested more than {MAX_DEPTH} levels deep{where}"])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _check_keys(data: object, loc: str = "") -> None:
+    """Every mapping key must be a string (``1: x``, ``null: x`` and ``true: x`` are typos or tricks)."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if not isinstance(key, str):
+                where = f"{loc}: " if loc else "config: "
+                raise ConfigError([f"{where}keys must be strings, got {quote_short(key)}"])
+            _check_keys(value, f"{loc}.{_loc_part(key)}" if loc else _loc_part(key))
+    elif isinstance(data, list):
+        for i, item in enumerate(data):
+            _check_keys(item, f"{loc}.{i}")
+
+
+def _load_yaml(raw: str) -> Any:
+    try:
+        _check_events(raw)
+        return yaml.load(raw, Loader=_Loader)  # a safe loader; aliases and tags were refused
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = str(getattr(exc, "problem", None) or "malformed")
+        problem = problem if len(problem) <= 80 else problem[:79] + "…"
+        raise ConfigError([f"config: malformed YAML{where}: {problem}"]) from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # A value the YAML library cannot build (an integer of 5,000 digits, a date out of range, ...).
+        raise ConfigError([f"config: unreadable value ({type(exc).__name__})"]) from None
 
 
 def parse_source_config(raw: bytes | str) -> SourceConfig:
-    """Parse the YAML/JSON text into a ``SourceConfig`` or raise ``ConfigError`` naming every bad field."""
+    """Parse the YAML/JSON text into a ``SourceConfig`` or raise ``ConfigError`` naming every bad field.
+
+    Input is bounded (``MAX_CONFIG_BYTES``, no anchors, aliases or tags, string keys, ``MAX_DEPTH``
+    levels) so that parsing costs at most a few milliseconds, and every message quotes at most a short
+    prefix of a bad value.
+    """
+    size = len(raw) if isinstance(raw, bytes) else len(raw.encode("utf-8", "surrogatepass"))
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError([f"config: {size} bytes; at most {MAX_CONFIG_BYTES} are accepted"])
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")
@@ -380,19 +597,17 @@ def parse_source_config(raw: bytes | str) -> SourceConfig:
             raise ConfigError([f"config: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
     if not raw.strip():
         raise ConfigError(["config: empty; at least `url` is required"])
-    try:
-        data: Any = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "malformed"
-        raise ConfigError([f"config: malformed YAML{where}: {problem}"]) from None
+    data = _load_yaml(raw)
     if not isinstance(data, dict):
         raise ConfigError([f"config: expected a mapping of keys, got {type(data).__name__}"])
+    _check_keys(data)
     try:
         return SourceConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc)) from None
+        problems = _format_errors(exc)
+        if len(problems) > MAX_PROBLEMS:
+            problems = [*problems[:MAX_PROBLEMS], f"config: and {len(problems) - MAX_PROBLEMS} more problems"]
+        raise ConfigError(problems) from None
 
 
 @dataclass(frozen=True)
@@ -410,3 +625,4 @@ class ServerSettings:
     log_level: str = "INFO"
     grace_s: float = 10.0
     keepalive_s: float = 30.0
+    loop_stall_s: float = 30.0

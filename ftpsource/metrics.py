@@ -5,6 +5,7 @@ Labels carry source ids and event types only: never URLs with users, paths or an
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -59,7 +60,16 @@ class Metrics:
             ["source"],
             registry=r,
         )
-
+        self.loop_lag = Gauge(
+            "ftpsource_event_loop_lag_seconds",
+            "How late the event loop ran a timer at its last wake-up (or is late now).",
+            registry=r,
+        )
+        self.loop_lag_worst = Gauge(
+            "ftpsource_event_loop_lag_max_seconds",
+            "The worst event-loop lag over the last minute.",
+            registry=r,
+        )
         self.settlements = Counter(
             "ftpsource_settlements_total",
             "Settle calls that recorded an outcome, by outcome.",
@@ -84,15 +94,36 @@ class Metrics:
             ["source"],
             registry=r,
         )
+        # Gauges that describe a source's current state: they go when the source's stream goes, so a
+        # removed source leaves no stale value behind for an alert to fire on forever. Not the unsettled
+        # ones: versions stay unsettled without a stream, and that is what their alert is about.
+        self._per_source_gauges = (self.files_tracked, self.files_pending, self.outbox_pending, self.last_ok_poll)
+
+    def forget_source(self, source_id: str) -> None:
+        """Drop the current-state series of a source whose stream ended (counters keep their totals)."""
+        for gauge in self._per_source_gauges:
+            with contextlib.suppress(KeyError):
+                gauge.remove(source_id)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class MetricsServer:
-    """A small threaded HTTP server: /metrics, /healthz (process alive), /readyz (``ready()`` true)."""
+    """A small threaded HTTP server: /metrics, /healthz (``alive()`` true), /readyz (``ready()`` true).
 
-    def __init__(self, host: str, port: int, metrics: Metrics, ready: Callable[[], bool]) -> None:
+    It runs on its own thread, so it answers even while the event loop is stuck; ``alive`` is what
+    tells the two apart.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        metrics: Metrics,
+        ready: Callable[[], bool],
+        alive: Callable[[], bool] = lambda: True,
+    ) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -100,7 +131,8 @@ class MetricsServer:
                 if self.path.split("?")[0] == "/metrics":
                     self._send(200, outer.metrics.render(), CONTENT_TYPE_LATEST)
                 elif self.path == "/healthz":
-                    self._send(200, b"ok\n")
+                    ok = outer.alive()
+                    self._send(200 if ok else 503, b"ok\n" if ok else b"event loop stalled\n")
                 elif self.path == "/readyz":
                     ok = outer.ready()
                     self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
@@ -119,6 +151,7 @@ class MetricsServer:
 
         self.metrics = metrics
         self.ready = ready
+        self.alive = alive
         self._httpd = ThreadingHTTPServer((host, port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="ftpsource-metrics", daemon=True)

@@ -22,10 +22,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ._proto import generic_pb2, generic_pb2_grpc, settlement_pb2, settlement_pb2_grpc
-from .config import ServerSettings, parse_source_config
+from .config import ServerSettings, parse_source_config, quote_short
 from .core.settle import Outcome
 from .credentials import load_credentials
 from .errors import ConfigError, PermanentSourceError, StateError
+from .loopmon import LoopMonitor
 from .metrics import Metrics, MetricsServer
 from .store import AsyncStore, OutboxRow
 from .watcher import Watcher, refresh_unsettled, run_session
@@ -173,10 +174,11 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
         if not app.authorized(context.invocation_metadata()):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         try:
-            config = parse_source_config(request.config)
+            # Off the loop: even a bounded config takes milliseconds to parse, and other streams wait for none of it.
+            config = await asyncio.to_thread(parse_source_config, request.config)
             credentials = load_credentials(app.settings.credentials_dir, config.credentials)
         except ConfigError as exc:
-            log.warning("rejected config for %r: %s", request.name, exc)
+            log.warning("rejected config for %s: %s", quote_short(request.name), exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         source_id = config.source_id(request.name)
         extra = {"source": source_id}
@@ -200,6 +202,8 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
                 with contextlib.suppress(BaseException):
                     await task
             app.metrics.streams_active.dec()
+            if not session.superseded:  # a superseding stream owns the source's gauges now
+                app.metrics.forget_source(source_id)
             app.sessions.close(session)
             log.info("stream closed", extra=extra)
         if session.superseded:
@@ -279,6 +283,7 @@ class RunningServer:
     app: App
     health: health.aio.HealthServicer
     metrics_server: MetricsServer | None
+    loop_monitor: LoopMonitor
 
     @property
     def metrics_port(self) -> int | None:
@@ -294,6 +299,7 @@ class RunningServer:
         await self.server.stop(grace)
         if self.metrics_server is not None:
             self.metrics_server.stop()
+        await self.loop_monitor.stop()
         self.app.store.close()
 
 
@@ -328,18 +334,21 @@ async def start_server(
     for name in ("", SERVICE_NAME, SETTLEMENT_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     app.serving = True
+    loop_monitor = LoopMonitor(metrics, stall_s=settings.loop_stall_s)
+    loop_monitor.start()
     metrics_server = None
     if settings.metrics_listen:
         host, mport = _split_hostport(settings.metrics_listen)
         try:
-            metrics_server = MetricsServer(host, mport, metrics, ready=lambda: app.serving)
+            metrics_server = MetricsServer(host, mport, metrics, ready=lambda: app.serving, alive=loop_monitor.alive)
         except OSError as exc:
+            await loop_monitor.stop()
             await server.stop(None)
             problem = f"--metrics-listen: cannot listen on {settings.metrics_listen} ({exc.strerror})"
             raise ConfigError([problem]) from None
         metrics_server.start()
     log.info("serving gRPC on port %d", port)
-    return RunningServer(server, port, app, health_servicer, metrics_server)
+    return RunningServer(server, port, app, health_servicer, metrics_server, loop_monitor)
 
 
 async def serve(settings: ServerSettings) -> None:

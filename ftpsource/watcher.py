@@ -22,9 +22,10 @@ from dataclasses import replace
 from .adapters import Adapter, adapter_for, verify_version
 from .config import SourceConfig
 from .core.detect import VerifyOutcome, VerifyRequest, after_verify, plan_poll
-from .core.events import SourceInfo, encode_event
-from .core.expect import advance, match_arrival, prunable
-from .core.model import EventSpec, Expectation, FileRecord, State
+from .core.events import EVENT_TYPES, SourceInfo, encode_event
+from .core.expect import advance, match_arrival, prunable, warn
+from .core.model import EventSpec, Expectation, FileRecord, SetPeriod, State
+from .core.sets import advance_sets, prunable_sets
 from .core.settle import SettleVersion, render_target, still_the_version
 from .credentials import Credentials
 from .errors import ActionRefused, FileVanished, PermanentSourceError, SourceError, StateError
@@ -84,6 +85,7 @@ class Watcher:
         self.info = SourceInfo(source_id, config.display_url, self.policy.checksum)
         self.records: dict[str, FileRecord] = {}
         self.expectations: dict[tuple[str, str], Expectation] = {}
+        self.sets: dict[tuple[str, str], SetPeriod] = {}
         self.first_start_at = 0.0
         self._wake = asyncio.Event()
         self.outbox_changed = asyncio.Event()
@@ -143,6 +145,7 @@ class Watcher:
         self.expectations = {
             (x.rule, x.period): x for x in await store.run(store.sync.load_expectations, self.source_id)
         }
+        self.sets = {(x.rule, x.period): x for x in await store.run(store.sync.load_sets, self.source_id)}
         return first_start
 
     def wake(self) -> None:
@@ -179,20 +182,27 @@ class Watcher:
             first_start=first_start,
             unlisted_dirs=listing.unlisted_dirs,
         )
-        exp = advance(self.config.expect, self.expectations, self.records, self.first_start_at, now)
+        rules = self.config.expect_files
+        exp = advance(rules, self.expectations, self.records, self.first_start_at, now)
+        advanced = {**self.expectations, **{(x.rule, x.period): x for x in exp.changed}}
+        warned = warn(rules, advanced, now)
+        changed = {(x.rule, x.period): x for x in [*exp.changed, *warned.changed]}
         dropped = prunable(self.expectations, now)
+        sets = advance_sets(self.config.expect_sets, self.sets, self.records, now)
         await self._commit(
             plan.upserts,
             plan.removals,
-            [*plan.events, *exp.events],
+            [*plan.events, *exp.events, *warned.events, *sets.events],
             now,
             initialized=first_start,
-            expectations=exp.changed,
+            expectations=list(changed.values()),
             expectations_dropped=dropped,
+            sets=sets.changed,
+            sets_dropped=prunable_sets(self.sets, now),
         )
         self.metrics.poll_duration.labels(sid).observe(time.perf_counter() - t0)
 
-        next_due = _earliest(plan.next_due, exp.next_due)
+        next_due = _earliest(_earliest(plan.next_due, exp.next_due), _earliest(warned.next_due, sets.next_due))
         pending = plan.pending
         for i in range(0, len(plan.verify), VERIFY_BATCH):
             batch = plan.verify[i : i + VERIFY_BATCH]
@@ -208,6 +218,11 @@ class Watcher:
                 expectations=met,
             )
             pending -= sum(1 for o in done if o.record.state is not State.PENDING)
+            if any(o.event is not None and o.event.type == "ready" for o in done):
+                # A member just became ready: report its set now, not a poll later.
+                sets = advance_sets(self.config.expect_sets, self.sets, self.records, now)
+                await self._commit((), (), sets.events, now, sets=sets.changed)
+                next_due = _earliest(next_due, sets.next_due)
             for o in done:
                 rec = o.record
                 if rec.state is State.PENDING and rec.problem_since is not None:
@@ -249,7 +264,7 @@ class Watcher:
         if digest is not None and digest.method != "server":
             self.metrics.bytes_hashed.labels(self.source_id).inc(digest.size)
         now = self.clock()
-        match = match_arrival(self.config.expect, self.expectations, path, now)
+        match = match_arrival(self.config.expect_files, self.expectations, path, now)
         outcome = after_verify(
             req,
             digest,
@@ -275,8 +290,12 @@ class Watcher:
         initialized: bool = False,
         expectations: Sequence[Expectation] = (),
         expectations_dropped: Sequence[Expectation] = (),
+        sets: Sequence[SetPeriod] = (),
+        sets_dropped: Sequence[SetPeriod] = (),
     ) -> None:
-        if not (upserts or removals or events or initialized or expectations or expectations_dropped):
+        if not (
+            upserts or removals or events or initialized or expectations or expectations_dropped or sets or sets_dropped
+        ):
             return
         encoded = []
         for spec in events:
@@ -299,6 +318,8 @@ class Watcher:
             expectations=expectations,
             initialized=initialized,
             expectations_dropped=expectations_dropped,
+            sets=sets,
+            sets_dropped=sets_dropped,
         )
         # Only after the commit succeeded does memory follow the database.
         for rec in upserts:
@@ -309,8 +330,12 @@ class Watcher:
             self.expectations[(x.rule, x.period)] = x
         for x in expectations_dropped:
             self.expectations.pop((x.rule, x.period), None)
+        for y in sets:
+            self.sets[(y.rule, y.period)] = y
+        for y in sets_dropped:
+            self.sets.pop((y.rule, y.period), None)
         for spec in events:
-            self.metrics.events.labels(self.source_id, f"ftpsource.file.{spec.type}", spec.reason or "").inc()
+            self.metrics.events.labels(self.source_id, EVENT_TYPES[spec.type], spec.reason or "").inc()
             if spec.type == "ready":
                 self.metrics.detection_latency.labels(self.source_id).observe(max(0.0, now - spec.first_seen))
                 log.info(

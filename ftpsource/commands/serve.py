@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         grace_s=args.grace,
         keepalive_s=args.keepalive,
+        loop_stall_s=args.loop_stall,
     )
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise ConfigError(["--tls-cert and --tls-key go together"])
@@ -58,6 +59,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         type=float,
         default=float(env("KEEPALIVE", "30") or 30),
         help="seconds between pings to idle clients; unanswered ones are dropped",
+    )
+    serve_p.add_argument(
+        "--loop-stall",
+        type=float,
+        default=float(env("LOOP_STALL", "30") or 30),
+        help="seconds without event-loop progress after which /healthz answers 503",
     )
     add_common(serve_p)
     serve_p.set_defaults(handler=run)

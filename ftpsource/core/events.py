@@ -15,7 +15,7 @@ from urllib.parse import quote
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from .model import EventSpec, version_identity
+from .model import EventSpec, SetMember, version_identity
 
 __all__ = ["EVENT_TYPES", "SourceInfo", "encode_event", "event_id", "rfc3339"]
 
@@ -24,7 +24,14 @@ EVENT_TYPES = {
     "missing": "ftpsource.file.missing",
     "rejected": "ftpsource.file.rejected",
     "deleted": "ftpsource.file.deleted",
+    "at_risk": "ftpsource.file.at_risk",
+    "set_complete": "ftpsource.set.complete",
+    "set_amended": "ftpsource.set.amended",
+    "set_incomplete": "ftpsource.set.incomplete",
+    "set_at_risk": "ftpsource.set.at_risk",
 }
+#: Events about an expected period rather than a file version: one per (path or set, period).
+_PERIOD_EVENTS = frozenset({"missing", "at_risk", "set_complete", "set_incomplete", "set_at_risk"})
 _FORMAT = JSONFormat()
 
 
@@ -51,9 +58,11 @@ def rfc3339(ts: float | None) -> str | None:
 
 
 def event_id(source_id: str, spec: EventSpec, revision: int = 0) -> str:
-    """Deterministic per file version (or per expected period for ``missing``) and forget revision."""
-    if spec.type == "missing":
-        key = f"{source_id}\0missing\0{spec.path}\0{spec.period}"
+    """Deterministic per file version (or per expected period, or set generation) and forget revision."""
+    if spec.type in _PERIOD_EVENTS:
+        key = f"{source_id}\0{spec.type}\0{spec.path}\0{spec.period}"
+    elif spec.type == "set_amended":
+        key = f"{source_id}\0{spec.type}\0{spec.path}\0{spec.period}\0{spec.generation}"
     else:
         ident = version_identity(spec.checksum, spec.size, spec.mtime)
         key = f"{source_id}\0{spec.type}\0{spec.path}\0{spec.generation}\0{ident}"
@@ -62,21 +71,48 @@ def event_id(source_id: str, spec: EventSpec, revision: int = 0) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
-def _checksum(info: SourceInfo, value: str | None, method: str | None) -> dict[str, str] | None:
+def _checksum(
+    info: SourceInfo, value: str | None, method: str | None, *, with_method: bool = True
+) -> dict[str, str] | None:
     if value is None or info.algorithm is None:
         return None
+    if not with_method:  # what a set member remembers of its version: the algorithm and the value
+        return {"algorithm": info.algorithm, "value": value}
     return {"algorithm": info.algorithm, "value": value, "method": method or "download"}
 
 
+def _member(info: SourceInfo, m: SetMember) -> dict[str, Any]:
+    return {
+        "path": m.path,
+        "url": info.file_url(m.path),
+        "size": m.size,
+        "checksum": _checksum(info, m.checksum, None, with_method=False),
+        "generation": m.generation,
+    }
+
+
 def _data(info: SourceInfo, spec: EventSpec) -> dict[str, Any]:
-    if spec.type == "missing":
+    if spec.type in ("missing", "at_risk"):
         return {
             "source_id": info.source_id,
             "expected_path": spec.path,
             "period": spec.period,
             "deadline": rfc3339(spec.deadline),
         }
-    data: dict[str, Any] = {
+    if spec.type.startswith("set_"):
+        data: dict[str, Any] = {
+            "source_id": info.source_id,
+            "set": spec.path,
+            "period": spec.period,
+            "deadline": rfc3339(spec.deadline),
+        }
+        members = [_member(info, m) for m in spec.members]
+        if spec.type in ("set_complete", "set_amended"):
+            data.update(late=spec.late, late_seconds=spec.late_seconds, generation=spec.generation, members=members)
+        else:
+            data.update(missing=list(spec.missing), present=members)
+        return data
+    data = {
         "source_id": info.source_id,
         "url": info.file_url(spec.path),
         "path": spec.path,

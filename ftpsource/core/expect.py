@@ -1,8 +1,9 @@
 """PURE: expected files. Deadlines from cron schedules, ``missing`` once per period, late arrivals.
 
 An expectation is one (rule, period): the file ``rule.path`` rendered with the deadline's local
-date-time must be ready by ``deadline + grace``. States: ``open`` -> ``met`` (a ready version arrived) or
-``missing`` (the grace passed first; one ``missing`` event) -> ``met`` (it arrived late).
+date-time must be ready by ``deadline + grace``. States: ``open`` -> ``at_risk`` (``warn_before`` the
+deadline, one ``at_risk`` event) -> ``met`` (a ready version arrived in time), ``late`` (it arrived after
+the grace) or ``missing`` (the grace passed first; one ``missing`` event) -> ``late``.
 
 Each rule keeps its deadlines materialised from the source's first start up to the next upcoming
 deadline, so a deadline that passed while the server was down is checked on the next start, and
@@ -21,13 +22,16 @@ from croniter import croniter
 
 from .model import EventSpec, Expectation, ExpectRuleSpec, FileRecord, State
 
-__all__ = ["ArrivalMatch", "ExpectPlan", "advance", "match_arrival", "prunable", "rule_key"]
+__all__ = ["MET", "OPEN", "ArrivalMatch", "ExpectPlan", "advance", "match_arrival", "prunable", "rule_key", "warn"]
 
 #: After a long outage, at most this many past deadlines per rule are checked.
 MAX_CATCH_UP = 1000
 #: Settled expectations (met or missing) are kept this long after their deadline, for late arrivals
 #: and `state show`; then they are dropped so a minute schedule does not grow the state forever.
 RETAIN_S = 35 * 86400
+#: States of an expectation still waiting for its file, and of one whose file arrived.
+OPEN = frozenset({"open", "at_risk"})
+MET = frozenset({"met", "late"})
 
 
 def rule_key(rule: ExpectRuleSpec) -> str:
@@ -81,14 +85,14 @@ def advance(
             fresh = fresh[-MAX_CATCH_UP:]
             last = fresh[-1].deadline
         due_at(last)  # when the upcoming deadline passes, materialise the one after it
-        for x in [x for x in known if x.state == "open"] + fresh:
+        for x in [x for x in known if x.state in OPEN] + fresh:
             due = x.deadline + rule.grace_s
-            if x.state == "open" and now >= due:
+            if x.state in OPEN and now >= due:
                 x = replace(x, state="missing")
                 events.append(EventSpec("missing", x.path, now, period=x.period, deadline=x.deadline))
                 changed.append(x)
             else:
-                if x.state == "open":
+                if x.state in OPEN:
                     due_at(due)
                 if x in fresh:
                     changed.append(x)
@@ -114,11 +118,11 @@ def match_arrival(
     candidates = [x for x in expectations.values() if x.path == path and x.rule in grace]
     if not candidates:
         return ArrivalMatch(None, None, False, None)
-    unmet = sorted((x for x in candidates if x.state != "met"), key=lambda x: x.deadline)
+    unmet = sorted((x for x in candidates if x.state not in MET), key=lambda x: x.deadline)
     chosen = unmet[0] if unmet else max(candidates, key=lambda x: x.deadline)
     late = now > chosen.deadline + grace[chosen.rule]
     return ArrivalMatch(
-        replace(chosen, state="met") if chosen.state != "met" else None,
+        replace(chosen, state="late" if late else "met") if chosen.state not in MET else None,
         chosen.deadline,
         late,
         round(now - chosen.deadline, 3) if late else None,
@@ -133,5 +137,28 @@ def prunable(expectations: Mapping[tuple[str, str], Expectation], now: float) ->
     return [
         x
         for x in expectations.values()
-        if x.state != "open" and x.deadline < now - RETAIN_S and x.deadline < newest[x.rule]
+        if x.state not in OPEN and x.deadline < now - RETAIN_S and x.deadline < newest[x.rule]
     ]
+
+
+def warn(
+    rules: Iterable[ExpectRuleSpec], expectations: Mapping[tuple[str, str], Expectation], now: float
+) -> ExpectPlan:
+    """One ``at_risk`` per expectation of a rule with ``warn_before``, once ``deadline - warn_before``
+    passed while the file is still awaited (and its grace has not run out: then ``missing`` says it)."""
+    before = {rule_key(r): r for r in rules if r.warn_before_s is not None}
+    changed: list[Expectation] = []
+    events: list[EventSpec] = []
+    next_due: float | None = None
+    for x in expectations.values():
+        rule = before.get(x.rule)
+        if rule is None or x.state != "open" or rule.warn_before_s is None:
+            continue
+        warn_at = x.deadline - rule.warn_before_s
+        if now < warn_at:
+            next_due = warn_at if next_due is None else min(next_due, warn_at)
+        elif now < x.deadline + rule.grace_s:
+            x = replace(x, state="at_risk")
+            changed.append(x)
+            events.append(EventSpec("at_risk", x.path, now, period=x.period, deadline=x.deadline))
+    return ExpectPlan(changed, events, next_due)

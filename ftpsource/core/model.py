@@ -7,6 +7,7 @@ PURE: no I/O. Adapters produce ``Entry``/``Listing``/``Digest``; the store persi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol
@@ -17,9 +18,13 @@ __all__ = [
     "Entry",
     "EventSpec",
     "ExpectRuleSpec",
+    "ExpectSetSpec",
     "Expectation",
     "FileRecord",
     "Listing",
+    "SetMember",
+    "SetPatternSpec",
+    "SetPeriod",
     "State",
     "Verifier",
     "version_identity",
@@ -60,7 +65,17 @@ class FileRecord:
 class EventSpec:
     """A decided event, before it is encoded as a CloudEvent (events.py)."""
 
-    type: Literal["ready", "rejected", "deleted", "missing"]
+    type: Literal[
+        "ready",
+        "rejected",
+        "deleted",
+        "missing",
+        "at_risk",
+        "set_complete",
+        "set_amended",
+        "set_incomplete",
+        "set_at_risk",
+    ]
     path: str
     at: float
     size: int = 0
@@ -77,6 +92,10 @@ class EventSpec:
     deadline: float | None = None
     late: bool = False
     late_seconds: float | None = None
+    #: set events: ``path`` is the set's name; ``members`` the present member files, ``missing`` the
+    #: member paths or patterns not (fully) there
+    members: tuple[SetMember, ...] = ()
+    missing: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +152,7 @@ class Expectation:
     period: str
     path: str
     deadline: float
-    state: str  # open | met | missing
+    state: str  # open | at_risk | met | late | missing (see core.expect)
 
 
 class ExpectRuleSpec(Protocol):
@@ -150,6 +169,68 @@ class ExpectRuleSpec(Protocol):
 
     @property
     def grace_s(self) -> float: ...
+
+    @property
+    def warn_before_s(self) -> float | None: ...
+
+
+class SetPatternSpec(Protocol):
+    """A set member made of several files: ``count`` distinct ready files matching ``pattern``."""
+
+    @property
+    def pattern(self) -> str: ...
+
+    @property
+    def count(self) -> int: ...
+
+
+class ExpectSetSpec(Protocol):
+    """What the core needs of an ``expect`` set (the validated config's ``ExpectSet`` is one)."""
+
+    @property
+    def set(self) -> str: ...
+
+    @property
+    def files(self) -> Sequence[str | SetPatternSpec]: ...
+
+    @property
+    def schedule(self) -> str: ...
+
+    @property
+    def timezone(self) -> str: ...
+
+    @property
+    def grace_s(self) -> float: ...
+
+    @property
+    def warn_before_s(self) -> float | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SetMember:
+    """A member file of a set as it was last reported ready."""
+
+    path: str
+    size: int
+    checksum: str | None
+    mtime: float
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetPeriod:
+    """One period of an expected set. ``state``: ``open`` -> ``at_risk`` (warned) -> ``incomplete``
+    (deadline + grace passed, reported) -> ``complete`` or ``late`` (reported complete, on time or
+    not). ``generation`` counts complete + amended reports; ``members`` are the ``(path, generation)``
+    pairs last reported, so an amendment is reported only for a new member version."""
+
+    rule: str
+    period: str
+    name: str
+    deadline: float
+    state: str
+    generation: int = 0
+    members: tuple[tuple[str, int], ...] = ()
 
 
 def version_identity(checksum: str | None, size: int, mtime: float) -> str:

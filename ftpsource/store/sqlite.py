@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
 
-from ..core.model import Expectation, FileRecord, State
+from ..core.model import Expectation, FileRecord, SetPeriod, State
 from ..core.settle import Outcome, PostAction, SettleVersion
 from ..errors import StateError
 
@@ -91,6 +92,17 @@ CREATE TABLE IF NOT EXISTS expectations (
     path TEXT NOT NULL,
     deadline REAL NOT NULL,
     state TEXT NOT NULL,
+    PRIMARY KEY (source_id, rule, period)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS expect_sets (
+    source_id TEXT NOT NULL,
+    rule TEXT NOT NULL,
+    period TEXT NOT NULL,
+    name TEXT NOT NULL,
+    deadline REAL NOT NULL,
+    state TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    members TEXT NOT NULL,
     PRIMARY KEY (source_id, rule, period)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS versions (
@@ -404,6 +416,8 @@ class Store:
         expectations: Iterable[Expectation] = (),
         initialized: bool = False,
         expectations_dropped: Iterable[Expectation] = (),
+        sets: Iterable[SetPeriod] = (),
+        sets_dropped: Iterable[SetPeriod] = (),
     ) -> int:
         """Persist one decision atomically. Returns the number of events added to the outbox."""
         events = list(events)
@@ -445,6 +459,17 @@ class Store:
             db.executemany(
                 "DELETE FROM expectations WHERE source_id=? AND rule=? AND period=?",
                 ((source_id, x.rule, x.period) for x in expectations_dropped),
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO expect_sets VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    (source_id, x.rule, x.period, x.name, x.deadline, x.state, x.generation, json.dumps(x.members))
+                    for x in sets
+                ),
+            )
+            db.executemany(
+                "DELETE FROM expect_sets WHERE source_id=? AND rule=? AND period=?",
+                ((source_id, x.rule, x.period) for x in sets_dropped),
             )
             if initialized:
                 db.execute("UPDATE sources SET initialized=? WHERE id=? AND initialized IS NULL", (now, source_id))
@@ -496,6 +521,7 @@ class Store:
                 )
             if reset_source:
                 db.execute("DELETE FROM expectations WHERE source_id=?", (source_id,))
+                db.execute("DELETE FROM expect_sets WHERE source_id=?", (source_id,))
                 db.execute("UPDATE outbox SET delivered=COALESCE(delivered, -1) WHERE source_id=?", (source_id,))
                 db.execute(
                     "UPDATE sources SET initialized=NULL, first_start=?, last_error=NULL WHERE id=?",
@@ -582,6 +608,16 @@ class Store:
             (source_id,),
         )
         return [Expectation(*r) for r in rows]
+
+    def load_sets(self, source_id: str) -> list[SetPeriod]:
+        rows = self._query(
+            "SELECT rule, period, name, deadline, state, generation, members FROM expect_sets"
+            " WHERE source_id=? ORDER BY deadline",
+            (source_id,),
+        )
+        return [
+            SetPeriod(r[0], r[1], r[2], r[3], r[4], r[5], tuple((p, int(g)) for p, g in json.loads(r[6]))) for r in rows
+        ]
 
 
 class AsyncStore:

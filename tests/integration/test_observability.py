@@ -6,6 +6,8 @@ import json
 import logging
 import shutil
 import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 
 from ftpsource.logging import JsonFormatter, TextFormatter, setup_logging
 from tests.support import REQUIRE_REAL_SERVERS
-from tests.support.harness import run_server, stream_to
+from tests.support.harness import eventually, run_server, stream_to
 
 CONTRACT_METRICS = [
     "ftpsource_events_total",
@@ -28,6 +30,8 @@ CONTRACT_METRICS = [
     "ftpsource_source_errors_total",
     "ftpsource_streams_active",
     "ftpsource_last_successful_poll_timestamp_seconds",
+    "ftpsource_event_loop_lag_seconds",
+    "ftpsource_event_loop_lag_max_seconds",
 ]
 
 
@@ -73,6 +77,94 @@ async def test_healthz_and_readyz(tmp_path: Path) -> None:
         srv.app.serving = False  # what shutdown does first
         assert fetch(port, "/readyz")[0] == 503
         assert fetch(port, "/healthz")[0] == 200
+
+
+def _gauge(text: str, name: str) -> float:
+    (line,) = [line for line in text.splitlines() if line.startswith(f"{name} ")]
+    return float(line.split()[1])
+
+
+async def test_healthz_fails_while_the_event_loop_is_stuck_and_recovers(tmp_path: Path) -> None:
+    async with run_server(tmp_path, loop_stall_s=1.0) as srv:
+        port = srv.metrics_port
+        assert port is not None
+        assert fetch(port, "/healthz") == (200, "ok\n")
+        seen: dict[str, object] = {}
+        stuck_seen = threading.Event()
+
+        def probe() -> None:  # the kubelet's view, from outside the loop
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                status, body = fetch(port, "/healthz")
+                if status == 503:
+                    seen["healthz"] = (status, body)
+                    seen["lag"] = _gauge(fetch(port, "/metrics")[1], "ftpsource_event_loop_lag_seconds")
+                    break
+                time.sleep(0.05)
+            stuck_seen.set()
+
+        prober = threading.Thread(target=probe)
+        prober.start()
+        # Block the loop the way a blocking call would, until the probe has seen it (bounded).
+        stuck_seen.wait(60)
+        prober.join()
+        assert seen.get("healthz") == (503, "event loop stalled\n")
+        assert isinstance(seen["lag"], float) and seen["lag"] > 1.0
+
+        def healthy() -> bool:
+            return fetch(port, "/healthz")[0] == 200
+
+        await eventually(healthy, timeout=20, what="/healthz to recover")
+        assert _gauge(fetch(port, "/metrics")[1], "ftpsource_event_loop_lag_max_seconds") > 1.0
+
+        def lag_back_to_normal() -> bool:
+            return _gauge(fetch(port, "/metrics")[1], "ftpsource_event_loop_lag_seconds") < 1.0
+
+        await eventually(lag_back_to_normal, timeout=20, what="the lag to fall")
+        assert _gauge(fetch(port, "/metrics")[1], "ftpsource_event_loop_lag_max_seconds") > 1.0
+
+
+async def test_a_sources_gauges_go_when_its_stream_ends(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    per_source = [
+        "ftpsource_files_tracked",
+        "ftpsource_files_pending",
+        "ftpsource_outbox_pending",
+        "ftpsource_last_successful_poll_timestamp_seconds",
+    ]
+    async with run_server(tmp_path) as srv:
+        port = srv.metrics_port
+        assert port is not None
+        other_root = tmp_path / "other"
+        other_root.mkdir()
+        config = {"id": "gone", "url": f"file://{root}", "stable_for": "200ms"}
+        async with (
+            stream_to(srv.port, config) as stream,
+            stream_to(srv.port, {"id": "stays", "url": f"file://{other_root}"}) as other,
+        ):
+            (root / "a.csv").write_bytes(b"1")
+            await stream.next()
+
+            def both_polled() -> bool:
+                text = fetch(port, "/metrics")[1]
+                return all(f'{name}{{source="{src}"' in text for name in per_source for src in ("gone", "stays"))
+
+            await eventually(both_polled, what="both sources' gauges")
+            await stream.close()
+
+            def gone_forgotten() -> bool:
+                return 'source="gone"' not in "\n".join(
+                    line for line in fetch(port, "/metrics")[1].splitlines() if line.split("{")[0] in per_source
+                )
+
+            await eventually(gone_forgotten, what="the ended source's gauges to go")
+            text = fetch(port, "/metrics")[1]
+            for name in per_source:
+                assert f'{name}{{source="stays"' in text, name
+            # Counters keep their totals: rates over them stay right.
+            assert 'ftpsource_polls_total{outcome="ok",source="gone"}' in text
+            assert other.status is None
 
 
 def _record(msg: str, **extra: object) -> logging.LogRecord:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from ftpsource.config import format_duration, parse_duration, parse_source_config
+from ftpsource.config import SetPattern, format_duration, parse_duration, parse_source_config
 from ftpsource.errors import ConfigError
 
 
@@ -64,8 +64,36 @@ def test_json_is_accepted() -> None:
             "url: file:///x\nexpect: [{path: a.csv, schedule: '0 6 * * *', timezone: Mars/Base}]",
             "expect.0.timezone: unknown timezone 'Mars/Base'",
         ),
+        ("url: file:///x\nexpect: [{path: a.csv, schedule: '0 6 * * *', warn_before: soon}]", "expect.0.warn_before: "),
+        ("url: file:///x\nexpect: [{set: s, files: [], schedule: '0 6 * * *'}]", "expect.0.files: "),
+        (
+            "url: file:///x\nexpect: [{set: s, files: ['a_%Q'], schedule: '0 6 * * *'}]",
+            "expect.0.files: unknown strftime",
+        ),
+        (
+            "url: file:///x\nexpect: [{set: s, files: [a, a], schedule: '0 6 * * *'}]",
+            "expect.0.files: 'a' is listed twice",
+        ),
+        ("url: file:///x\nexpect: [{set: 'a b', files: [a], schedule: '0 6 * * *'}]", "expect.0.set: use letters"),
+        (
+            "url: file:///x\nexpect: [{set: s, files: [{pattern: 'p*', count: 0}], schedule: '0 6 * * *'}]",
+            "expect.0.files.0.count: ",
+        ),
+        (
+            "url: file:///x\nexpect: [{set: s, files: [{pattern: 'p*'}], schedule: '0 6 * * *'}]",
+            "expect.0.files.0.count: required",
+        ),
+        (
+            "url: file:///x\nexpect: [{set: s, files: [a], schedule: '0 6 * * *', path: b}]",
+            "expect.0.path: unknown key",
+        ),
+        (
+            "url: file:///x\nexpect: [{set: s, files: [a], schedule: '0 6 * * *'},"
+            " {set: s, files: [b], schedule: '0 7 * * *'}]",
+            "expect: set 's' is defined twice",
+        ),
         ("url: file:///x\nmax_connections: 0", "max_connections: "),
-        ("url: [", "config: malformed YAML at line 1"),
+        ("url: [", "config: malformed YAML at line "),
         ("- a\n- b", "config: expected a mapping"),
         ("", "config: empty"),
         ("url: sftp://h/x\nhost_key: abc", "host_key: expected a fingerprint"),
@@ -95,3 +123,26 @@ def test_source_id_is_stable_per_url() -> None:
     assert a == parse_source_config("url: ftp://alice@h/in").source_id("sales")
     assert a != parse_source_config("url: ftp://alice@h/other").source_id("sales")
     assert parse_source_config("url: ftp://h/in\nid: fixed").source_id("sales") == "fixed"
+
+
+def test_sets_and_warnings_parse() -> None:
+    c = parse_source_config(
+        """
+url: file:///x
+expect:
+  - path: "sales_%Y%m%d.csv"
+    schedule: "0 6 * * *"
+    warn_before: 1h
+  - set: daily-master
+    files: ["orders_%Y%m%d.csv", "customers_%Y%m%d.csv", {pattern: "products_%Y%m%d_part*.csv", count: 4}]
+    schedule: "0 6 * * 1-5"
+    grace: 30m
+    warn_before: 1h
+    timezone: Europe/Berlin
+"""
+    )
+    (solo,) = c.expect_files
+    (daily,) = c.expect_sets
+    assert solo.warn_before_s == 3600 and daily.warn_before_s == 3600 and daily.grace_s == 1800
+    assert daily.files[2] == SetPattern(pattern="products_%Y%m%d_part*.csv", count=4)
+    assert daily.set == "daily-master" and daily.timezone == "Europe/Berlin"

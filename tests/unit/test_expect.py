@@ -50,7 +50,7 @@ def test_late_arrival_then_on_time_next_day() -> None:
     b.at(ts(26, 7))
     m = match_arrival([RULE], b.x, "sales_20261126.csv", ts(26, 8))
     assert m.late and m.deadline == ts(26, 6) and m.late_seconds == 7200
-    assert m.expectation is not None and m.expectation.state == "met"
+    assert m.expectation is not None and m.expectation.state == "late"
     b.x[(m.expectation.rule, m.expectation.period)] = m.expectation
     on_time = match_arrival([RULE], b.x, "sales_20261127.csv", ts(27, 5))
     assert not on_time.late and on_time.deadline == ts(27, 6) and on_time.late_seconds is None

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftpsource.config import ExpectRule, SourceConfig
+from ftpsource.config import ExpectRule, ExpectSet, SourceConfig
 from ftpsource.core.events import EVENT_TYPES
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -36,7 +36,7 @@ def _table_keys(after: str) -> list[str]:
     return rows
 
 
-def _aliases(model: type[SourceConfig] | type[ExpectRule]) -> set[str]:
+def _aliases(model: type[SourceConfig] | type[ExpectRule] | type[ExpectSet]) -> set[str]:
     return {f.alias or name for name, f in model.model_fields.items()}
 
 
@@ -46,8 +46,8 @@ def test_config_reference_lists_every_key() -> None:
 
 
 def test_expect_reference_lists_every_key() -> None:
-    keys = _table_keys("`expect` is a list of rules:")
-    assert set(keys) == _aliases(ExpectRule)
+    keys = _table_keys("`expect` is a list of rules.")
+    assert set(keys) == _aliases(ExpectRule) | _aliases(ExpectSet)
 
 
 def test_event_types_are_documented() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ftpsource.core.model import FileRecord, State
+from ftpsource.core.model import FileRecord, SetPeriod, State
 from ftpsource.errors import StateError
 from ftpsource.store import NewEvent, Store
 
@@ -99,6 +99,21 @@ def test_forget_path_and_source(tmp_path: Path) -> None:
     assert s.load_records("src") == {} and s.undelivered("src") == []
     assert s.revision("src") == 2
     assert s.begin_source("src", "u", 9.0)[0]  # the next start is a first start again
+
+
+def test_set_periods_persist_and_go_with_the_source(tmp_path: Path) -> None:
+    s = Store(tmp_path / "s.db")
+    s.begin_source("src", "u", 1.0)
+    done = SetPeriod("k", "2026-11-26T06:00:00+00:00", "daily", 5.0, "complete", 2, (("a.csv", 1), ("b.csv", 2)))
+    waiting = SetPeriod("k", "2026-11-27T06:00:00+00:00", "daily", 6.0, "open")
+    s.commit("src", sets=[done, waiting])
+    s.close()
+    s = Store(tmp_path / "s.db")
+    assert s.load_sets("src") == [done, waiting]
+    s.commit("src", sets_dropped=[done])
+    assert s.load_sets("src") == [waiting]
+    s.forget("src")
+    assert s.load_sets("src") == []
 
 
 def test_wal_mode(tmp_path: Path) -> None:
