@@ -31,7 +31,7 @@ from .metrics import Metrics, MetricsServer
 from .store import AsyncStore, OutboxRow
 from .watcher import Watcher, refresh_unsettled, run_session
 
-__all__ = ["App", "EventingServicer", "SettlementServicer", "serve", "start_server"]
+__all__ = ["App", "EventingServicer", "Sessions", "SettlementServicer", "Superseded", "serve", "start_server"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,10 @@ def keepalive_options(keepalive_s: float) -> list[tuple[str, int]]:
     ]
 
 
+class Superseded(Exception):
+    """A newer stream for the same source arrived while this one was still waiting to start."""
+
+
 @dataclass(eq=False)
 class _Session:
     source_id: str
@@ -67,10 +71,29 @@ class _Session:
     task: asyncio.Task[None] | None = None
     watcher: Watcher | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the session this one waited for, while that wait is not over; a successor waits for it too
+    predecessor: _Session | None = None
+
+    def supersede(self) -> None:
+        self.superseded = True
+        if self.task is not None:
+            self.task.cancel()
+
+    async def stopped(self) -> None:
+        """Until this session and every one it was still waiting for have stopped."""
+        session: _Session | None = self
+        while session is not None:
+            await session.finished.wait()
+            session = session.predecessor
 
 
 class Sessions:
-    """At most one live stream per source id; a newer one supersedes the older."""
+    """At most one live stream per source id; the newest always wins.
+
+    A stream waits for its predecessor to stop before it reads state. A stream superseded while it
+    waits never starts (``open`` raises ``Superseded``), and one whose caller goes away while it waits
+    still makes its successor wait for the predecessor, so two watchers of one source never overlap.
+    """
 
     def __init__(self) -> None:
         self._by_id: dict[str, _Session] = {}
@@ -80,14 +103,17 @@ class Sessions:
         old = self._by_id.get(source_id)
         self._by_id[source_id] = new
         if old is not None:
-            old.superseded = True
-            if old.task is not None:
-                old.task.cancel()
+            old.supersede()
+            new.predecessor = old
             try:
-                await old.finished.wait()  # the old watcher must stop before the new one reads state
+                await old.stopped()  # the old watcher must stop before the new one reads state
             except BaseException:
                 self.close(new)  # this caller went away too: leave nothing behind for the next one
                 raise
+            new.predecessor = None
+        if new.superseded:
+            self.close(new)
+            raise Superseded(source_id)
         return new
 
     def close(self, session: _Session) -> None:
@@ -182,7 +208,10 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         source_id = config.source_id(request.name)
         extra = {"source": source_id}
-        session = await app.sessions.open(source_id)
+        try:
+            session = await app.sessions.open(source_id)
+        except Superseded:
+            await context.abort(grpc.StatusCode.ABORTED, f"source {source_id}: superseded by a newer stream")
         watcher = Watcher(config, source_id, app.store, credentials, app.metrics, clock=app.clock)
         session.watcher = watcher
         name = request.name

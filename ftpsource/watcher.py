@@ -87,6 +87,8 @@ class Watcher:
         self.expectations: dict[tuple[str, str], Expectation] = {}
         self.sets: dict[tuple[str, str], SetPeriod] = {}
         self.first_start_at = 0.0
+        #: when this stream loaded its rules: an expect rule seen for the first time starts here
+        self.rules_since = 0.0
         self._wake = asyncio.Event()
         self.outbox_changed = asyncio.Event()
         self.polled = asyncio.Event()  # set after each complete poll
@@ -138,6 +140,7 @@ class Watcher:
         first_start, self.first_start_at = await store.run(
             store.sync.begin_source, self.source_id, self.info.url, self.clock()
         )
+        self.rules_since = max(self.first_start_at, self.clock())
         revision = await store.run(store.sync.revision, self.source_id)
         self.info.revision = revision or 0
         self.records = await store.run(store.sync.load_records, self.source_id)
@@ -183,7 +186,7 @@ class Watcher:
             unlisted_dirs=listing.unlisted_dirs,
         )
         rules = self.config.expect_files
-        exp = advance(rules, self.expectations, self.records, self.first_start_at, now)
+        exp = advance(rules, self.expectations, self.records, self.rules_since, now)
         advanced = {**self.expectations, **{(x.rule, x.period): x for x in exp.changed}}
         warned = warn(rules, advanced, now)
         changed = {(x.rule, x.period): x for x in [*exp.changed, *warned.changed]}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..adapters import Adapter, Verification, adapter_for, verify_version
 from ..config import SourceConfig, format_duration
-from ..core.detect import Policy, VerifyRequest, after_verify, observe, plan_poll
+from ..core.detect import Policy, VerifyRequest, after_verify, marker_releases, observe, plan_poll
 from ..core.events import rfc3339
 from ..core.model import Entry, EventSpec, FileRecord, Listing, State
 from ..core.paths import PathFilter
@@ -138,6 +138,8 @@ class _Explainer:
             marker = p.marker.render(entry.path)
             if marker not in listed:
                 return "waiting", f"waiting for marker {marker}"
+            if not marker_releases(listed[marker], entry):
+                return "waiting", f"waiting for marker {marker} (the one there is older than the file)"
             if young:
                 return "pending", f"pending (marker present; {young_text})"
         else:

@@ -15,7 +15,8 @@ A path's life::
 
 A READY/REJECTED/SKIPPED record whose size or mtime changes becomes PENDING again (a new version).
 Files that disappear are dropped while unreported; once reported they keep a DELETED tombstone so
-identical bytes uploaded again are still recognised as already delivered.
+identical bytes uploaded again are still recognised as already delivered. Files the filters no
+longer select are forgotten the same way, without a ``deleted`` event: they were not deleted.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "VerifyOutcome",
     "VerifyRequest",
     "after_verify",
+    "marker_releases",
     "observe",
     "plan_poll",
 ]
@@ -92,7 +94,8 @@ def observe(
     """The record after ``entry`` was listed, or None when nothing changed.
 
     A new path, a changed size or mtime, or a reappearing tombstone is a pending version whose
-    stability clock starts at ``stable_since`` (default ``now``).
+    stability clock starts at ``stable_since`` (default ``now``). Any change clears a problem found
+    by an earlier verification, so ``reject_after`` counts only while the file stays unchanged.
     """
     since = now if stable_since is None else stable_since
     if rec is None:
@@ -100,7 +103,17 @@ def observe(
     if rec.size == entry.size and rec.mtime == entry.mtime and rec.state is not State.DELETED:
         return None
     if rec.state is State.PENDING:
-        return replace(rec, size=entry.size, mtime=entry.mtime, stable_since=since, checked=None)
+        # Still being written: a problem seen on an earlier size (a truncated archive) says nothing
+        # about this one, so the rejection clock starts over with the next failed check.
+        return replace(
+            rec,
+            size=entry.size,
+            mtime=entry.mtime,
+            stable_since=since,
+            problem=None,
+            problem_since=None,
+            checked=None,
+        )
     return replace(
         rec,
         size=entry.size,
@@ -112,6 +125,17 @@ def observe(
         problem_since=None,
         checked=None,
     )
+
+
+def marker_releases(marker: Entry | None, entry: Entry) -> bool:
+    """Whether a listed marker releases this version of a data file.
+
+    Only a marker written at or after the data file's last change counts: a marker left over from an
+    earlier version (``x.csv.done`` still there while ``x.csv`` is being uploaded again) must not release
+    the new upload half way. Both times come from the same server's clock; "at or after" keeps
+    coarse-grained times (FTP listings in whole minutes) working.
+    """
+    return marker is not None and marker.mtime >= entry.mtime
 
 
 def _due(due: float | None, at: float) -> float:
@@ -174,7 +198,8 @@ def plan_poll(
         if sidecar_path is not None and sidecar_entry is None:
             continue  # the sidecar has not arrived; nothing to verify against yet
         if policy.marker is not None:
-            if policy.marker.render(path) not in listed:
+            marker = listed.get(policy.marker.render(path))
+            if not marker_releases(marker, entry):
                 continue
             # The producer declared the file done: the marker stands in for the stability window.
             eligible_at = entry.mtime + policy.min_age_s
@@ -200,8 +225,18 @@ def plan_poll(
             continue
         plan.verify.append(VerifyRequest(rec, entry, sidecar_path, check_key))
 
+    in_scope = policy.path_filter.in_scope
     for path, rec in records.items():
         if path in seen or (unlisted and path.startswith(unlisted)):
+            continue
+        if not in_scope(path) or (companion is not None and companion(path)):
+            # The config no longer asks for this path (include/exclude narrowed, recursive turned off,
+            # now a marker or sidecar): forget it quietly, it was not deleted. A reported version keeps
+            # a tombstone so widening the filters again does not report the same bytes twice.
+            if rec.state in (State.READY, State.REJECTED):
+                plan.upserts.append(replace(rec, state=State.DELETED))
+            elif rec.state is not State.DELETED:
+                plan.removals.append(path)
             continue
         if rec.state in (State.READY, State.REJECTED):
             plan.upserts.append(replace(rec, state=State.DELETED))

@@ -5,9 +5,9 @@ date-time must be ready by ``deadline + grace``. States: ``open`` -> ``at_risk``
 deadline, one ``at_risk`` event) -> ``met`` (a ready version arrived in time), ``late`` (it arrived after
 the grace) or ``missing`` (the grace passed first; one ``missing`` event) -> ``late``.
 
-Each rule keeps its deadlines materialised from the source's first start up to the next upcoming
+Each rule keeps its deadlines materialised from when the rule first appeared up to the next upcoming
 deadline, so a deadline that passed while the server was down is checked on the next start, and
-deadlines before the first start are never checked.
+deadlines before the rule first appeared are never checked (no backfill).
 """
 
 from __future__ import annotations
@@ -51,6 +51,54 @@ class ExpectPlan:
     next_due: float | None
 
 
+def _deadlines(rule: ExpectRuleSpec, last: Expectation | None, since: float, now: float) -> list[tuple[datetime, str]]:
+    """The deadlines after ``last`` (or after ``since`` for a rule seen for the first time) up to and
+    including the first one after ``now``, as (local date-time, rendered path), periods de-duplicated.
+
+    After a long outage only the newest ``MAX_CATCH_UP`` past deadlines are computed at all: they are
+    found walking back from ``now``, so nothing is computed that is not also checked.
+    """
+    tz = ZoneInfo(rule.timezone)
+    after = last.deadline if last is not None else since
+    if after > now:
+        return []  # the upcoming deadline is already known
+    candidates: list[datetime] = []
+    # croniter steps strictly before/after its start: start a second late so a deadline at exactly
+    # `now` is found walking back, and skip what that second adds.
+    back = croniter(rule.schedule, datetime.fromtimestamp(now + 1, tz))
+    while len(candidates) < MAX_CATCH_UP:
+        local = back.get_prev(datetime)
+        if local.timestamp() <= after:
+            break
+        if local.timestamp() <= now:
+            candidates.append(local)
+    candidates.reverse()
+    candidates.append(croniter(rule.schedule, datetime.fromtimestamp(now, tz)).get_next(datetime))
+    previous = (datetime.fromisoformat(last.period), last.path) if last is not None else None
+    out: list[tuple[datetime, str]] = []
+    for local in candidates:
+        path = local.strftime(rule.path)
+        if previous is not None and _same_period(rule, previous, (local, path)):
+            continue
+        out.append((local, path))
+        previous = (local, path)
+    return out
+
+
+def _same_period(rule: ExpectRuleSpec, earlier: tuple[datetime, str], later: tuple[datetime, str]) -> bool:
+    """Whether ``later`` repeats the period of ``earlier`` (the first one wins).
+
+    - The hour repeated when clocks go back: ``30 2 * * *`` in Europe/Berlin matches 02:30 twice on
+      that night; a person reading the schedule means one deadline, the first.
+    - A dated path rendered twice the same day (``sales_%Y%m%d.csv`` with ``0 6,18 * * *``) names one
+      file, so one period, due at the first deadline.
+    """
+    (a, a_path), (b, b_path) = earlier, later
+    if b.replace(tzinfo=None) <= a.replace(tzinfo=None):
+        return True
+    return _dated(rule) and a_path == b_path and a.date() == b.date()
+
+
 def advance(
     rules: Iterable[ExpectRuleSpec],
     expectations: Mapping[tuple[str, str], Expectation],
@@ -58,7 +106,12 @@ def advance(
     since: float,
     now: float,
 ) -> ExpectPlan:
-    """Materialise deadlines up to the next upcoming one and flag those whose grace has passed."""
+    """Materialise deadlines up to the next upcoming one and flag those whose grace has passed.
+
+    A rule with no expectation yet (new, or edited: a changed rule is a new series) starts at ``since``,
+    when the stream that brought it opened (the source's first start, for a new source): deadlines
+    before it are not checked.
+    """
     changed: list[Expectation] = []
     events: list[EventSpec] = []
     next_due: float | None = None
@@ -70,21 +123,16 @@ def advance(
     for rule in rules:
         key = rule_key(rule)
         known = [x for (k, _), x in expectations.items() if k == key]
-        last = max((x.deadline for x in known), default=None)
+        newest = max(known, key=lambda x: x.deadline, default=None)
         fresh: list[Expectation] = []
-        if last is None or last <= now:
-            local_tz = ZoneInfo(rule.timezone)
-            it = croniter(rule.schedule, datetime.fromtimestamp(since if last is None else last, local_tz))
-            while not fresh or fresh[-1].deadline <= now:
-                local = it.get_next(datetime)
-                path = local.strftime(rule.path)
-                rec = records.get(path)
-                # A dated file that is already ready arrived before its deadline was materialised.
-                met = _dated(rule) and rec is not None and rec.state is State.READY
-                fresh.append(Expectation(key, local.isoformat(), path, local.timestamp(), "met" if met else "open"))
-            fresh = fresh[-MAX_CATCH_UP:]
-            last = fresh[-1].deadline
-        due_at(last)  # when the upcoming deadline passes, materialise the one after it
+        for local, path in _deadlines(rule, newest, since, now):
+            rec = records.get(path)
+            # A dated file that is already ready arrived before its deadline was materialised.
+            met = _dated(rule) and rec is not None and rec.state is State.READY
+            fresh.append(Expectation(key, local.isoformat(), path, local.timestamp(), "met" if met else "open"))
+        last = fresh[-1].deadline if fresh else newest.deadline if newest is not None else None
+        if last is not None:
+            due_at(last)  # when the upcoming deadline passes, materialise the one after it
         for x in [x for x in known if x.state in OPEN] + fresh:
             due = x.deadline + rule.grace_s
             if x.state in OPEN and now >= due:

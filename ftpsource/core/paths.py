@@ -55,6 +55,14 @@ class PathFilter:
             self._wanted[rel_path] = verdict
         return verdict
 
+    def in_scope(self, rel_path: str) -> bool:
+        """Whether a listing would show ``rel_path`` and the filters select it: every directory on the
+        way is descended into (``recursive``, excluded directories) and the path itself is wanted."""
+        if not self.wanted(rel_path):
+            return False
+        parts = rel_path.split("/")[:-1]
+        return all(self.descend("/".join(parts[: i + 1])) for i in range(len(parts)))
+
     def _match(self, rel_path: str) -> bool:
         if self._exclude is not None and self._exclude.match(rel_path) is not None:
             return False

@@ -14,7 +14,7 @@ import pytest
 
 from ftpsource.clock import ShiftedClock
 from ftpsource.store import Store
-from tests.support.harness import all_delivered, run_server, stream_to
+from tests.support.harness import all_delivered, eventually, run_server, stream_to
 
 FAST = {"stable_for": "300ms", "poll_interval": "5s"}
 
@@ -212,3 +212,25 @@ async def _wait_problem(srv: Any, path: str) -> None:
             store.close()
 
     await eventually(has_problem, what=f"{path} to fail verification")
+
+
+async def test_a_rule_added_to_a_year_old_source_checks_no_past_deadlines(tmp_path: Path, root: Path) -> None:
+    clock = ShiftedClock()
+    async with run_server(tmp_path, clock=clock) as srv, stream_to(srv.port, cfg(root)) as stream:
+        (root / "warmup").write_bytes(b"w")
+        await stream.until(of_type("ready", "warmup"))
+        await all_delivered(srv)
+    clock.advance(365 * 86400)  # a year later, a daily rule is added
+    deadline = next_deadline(clock)
+    config = cfg(root, expect=[{"path": "d_%Y%m%d_%H%M.csv", "schedule": "*/10 * * * *"}])
+    async with run_server(tmp_path, clock=clock) as srv, stream_to(srv.port, config) as stream:
+        await eventually(
+            lambda: any(s.watcher is not None and s.watcher.polled.is_set() for s in srv.app.sessions.all()),
+            what="the first poll with the rule",
+        )
+        clock.advance(deadline.timestamp() - clock() + 5)  # its first deadline passes
+        srv.app.wake_all()
+        missing = await stream.until(of_type("missing"))
+        assert missing["data"]["expected_path"] == deadline.strftime("d_%Y%m%d_%H%M.csv")
+        await all_delivered(srv)
+        assert [e for e in stream.received if e["type"] == "ftpsource.file.missing"] == [missing]

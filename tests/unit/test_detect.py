@@ -326,3 +326,72 @@ def test_property_no_early_event_and_one_event_per_content_version(steps: list[t
     assert all(a != b for a, b in itertools.pairwise(emitted))
     gens = [e.generation for e in sim.events]
     assert gens == list(range(1, len(gens) + 1))
+
+
+# --- regressions: markers, rejection clock, narrowed filters ----------------------------------------
+
+
+def test_a_stale_marker_does_not_release_a_reupload_in_progress() -> None:
+    for template, marker in (("{path}.done", "x.csv.done"), ("{dir}/_SUCCESS", "_SUCCESS")):
+        sim = Sim.new(marker=Template(template))
+        sim.write("x.csv", b"version one", 0.0)
+        sim.write(marker, b"", 1.0)
+        assert kinds(sim.poll(2.0)) == [("ready", "x.csv", "new", 1)]
+        # The producer starts uploading a new version; the old marker is still there.
+        sim.write("x.csv", b"vers", 100.0)
+        assert sim.poll(100.5) == []
+        sim.write("x.csv", b"version two, longer", 160.0)
+        assert sim.poll(1000.0) == [], template  # stable for ages: the marker still predates it
+        sim.write(marker, b"", 1001.0)  # the producer declares the new version done
+        assert kinds(sim.poll(1002.0)) == [("ready", "x.csv", "reupload", 2)], template
+
+
+def test_a_marker_with_the_same_coarse_time_as_the_file_releases_it() -> None:
+    sim = Sim.new(marker=Template("{path}.done"))
+    sim.write("a.csv", b"data", 60.0)  # FTP LIST: whole minutes
+    sim.write("a.csv.done", b"", 60.0)
+    assert kinds(sim.poll(61.0)) == [("ready", "a.csv", "new", 1)]
+
+
+def test_a_growing_file_restarts_the_rejection_clock() -> None:
+    pol = policy(reject_after_s=100.0)
+    rec = FileRecord("a.gz", 5, 1.0, State.PENDING, 0.0, 0.0)
+    entry = Entry("a.gz", 5, 1.0)
+    (req,) = plan_poll([entry], {"a.gz": rec}, S, pol).verify
+    waiting = after_verify(req, Digest("sha256", "h", "local", 5, problem="truncated gzip"), entry, S, pol)
+    assert waiting.record.problem_since == S
+    # The slow upload resumes: larger and newer. The old problem no longer applies to it.
+    grown = Entry("a.gz", 50, 200.0)
+    plan = plan_poll([grown], {"a.gz": waiting.record}, 200.0, pol)
+    (again,) = plan.upserts
+    assert again.state is State.PENDING and again.problem is None and again.problem_since is None
+    # Truncated once more after it pauses: the clock counts from this failure, not the first one.
+    (req2,) = plan_poll([grown], {"a.gz": again}, 200.0 + S, pol).verify
+    bad = Digest("sha256", "h2", "local", 50, problem="truncated gzip")
+    second = after_verify(req2, bad, grown, 200.0 + S, pol)
+    assert second.event is None and second.record.problem_since == 200.0 + S
+    assert plan_poll([grown], {"a.gz": second.record}, 200.0 + S + 99, pol).events == []
+
+
+@pytest.mark.parametrize(
+    ("include", "exclude", "recursive"),
+    [(["**/*.csv"], [], True), ([], ["d/**"], True), ([], [], False), ([], ["**/d"], True)],
+)
+def test_files_the_filters_no_longer_select_are_forgotten_not_deleted(
+    include: list[str], exclude: list[str], recursive: bool
+) -> None:
+    sim = Sim.new(deletes=True)
+    sim.write("a.csv", b"a", 0.0)
+    sim.write("d/b.txt", b"b", 0.0)
+    sim.poll(0.0)
+    assert sorted(e.path for e in sim.poll(S)) == ["a.csv", "d/b.txt"]
+    narrowed = policy(deletes=True, path_filter=PathFilter(include, exclude, recursive))
+    listed = [e for e in sim.entries() if narrowed.path_filter.descend("d") or "/" not in e.path]
+    plan = plan_poll(listed, sim.records, 2 * S, narrowed)
+    assert plan.events == []  # d/b.txt is still there: no `deleted`
+    assert "d/b.txt" not in {r.path for r in plan.upserts if r.state is not State.DELETED}
+    for r in plan.upserts:
+        sim.records[r.path] = r
+    # Widening the filters again: the same bytes are not reported a second time.
+    sim.pol = policy(deletes=True)
+    assert sim.poll(3 * S) == [] and sim.poll(4 * S) == []
