@@ -28,7 +28,7 @@ from .core.model import EventSpec, Expectation, FileRecord, SetPeriod, State
 from .core.sets import advance_sets, prunable_sets
 from .core.settle import SettleVersion, render_target, still_the_version
 from .credentials import Credentials
-from .errors import ActionRefused, FileVanished, PermanentSourceError, SourceError, StateError
+from .errors import ActionRefused, FileVanished, LeaseLost, PermanentSourceError, SourceError, StateError
 from .metrics import Metrics
 from .store import AsyncStore, NewEvent, OutboxRow, VersionRow
 
@@ -74,6 +74,7 @@ class Watcher:
         *,
         clock: Clock = time.time,
         adapter_factory: Callable[..., Adapter] = adapter_for,
+        epoch: int | None = None,
     ) -> None:
         self.config = config
         self.source_id = source_id
@@ -81,6 +82,8 @@ class Watcher:
         self.credentials = credentials
         self.metrics = metrics
         self.clock = clock
+        #: The source's lease this watcher writes under (``None``: unfenced, e.g. ``ftpsource watch``).
+        self.epoch = epoch
         self.policy = config.policy()
         self.info = SourceInfo(source_id, config.display_url, self.policy.checksum)
         self.records: dict[str, FileRecord] = {}
@@ -121,6 +124,8 @@ class Watcher:
                     if next_due is not None:
                         delay = min(delay, next_due - self.clock())
                     delay = max(delay, MIN_RESCAN_S)
+                except LeaseLost:
+                    raise  # a newer stream owns the source now: retrying would only fail again
                 except PermanentSourceError as exc:
                     self._count_error(exc.kind)
                     await self._record_poll(False, str(exc))
@@ -130,15 +135,19 @@ class Watcher:
                     self._count_error(kind)
                     delay = backoff.next()
                     log.warning("poll failed (%s), retrying in %.1fs", exc, delay, extra=self._log_extra)
-                    with contextlib.suppress(StateError):
+                    try:
                         await self._record_poll(False, str(exc))
+                    except LeaseLost:
+                        raise
+                    except StateError:
+                        pass
                 await self._sleep(src, delay)
 
     async def _load(self) -> bool:
         """(Re)load this source's records and expectations. Returns whether this is a first start."""
         store = self.store
         first_start, self.first_start_at = await store.run(
-            store.sync.begin_source, self.source_id, self.info.url, self.clock()
+            store.sync.begin_source, self.source_id, self.info.url, self.clock(), epoch=self.epoch
         )
         self.rules_since = max(self.first_start_at, self.clock())
         revision = await store.run(store.sync.revision, self.source_id)
@@ -323,6 +332,7 @@ class Watcher:
             expectations_dropped=expectations_dropped,
             sets=sets,
             sets_dropped=sets_dropped,
+            epoch=self.epoch,
         )
         # Only after the commit succeeded does memory follow the database.
         for rec in upserts:
@@ -355,7 +365,7 @@ class Watcher:
 
     async def _record_poll(self, ok: bool, error: str | None = None) -> None:
         now = self.clock()
-        await self.store.run(self.store.sync.record_poll, self.source_id, now, ok, error)
+        await self.store.run(self.store.sync.record_poll, self.source_id, now, ok, error, epoch=self.epoch)
         if ok:
             self.metrics.last_ok_poll.labels(self.source_id).set(now)
 
@@ -454,7 +464,9 @@ class Watcher:
             while unconfirmed and unconfirmed[0][1] <= now - CONFIRM_S:
                 confirmed.append(unconfirmed.popleft()[0])
             if confirmed:
-                await store.run(store.sync.mark_delivered, confirmed, self.clock())
+                await store.run(
+                    store.sync.mark_delivered, confirmed, self.clock(), source_id=self.source_id, epoch=self.epoch
+                )
                 await self._refresh_outbox_gauge()
                 await refresh_unsettled(store, self.metrics, self.source_id)
             self.outbox_changed.clear()

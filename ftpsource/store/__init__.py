@@ -1,27 +1,27 @@
-"""The only code that touches a database: sources, file records, the outbox, expectations, settlements."""
+"""The only code that touches a database: one state API (``StateStore``), SQLite and PostgreSQL behind it."""
 
 from __future__ import annotations
 
-from .sqlite import (
-    SCHEMA_VERSION,
-    AsyncStore,
-    HistoryRow,
-    NewEvent,
-    OutboxRow,
-    SettleResult,
-    SourceRow,
-    Store,
-    VersionRow,
-)
+from .aio import AsyncStore, open_store, open_store_read_only
+from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, SettleResult, SourceRow, StateStore, VersionRow
+from .postgres import PostgresStore, is_postgres_url, redact_url
+from .sqlite import SCHEMA_VERSION, Store
 
 __all__ = [
     "SCHEMA_VERSION",
     "AsyncStore",
     "HistoryRow",
+    "LeaseCallback",
     "NewEvent",
     "OutboxRow",
+    "PostgresStore",
     "SettleResult",
     "SourceRow",
+    "StateStore",
     "Store",
     "VersionRow",
+    "is_postgres_url",
+    "open_store",
+    "open_store_read_only",
+    "redact_url",
 ]

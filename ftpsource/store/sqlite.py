@@ -9,7 +9,7 @@ The database uses WAL with ``synchronous=FULL``. It must live on a local filesys
 and WAL need a real local disk, not NFS/SMB.
 
 All methods are synchronous; ``AsyncStore`` runs them on one dedicated thread, so there is exactly one
-connection and one writer and the event loop never blocks on disk.
+connection and one writer and the event loop never blocks on disk. The API is ``api.StateStore``.
 """
 
 from __future__ import annotations
@@ -21,29 +21,29 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 from ..core.model import Expectation, FileRecord, SetPeriod, State
-from ..core.settle import Outcome, PostAction, SettleVersion
-from ..errors import StateError
+from ..core.settle import Outcome
+from ..errors import LeaseLost, StateError
+from . import versions as v_sql
+from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, SettleResult, SourceRow, VersionRow
 
-__all__ = [
-    "AsyncStore",
-    "HistoryRow",
-    "NewEvent",
-    "OutboxRow",
-    "SettleResult",
-    "SourceRow",
-    "Store",
-    "VersionRow",
-]
+__all__ = ["SCHEMA_VERSION", "Store"]
 
-SCHEMA_VERSION = 1
+#: The schema ``_SCHEMA`` creates is version 1; ``_MIGRATIONS[v]`` takes a store from ``v - 1`` to ``v``.
+#: The PostgreSQL backend keeps the same numbering and the same steps in its own dialect.
+SCHEMA_VERSION = 2
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # Leases: the epoch is the fencing token every write of a stream checks; owner is for people.
+    2: (
+        "ALTER TABLE sources ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE sources ADD COLUMN owner TEXT",
+    ),
+}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sources (
@@ -128,7 +128,6 @@ CREATE TABLE IF NOT EXISTS versions (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS versions_path ON versions (source_id, path);
 CREATE INDEX IF NOT EXISTS versions_pending ON versions (source_id) WHERE action_state = 'pending';
-CREATE INDEX IF NOT EXISTS versions_unsettled ON versions (source_id) WHERE settled IS NULL AND expects_settle = 1;
 CREATE INDEX IF NOT EXISTS outbox_event ON outbox (event_id);
 """
 
@@ -136,92 +135,6 @@ _FILE_COLUMNS = (
     "path, size, mtime, state, first_seen, stable_since, generation, ready_checksum, ready_size, "
     "ready_mtime, problem, problem_since, checked"
 )
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    seq: int
-    event_id: str
-    type: str
-    path: str
-    payload: bytes
-    created: float
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryRow:
-    seq: int
-    event_id: str
-    type: str
-    created: float
-    delivered: float | None
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRow:
-    id: str
-    url: str
-    first_start: float
-    last_poll: float | None
-    last_ok_poll: float | None
-    last_error: str | None
-    files: int
-    pending: int
-    undelivered: int
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    event_id: str
-    type: str
-    path: str
-    payload: bytes
-    #: for ready events: the version as it can be settled later, with its actions
-    version: SettleVersion | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class VersionRow:
-    """A reported version and how far it got: delivered, settled, its post-action."""
-
-    event_id: str
-    source_id: str
-    version: SettleVersion
-    ready: float
-    delivered: float | None
-    settled: float | None
-    outcome: Outcome | None
-    message: str | None
-    action: str | None
-    action_state: str | None  # pending | done | changed | failed | none
-    action_at: float | None
-    action_detail: str | None
-    target: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class SettleResult:
-    """``status``: ``not_found``, ``accepted``, ``same`` (already settled so) or ``conflict``."""
-
-    status: str
-    row: VersionRow | None = None
-
-
-_VERSION_COLUMNS = (
-    "v.event_id, v.source_id, v.path, v.generation, v.size, v.mtime, v.checksum, v.on_success, v.on_failure, "
-    "v.ready, (SELECT MAX(o.delivered) FROM outbox o WHERE o.event_id = v.event_id), v.settled, v.outcome, "
-    "v.message, v.action, v.action_state, v.action_at, v.action_detail, v.target"
-)
-
-
-def _to_version(r: tuple[Any, ...]) -> VersionRow:
-    version = SettleVersion(r[2], r[3], r[4], r[5], r[6], PostAction.from_json(r[7]), PostAction.from_json(r[8]))
-    delivered = r[10] if r[10] is not None and r[10] >= 0 else None
-    return VersionRow(r[0], r[1], version, r[9], delivered, *r[11:])
 
 
 def _record_row(source_id: str, r: FileRecord) -> tuple[Any, ...]:
@@ -275,7 +188,7 @@ def _describe(exc: sqlite3.Error, path: Path) -> str:
 class Store:
     """Synchronous SQLite access. Use ``AsyncStore`` from async code."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         parent = self.path.parent if str(self.path.parent) else Path(".")
         if not parent.is_dir():
@@ -287,20 +200,45 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise StateError(
-                    f"state store {self.path}: written by a newer ftpsource (schema {row[0]}); upgrade ftpsource"
-                )
+            self._migrate()
         except sqlite3.Error as exc:
             raise StateError(_describe(exc, self.path)) from None
         self._lock = threading.Lock()
 
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def _migrate(self) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # One statement at a time: executescript() would commit, and two processes opening a new
+            # file at once must not both see "no schema yet".
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+            row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('schema', '1')")
+                version = 1
+            else:
+                version = int(row[0])
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"state store {self.path}: written by a newer ftpsource (schema {version}); upgrade ftpsource"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    db.execute(statement)
+                db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(target),))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
     @classmethod
-    def open_read_only(cls, path: Path) -> Store:
+    def open_read_only(cls, path: Path | str) -> Store:
         """Open an existing state file for reading only, writing nothing next to it.
 
         With a live WAL (``-wal`` and ``-shm`` present: a server has it open) a plain read-only
@@ -335,6 +273,37 @@ class Store:
         with self._lock:
             self._db.close()
 
+    def ping(self) -> None:
+        self._query("SELECT 1")
+
+    # leases --------------------------------------------------------------------------------------
+    def take_lease(self, source_id: str, url: str, owner: str, now: float) -> int:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sources (id, url, first_start) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (source_id, url, now),
+            )
+            db.execute("UPDATE sources SET epoch=epoch+1, owner=? WHERE id=?", (owner, source_id))
+            return int(db.execute("SELECT epoch FROM sources WHERE id=?", (source_id,)).fetchone()[0])
+
+    def epoch(self, source_id: str) -> int | None:
+        rows = self._query("SELECT epoch FROM sources WHERE id=?", (source_id,))
+        return int(rows[0][0]) if rows else None
+
+    async def listen_leases(self, on_change: LeaseCallback) -> None:
+        """Nothing to listen to: one process owns a SQLite file, and its streams supersede each other
+        in memory (``epoch`` still fences them)."""
+        await asyncio.Event().wait()
+
+    @staticmethod
+    def _fence(db: sqlite3.Connection, source_id: str, epoch: int | None) -> None:
+        if epoch is None:
+            return
+        row = db.execute("SELECT epoch FROM sources WHERE id=?", (source_id,)).fetchone()
+        current = None if row is None else int(row[0])
+        if current != epoch:
+            raise LeaseLost(f"source {source_id}: taken over by a newer stream (epoch {current}, ours {epoch})")
+
     def initialized(self, source_id: str) -> bool | None:
         """Whether the source finished its first poll; None when the state has no such source."""
         rows = self._query("SELECT initialized FROM sources WHERE id=?", (source_id,))
@@ -366,10 +335,11 @@ class Store:
                 raise StateError(_describe(exc, self.path)) from None
 
     # sources -----------------------------------------------------------------------------------
-    def begin_source(self, source_id: str, url: str, now: float) -> tuple[bool, float]:
+    def begin_source(self, source_id: str, url: str, now: float, *, epoch: int | None = None) -> tuple[bool, float]:
         """Register a source. Returns ``(first_start, first_start_time)``; ``first_start`` stays true
         until a first poll has been committed (``commit(..., initialized=True)``)."""
         with self._tx() as db:
+            self._fence(db, source_id, epoch)
             row = db.execute("SELECT first_start, initialized FROM sources WHERE id=?", (source_id,)).fetchone()
             if row is None:
                 db.execute("INSERT INTO sources (id, url, first_start) VALUES (?, ?, ?)", (source_id, url, now))
@@ -377,8 +347,11 @@ class Store:
             db.execute("UPDATE sources SET url=? WHERE id=?", (url, source_id))
             return row[1] is None, float(row[0])
 
-    def record_poll(self, source_id: str, at: float, ok: bool, error: str | None = None) -> None:
+    def record_poll(
+        self, source_id: str, at: float, ok: bool, error: str | None = None, *, epoch: int | None = None
+    ) -> None:
         with self._tx() as db:
+            self._fence(db, source_id, epoch)
             if ok:
                 db.execute(
                     "UPDATE sources SET last_poll=?, last_ok_poll=?, last_error=NULL WHERE id=?",
@@ -418,10 +391,13 @@ class Store:
         expectations_dropped: Iterable[Expectation] = (),
         sets: Iterable[SetPeriod] = (),
         sets_dropped: Iterable[SetPeriod] = (),
+        *,
+        epoch: int | None = None,
     ) -> int:
         """Persist one decision atomically. Returns the number of events added to the outbox."""
         events = list(events)
         with self._tx() as db:
+            self._fence(db, source_id, epoch)
             db.executemany(
                 f"INSERT OR REPLACE INTO files (source_id, {_FILE_COLUMNS}) VALUES ({','.join('?' * 14)})",
                 (_record_row(source_id, r) for r in upserts),
@@ -431,27 +407,7 @@ class Store:
                 "INSERT INTO outbox (source_id, event_id, type, path, payload, created) VALUES (?,?,?,?,?,?)",
                 ((source_id, e.event_id, e.type, e.path, e.payload, now) for e in events),
             )
-            db.executemany(
-                "INSERT OR IGNORE INTO versions (event_id, source_id, path, generation, size, mtime, checksum,"
-                " on_success, on_failure, expects_settle, ready) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    (
-                        e.event_id,
-                        source_id,
-                        v.path,
-                        v.generation,
-                        v.size,
-                        v.mtime,
-                        v.checksum,
-                        v.on_success.to_json(),
-                        v.on_failure.to_json(),
-                        int(v.expects_settle),
-                        now,
-                    )
-                    for e in events
-                    if (v := e.version) is not None
-                ),
-            )
+            db.executemany(v_sql.INSERT, v_sql.insert_rows(source_id, events, now))
             db.executemany(
                 "INSERT OR REPLACE INTO expectations VALUES (?,?,?,?,?,?)",
                 ((source_id, x.rule, x.period, x.path, x.deadline, x.state) for x in expectations),
@@ -484,8 +440,12 @@ class Store:
         )
         return [OutboxRow(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows]
 
-    def mark_delivered(self, seqs: Iterable[int], now: float) -> None:
+    def mark_delivered(
+        self, seqs: Iterable[int], now: float, *, source_id: str | None = None, epoch: int | None = None
+    ) -> None:
         with self._tx() as db:
+            if source_id is not None:
+                self._fence(db, source_id, epoch)
             db.executemany("UPDATE outbox SET delivered=? WHERE seq=?", ((now, s) for s in seqs))
 
     def undelivered_count(self, source_id: str) -> int:
@@ -535,71 +495,40 @@ class Store:
         rows = self._query("SELECT revision FROM sources WHERE id=?", (source_id,))
         return int(rows[0][0]) if rows else None
 
-    # settlement --------------------------------------------------------------------------------------
+    # settling ------------------------------------------------------------------------------------------
     def settle(self, event_id: str, outcome: Outcome, message: str, now: float) -> SettleResult:
-        """Record how a version's processing ended, and its post-action as pending, in one transaction.
-
-        The same outcome again changes nothing (``same``); a different one is refused (``conflict``).
-        """
         with self._tx() as db:
-            row = db.execute(f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE v.event_id=?", (event_id,)).fetchone()
+            row = db.execute(v_sql.SELECT_ONE, (event_id,)).fetchone()
             if row is None:
                 return SettleResult("not_found")
-            found = _to_version(row)
+            found = v_sql.to_version(row)
             if found.outcome is not None:
                 return SettleResult("same" if found.outcome == outcome else "conflict", found)
             action = found.version.action_for(outcome).action
             state = "none" if action == "none" else "pending"
-            db.execute(
-                "UPDATE versions SET settled=?, outcome=?, message=?, action=?, action_state=? WHERE event_id=?",
-                (now, outcome, message, action, state, event_id),
-            )
-            row = db.execute(f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE v.event_id=?", (event_id,)).fetchone()
-        return SettleResult("accepted", _to_version(row))
+            db.execute(v_sql.SETTLE, (now, outcome, message, action, state, event_id))
+            row = db.execute(v_sql.SELECT_ONE, (event_id,)).fetchone()
+        return SettleResult("accepted", v_sql.to_version(row))
 
     def pending_actions(self, source_id: str) -> list[VersionRow]:
-        """Settled versions whose move or delete has not run to an end yet, oldest settle first."""
-        rows = self._query(
-            f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE v.source_id=? AND v.action_state='pending'"
-            " ORDER BY v.settled",
-            (source_id,),
-        )
-        return [_to_version(r) for r in rows]
+        return [v_sql.to_version(r) for r in self._query(v_sql.PENDING, (source_id,))]
 
     def finish_action(self, event_id: str, state: str, detail: str | None, target: str | None, now: float) -> None:
-        """Record how a post-action ended: ``done``, ``changed`` (not the settled version) or ``failed``."""
         with self._tx() as db:
-            db.execute(
-                "UPDATE versions SET action_state=?, action_detail=?, target=?, action_at=? WHERE event_id=?",
-                (state, detail, target, now, event_id),
-            )
+            db.execute(v_sql.FINISH, (state, detail, target, now, event_id))
 
     def note_action_attempt(self, event_id: str, detail: str, now: float) -> None:
-        """A post-action failed in a way worth retrying: it stays pending; the reason is kept for `state show`."""
         with self._tx() as db:
-            db.execute(
-                "UPDATE versions SET action_detail=?, action_at=? WHERE event_id=? AND action_state='pending'",
-                (detail, now, event_id),
-            )
+            db.execute(v_sql.NOTE_ATTEMPT, (detail, now, event_id))
 
     def versions(self, source_id: str, path: str) -> list[VersionRow]:
-        """Every reported version of a path, oldest first (none in a state file older than settling)."""
         if not self._query("SELECT 1 FROM sqlite_master WHERE type='table' AND name='versions'"):
-            return []
-        rows = self._query(
-            f"SELECT {_VERSION_COLUMNS} FROM versions v WHERE v.source_id=? AND v.path=? ORDER BY v.ready",
-            (source_id, path),
-        )
-        return [_to_version(r) for r in rows]
+            return []  # a state file from before settling, opened read-only
+        return [v_sql.to_version(r) for r in self._query(v_sql.VERSIONS_OF_PATH, (source_id, path))]
 
     def unsettled(self, source_id: str) -> tuple[int, float | None]:
-        """Delivered versions that expect a settle and have none: how many, and the oldest delivery time."""
-        row = self._query(
-            "SELECT COUNT(*), MIN(d) FROM (SELECT (SELECT MAX(o.delivered) FROM outbox o WHERE o.event_id = v.event_id)"
-            " AS d FROM versions v WHERE v.source_id=? AND v.settled IS NULL AND v.expects_settle=1) WHERE d > 0",
-            (source_id,),
-        )[0]
-        return int(row[0]), row[1]
+        count, oldest = self._query(v_sql.UNSETTLED, (source_id,))[0]
+        return int(count), oldest
 
     # expectations ----------------------------------------------------------------------------------
     def load_expectations(self, source_id: str) -> list[Expectation]:
@@ -618,23 +547,3 @@ class Store:
         return [
             SetPeriod(r[0], r[1], r[2], r[3], r[4], r[5], tuple((p, int(g)) for p, g in json.loads(r[6]))) for r in rows
         ]
-
-
-class AsyncStore:
-    """Runs ``Store`` calls on one dedicated thread."""
-
-    def __init__(self, store: Store) -> None:
-        self.sync = store
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftpsource-store")
-
-    @classmethod
-    def open(cls, path: Path) -> AsyncStore:
-        return cls(Store(path))
-
-    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        self.sync.close()

@@ -23,7 +23,7 @@ from ftpsource._proto import generic_pb2, generic_pb2_grpc, settlement_pb2, sett
 from ftpsource.config import ServerSettings
 from ftpsource.metrics import Metrics
 from ftpsource.server import RunningServer, start_server
-from ftpsource.store import Store, VersionRow
+from ftpsource.store import VersionRow, open_store_read_only
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -205,7 +205,8 @@ async def all_delivered(srv: RunningServer, timeout: float = 20.0) -> None:
     """Wait until every decided event is confirmed delivered (the stream stayed open long enough)."""
 
     def done() -> bool:
-        store = Store.open_read_only(srv.app.settings.state)
+        settings = srv.app.settings
+        store = open_store_read_only(settings.state, settings.state_password_file)
         try:
             return all(s.undelivered == 0 for s in store.list_sources())
         finally:
@@ -233,7 +234,8 @@ async def settle(
 
 def versions(srv: RunningServer, source_id: str, path: str) -> list[VersionRow]:
     """The state's record of each reported version of ``path`` (read-only, like `state show`)."""
-    store = Store.open_read_only(srv.app.settings.state)
+    settings = srv.app.settings
+    store = open_store_read_only(settings.state, settings.state_password_file)
     try:
         return store.versions(source_id, path)
     finally:
