@@ -1,4 +1,5 @@
-"""Prometheus metrics (prefix ``ftpsource_``) and the HTTP endpoint for /metrics, /healthz, /readyz.
+"""Prometheus metrics (prefix ``ftpsource_``) and the HTTP endpoint for /metrics, /healthz, /readyz, and
+the status page (``/`` and ``/status.json``, see status.py).
 
 Labels carry source ids and event types only: never URLs with users, paths or anything secret.
 """
@@ -6,14 +7,42 @@ Labels carry source ids and event types only: never URLs with users, paths or an
 from __future__ import annotations
 
 import contextlib
+import errno
+import json
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-__all__ = ["Metrics", "MetricsServer"]
+from .status import render_html
+
+__all__ = ["Metrics", "MetricsServer", "bind_http"]
+
+
+class _DualStackHTTPServer(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        # `::` then takes IPv4 too (as ::ffff:a.b.c.d), whatever the host's bindv6only default says.
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+def bind_http(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """An HTTP server on ``host``: an IPv6 literal binds IPv6, ``::`` every address of both families,
+    falling back to 0.0.0.0 on a host without IPv6. Raises ``OSError`` when it cannot listen."""
+    if ":" not in host:
+        return ThreadingHTTPServer((host, port), handler)
+    try:
+        return _DualStackHTTPServer((host, port), handler)
+    except OSError as exc:
+        if host != "::" or exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT):
+            raise
+    return ThreadingHTTPServer(("0.0.0.0", port), handler)
 
 
 class Metrics:
@@ -123,12 +152,16 @@ class MetricsServer:
         metrics: Metrics,
         ready: Callable[[], bool],
         alive: Callable[[], bool] = lambda: True,
+        status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path.split("?")[0] == "/metrics":
+                route = self.path.split("?")[0]
+                if route in ("/", "/status.json") and outer.status is not None:
+                    self._status(route, outer.status)
+                elif route == "/metrics":
                     self._send(200, outer.metrics.render(), CONTENT_TYPE_LATEST)
                 elif self.path == "/healthz":
                     ok = outer.alive()
@@ -139,9 +172,24 @@ class MetricsServer:
                 else:
                     self._send(404, b"not found\n")
 
+            def _status(self, route: str, status: Callable[[], dict[str, Any]]) -> None:
+                try:
+                    doc = status()
+                except TimeoutError:
+                    self._send(503, b"event loop busy, try again\n")
+                    return
+                if route == "/":
+                    self._send(200, render_html(doc), "text/html; charset=utf-8")
+                else:
+                    self._send(200, json.dumps(doc, indent=1).encode(), "application/json")
+
             def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("X-Content-Type-Options", "nosniff")
+                # The status page needs nothing but its own inline styles: no scripts, frames or fetches.
+                self.send_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -152,7 +200,8 @@ class MetricsServer:
         self.metrics = metrics
         self.ready = ready
         self.alive = alive
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        self.status = status
+        self._httpd = bind_http(host, port, Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="ftpsource-metrics", daemon=True)
 

@@ -30,6 +30,7 @@ from .credentials import load_credentials
 from .errors import ConfigError, LeaseLost, PermanentSourceError, StateError
 from .loopmon import LoopMonitor
 from .metrics import Metrics, MetricsServer
+from .status import collect
 from .store import AsyncStore, OutboxRow
 from .watcher import Watcher, refresh_unsettled, run_session
 
@@ -42,6 +43,8 @@ SETTLEMENT_SERVICE = "ftpsource.v1.Settlement"
 #: A settle message is kept for `state show`; longer text is cut, not refused.
 MAX_MESSAGE = 2000
 _OUTCOMES: dict[int, Outcome] = {settlement_pb2.SUCCEEDED: "succeeded", settlement_pb2.FAILED: "failed"}
+#: How long the status page waits for the event loop before answering 503.
+STATUS_TIMEOUT_S = 5.0
 
 
 def keepalive_options(keepalive_s: float) -> list[tuple[str, int]]:
@@ -216,6 +219,25 @@ class App:
         for session in self.sessions.all():
             if session.watcher is not None:
                 session.watcher.wake()
+
+    async def status(self) -> dict[str, Any]:
+        """The status page's snapshot, built on the loop from the live watchers and the store."""
+        watchers = [s.watcher for s in self.sessions.all() if s.watcher is not None]
+        return await collect(watchers, self.store, self.clock())
+
+    def status_reader(self) -> Callable[[], dict[str, Any]]:
+        """For the metrics thread: ask the loop for a snapshot and wait a bounded time for it."""
+        loop = asyncio.get_running_loop()
+
+        def read() -> dict[str, Any]:
+            future = asyncio.run_coroutine_threadsafe(self.status(), loop)
+            try:
+                return future.result(timeout=STATUS_TIMEOUT_S)
+            except TimeoutError:
+                future.cancel()
+                raise
+
+        return read
 
     def current_token(self) -> str | None:
         """The token file is re-read on each call so a rotated Secret applies without a restart."""
@@ -447,7 +469,9 @@ async def start_server(
     if settings.metrics_listen:
         host, mport = _split_hostport(settings.metrics_listen)
         try:
-            metrics_server = MetricsServer(host, mport, metrics, ready=app.ready, alive=loop_monitor.alive)
+            metrics_server = MetricsServer(
+                host, mport, metrics, ready=app.ready, alive=loop_monitor.alive, status=app.status_reader()
+            )
         except OSError as exc:
             await loop_monitor.stop()
             await server.stop(None)

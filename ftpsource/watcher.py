@@ -41,6 +41,7 @@ DELIVER_BATCH = 128
 CONFIRM_S = 1.0
 FREEZE_AFTER_UPSERTS = 1000
 MIN_RESCAN_S = 0.25
+RECENT_ERRORS = 10
 
 Clock = Callable[[], float]
 
@@ -89,6 +90,9 @@ class Watcher:
         self.records: dict[str, FileRecord] = {}
         self.expectations: dict[tuple[str, str], Expectation] = {}
         self.sets: dict[tuple[str, str], SetPeriod] = {}
+        #: for the status page: the last few problems (time, kind, message) and the last complete poll
+        self.recent_errors: deque[tuple[float, str, str]] = deque(maxlen=RECENT_ERRORS)
+        self.last_ok_poll: float | None = None
         self.first_start_at = 0.0
         #: when this stream loaded its rules: an expect rule seen for the first time starts here
         self.rules_since = 0.0
@@ -127,12 +131,12 @@ class Watcher:
                 except LeaseLost:
                     raise  # a newer stream owns the source now: retrying would only fail again
                 except PermanentSourceError as exc:
-                    self._count_error(exc.kind)
+                    self._count_error(exc.kind, str(exc))
                     await self._record_poll(False, str(exc))
                     raise
                 except (SourceError, StateError) as exc:
                     kind = exc.kind if isinstance(exc, SourceError) else "state"
-                    self._count_error(kind)
+                    self._count_error(kind, str(exc))
                     delay = backoff.next()
                     log.warning("poll failed (%s), retrying in %.1fs", exc, delay, extra=self._log_extra)
                     try:
@@ -200,7 +204,7 @@ class Watcher:
         warned = warn(rules, advanced, now)
         changed = {(x.rule, x.period): x for x in [*exp.changed, *warned.changed]}
         dropped = prunable(self.expectations, now)
-        sets = advance_sets(self.config.expect_sets, self.sets, self.records, now)
+        sets = advance_sets(self.config.expect_sets, self.sets, self.records, self.rules_since, now)
         await self._commit(
             plan.upserts,
             plan.removals,
@@ -232,7 +236,7 @@ class Watcher:
             pending -= sum(1 for o in done if o.record.state is not State.PENDING)
             if any(o.event is not None and o.event.type == "ready" for o in done):
                 # A member just became ready: report its set now, not a poll later.
-                sets = advance_sets(self.config.expect_sets, self.sets, self.records, now)
+                sets = advance_sets(self.config.expect_sets, self.sets, self.records, self.rules_since, now)
                 await self._commit((), (), sets.events, now, sets=sets.changed)
                 next_due = _earliest(next_due, sets.next_due)
             for o in done:
@@ -259,13 +263,13 @@ class Watcher:
             try:
                 found = await verify_version(src, req, policy.checksum, policy.validate)
             except SourceError as exc:
-                self._count_error(exc.kind)
+                self._count_error(exc.kind, f"{path}: {exc}")
                 log.warning("verification failed, will retry: %s", exc, extra=extra)
                 return None, None
             except Exception:
                 # A bug or a surprise from a library must not stop every other file of the source (nor
                 # end the stream in a crash loop): this file keeps its record and is tried again.
-                self._count_error("internal")
+                self._count_error("internal", f"{path}: verification crashed")
                 log.exception("verification crashed, will retry", extra=extra)
                 return None, None
         digest, after, sidecar_problem = found.digest, found.after, found.sidecar_problem
@@ -367,6 +371,7 @@ class Watcher:
         now = self.clock()
         await self.store.run(self.store.sync.record_poll, self.source_id, now, ok, error, epoch=self.epoch)
         if ok:
+            self.last_ok_poll = now
             self.metrics.last_ok_poll.labels(self.source_id).set(now)
 
     async def _refresh_outbox_gauge(self) -> None:
@@ -429,7 +434,7 @@ class Watcher:
             await finish("changed", "changed", f"changed since reported: {exc}")
             return True
         except SourceError as exc:
-            self._count_error(exc.kind)
+            self._count_error(exc.kind, f"{version.path}: {spec.action}: {exc}")
             log.warning("%s: %s failed, will retry: %s", row.outcome, spec.action, exc, extra=extra)
             self.metrics.post_actions.labels(self.source_id, spec.action, "retry").inc()
             await store.run(store.sync.note_action_attempt, row.event_id, str(exc), self.clock())
@@ -442,8 +447,9 @@ class Watcher:
             await self._commit([replace(rec, state=State.DELETED)], (), (), self.clock())
         return True
 
-    def _count_error(self, kind: str) -> None:
+    def _count_error(self, kind: str, message: str) -> None:
         self.metrics.source_errors.labels(self.source_id, kind).inc()
+        self.recent_errors.append((self.clock(), kind, message))
 
     # delivery ----------------------------------------------------------------------------------------
     async def deliver(self, write: Callable[[OutboxRow], Awaitable[None]]) -> None:

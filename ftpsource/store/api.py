@@ -24,6 +24,7 @@ __all__ = [
     "LeaseCallback",
     "NewEvent",
     "OutboxRow",
+    "RecentEvent",
     "SettleResult",
     "SourceRow",
     "StateStore",
@@ -65,6 +66,18 @@ class SourceRow:
     files: int
     pending: int
     undelivered: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecentEvent:
+    """An outbox row without its payload, for the status page."""
+
+    source_id: str
+    event_id: str
+    type: str
+    path: str
+    created: float
+    delivered: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +187,10 @@ class StateStore(Protocol):
     def undelivered_count(self, source_id: str) -> int: ...
 
     def history(self, source_id: str, path: str) -> list[HistoryRow]: ...
+
+    def recent_events(self, limit: int = 20) -> list[RecentEvent]:
+        """The latest events of every source, newest first (without payloads)."""
+        ...
 
     # expectations
     def load_expectations(self, source_id: str) -> list[Expectation]: ...

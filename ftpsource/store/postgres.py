@@ -33,7 +33,7 @@ from ..core.model import Expectation, FileRecord, SetPeriod, State
 from ..core.settle import Outcome
 from ..errors import LeaseLost, StateError
 from . import versions as v_sql
-from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, SettleResult, SourceRow, VersionRow
+from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, RecentEvent, SettleResult, SourceRow, VersionRow
 from .sqlite import SCHEMA_VERSION
 
 __all__ = ["LEASE_CHANNEL", "PostgresStore", "is_postgres_url", "redact_url"]
@@ -214,6 +214,7 @@ class PostgresStore:
         self._password_file = password_file
         self._read_only = read_only
         self._secrets: tuple[str, ...] = ()
+        self._options = ""
         self._lock = threading.Lock()
         self._conn: psycopg.Connection[Any] | None = None
         try:
@@ -222,6 +223,7 @@ class PostgresStore:
             raise StateError(f"state store {self.location}: not a valid postgresql:// URL") from None
         if params.get("password"):
             self._secrets = (str(params["password"]),)
+        self._options = str(params.get("options") or "")
         with self._lock:
             conn = self._connection()
             try:
@@ -263,7 +265,8 @@ class PostgresStore:
                 kwargs["password"] = password
                 self._secrets = (*self._secrets, password)
         if self._read_only:
-            kwargs["options"] = "-c default_transaction_read_only=on"
+            # Added to the URL's own options (a search_path, say), not instead of them.
+            kwargs["options"] = f"{self._options} -c default_transaction_read_only=on".strip()
         return kwargs
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -573,6 +576,13 @@ class PostgresStore:
     def undelivered_count(self, source_id: str) -> int:
         rows = self._query("SELECT COUNT(*) FROM outbox WHERE source_id=%s AND delivered IS NULL", (source_id,))
         return int(rows[0][0])
+
+    def recent_events(self, limit: int = 20) -> list[RecentEvent]:
+        rows = self._query(
+            "SELECT source_id, event_id, type, path, created, delivered FROM outbox ORDER BY seq DESC LIMIT %s",
+            (limit,),
+        )
+        return [RecentEvent(*r) for r in rows]
 
     def history(self, source_id: str, path: str) -> list[HistoryRow]:
         rows = self._query(

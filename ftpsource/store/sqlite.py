@@ -30,7 +30,7 @@ from ..core.model import Expectation, FileRecord, SetPeriod, State
 from ..core.settle import Outcome
 from ..errors import LeaseLost, StateError
 from . import versions as v_sql
-from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, SettleResult, SourceRow, VersionRow
+from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, RecentEvent, SettleResult, SourceRow, VersionRow
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 
@@ -452,6 +452,14 @@ class Store:
         return int(
             self._query("SELECT COUNT(*) FROM outbox WHERE source_id=? AND delivered IS NULL", (source_id,))[0][0]
         )
+
+    def recent_events(self, limit: int = 20) -> list[RecentEvent]:
+        """The latest events of every source, newest first (without payloads)."""
+        rows = self._query(
+            "SELECT source_id, event_id, type, path, created, delivered FROM outbox ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        )
+        return [RecentEvent(*r) for r in rows]
 
     def history(self, source_id: str, path: str) -> list[HistoryRow]:
         rows = self._query(

@@ -10,6 +10,7 @@ import functools
 import json
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +34,21 @@ def kustomize() -> Callable[[str], tuple[list[dict[str, Any]], str]]:
         assert out.returncode == 0, f"kustomize {tree} failed:\n{out.stderr}"
         objects = [doc for doc in yaml.safe_load_all(out.stdout) if doc is not None]
         return objects, out.stderr
+
+    return render
+
+
+@pytest.fixture(scope="session")
+def kustomize_dir() -> Callable[[Path], list[dict[str, Any]]]:
+    """Render a kustomization outside deploy/ (an overlay a test writes)."""
+    command, version = kustomize_command()
+    require(command, version)
+    assert command is not None
+
+    def render(path: Path) -> list[dict[str, Any]]:
+        out = subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, f"kustomize {path} failed:\n{out.stderr}"
+        return [doc for doc in yaml.safe_load_all(out.stdout) if doc is not None]
 
     return render
 

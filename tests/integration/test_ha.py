@@ -6,14 +6,17 @@ TCP proxy for kill -9, SIGSTOP and database restarts.
 
 from __future__ import annotations
 
+import asyncio
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from tests.support.harness import all_delivered, ready, run_server, stream_to
-from tests.support.postgres import PgDatabase
+from tests.support.harness import all_delivered, eventually, open_stream, ready, run_server, stream_to
+from tests.support.postgres import PgDatabase, PostgresCluster
 
 
 def cfg(root: Path, **extra: Any) -> dict[str, Any]:
@@ -51,3 +54,50 @@ async def test_supersede_across_replicas_aborts_the_older_stream_promptly(tmp_pa
         with pg_db.connect() as conn:
             row = conn.execute("SELECT epoch, owner FROM sources WHERE id='shared'").fetchone()
         assert row is not None and row[0] == 3 and row[1]
+
+
+def readyz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+async def test_postgres_restart_not_ready_meanwhile_nothing_lost_resumes_by_itself(
+    tmp_path: Path, pg_db: PgDatabase, pg_cluster: PostgresCluster
+) -> None:
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "before").write_bytes(b"1")
+    config = cfg(root, poll_interval="300ms")
+    async with run_server(tmp_path, **state(pg_db)) as srv:
+        port = srv.metrics_port
+        assert port is not None
+        stream = await open_stream(srv.port, config)
+        await stream.until(ready("before"))
+        statuses = []
+        await asyncio.to_thread(pg_cluster.stop)
+        try:
+            (root / "during").write_bytes(b"2")
+            await eventually(lambda: readyz(port) == 503, timeout=15, what="/readyz to say not ready")
+        finally:
+            await asyncio.to_thread(pg_cluster.start)
+        await eventually(lambda: readyz(port) == 200, timeout=15, what="/readyz to recover")
+        (root / "after").write_bytes(b"3")
+        got: set[str] = {e["data"]["path"] for e in stream.received}
+        deadline = time.monotonic() + 30
+        while not {"during", "after"} <= got:  # reconnecting as Argo does when a stream ends
+            assert time.monotonic() < deadline, f"got only {sorted(got)}"
+            try:
+                got.add((await stream.next(timeout=5))["data"]["path"])
+            except AssertionError:
+                if not stream.ended.is_set():
+                    raise
+                statuses.append(stream.status)
+                await stream.close()
+                await asyncio.sleep(0.2)
+                stream = await open_stream(srv.port, config)
+        await stream.close()
+    # A stream that could not go on said so with UNAVAILABLE (Argo retries), never anything else.
+    assert set(statuses) <= {grpc.StatusCode.UNAVAILABLE}, statuses

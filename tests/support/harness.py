@@ -109,10 +109,18 @@ class Stream:
 
 
 async def open_stream(
-    port: int, config: dict[str, Any] | str | bytes, name: str = "files", token: str | None = None
+    port: int,
+    config: dict[str, Any] | str | bytes,
+    name: str = "files",
+    token: str | None = None,
+    own_connection: bool = False,
 ) -> Stream:
-    """Open a StartEventSource stream as Argo's client does (optionally with a bearer token)."""
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    """Open a StartEventSource stream as Argo's client does (optionally with a bearer token).
+
+    ``own_connection``: a new TCP connection even while another channel of this process has one open
+    to the same address (gRPC shares them), as a new client pod behind a Service would have."""
+    options = [("grpc.use_local_subchannel_pool", 1)] if own_connection else None
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
     stub = generic_pb2_grpc.EventingStub(channel)
     if isinstance(config, dict):
         config = yaml.safe_dump(config)
@@ -145,7 +153,7 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 20.0, what:
 class ServerProcess:
     """``ftpsource serve`` as a real subprocess, for kill -9 and SIGTERM tests."""
 
-    def __init__(self, state: Path, log_path: Path, extra: list[str] | None = None) -> None:
+    def __init__(self, state: Path | str, log_path: Path, extra: list[str] | None = None) -> None:
         self.state, self.log_path, self.extra = state, log_path, extra or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0

@@ -157,6 +157,22 @@ def test_set_periods_persist_and_go_with_the_source(opener: Opener) -> None:
     assert s.load_sets("src") == []
 
 
+def test_recent_events_of_every_source_newest_first(opener: Opener) -> None:
+    s = opener()
+    for sid in ("a", "b"):
+        s.begin_source(sid, "u", 1.0)
+    s.commit("a", events=[NewEvent("e1", "ready", "x.csv", b"{}")], now=1.0)
+    s.commit("b", events=[NewEvent("e2", "set_complete", "daily", b"{}")], now=2.0)
+    s.commit("a", events=[NewEvent("e3", "missing", "y.csv", b"{}")], now=3.0)
+    s.mark_delivered([r.seq for r in s.undelivered("a")][:1], 4.0)
+    recent = s.recent_events(2)
+    assert [(e.source_id, e.event_id, e.type, e.path, e.created) for e in recent] == [
+        ("a", "e3", "missing", "y.csv", 3.0),
+        ("b", "e2", "set_complete", "daily", 2.0),
+    ]
+    assert s.recent_events(5)[-1].delivered == 4.0
+
+
 def test_wal_mode(tmp_path: Path) -> None:
     Store(tmp_path / "s.db").close()
     with sqlite3.connect(tmp_path / "s.db") as db:
@@ -354,3 +370,22 @@ def test_postgres_read_only_never_creates_or_writes(pg_db: PgDatabase) -> None:
 def test_not_a_postgres_url_is_a_clear_error() -> None:
     with pytest.raises(StateError, match="not a valid postgresql:// URL"):
         open_store("postgresql://u@h:notaport/db?sslmode")
+
+
+def test_postgres_schema_from_the_url_options_also_when_read_only(pg_db: PgDatabase) -> None:
+    with pg_db.connect() as conn:
+        conn.execute("CREATE SCHEMA fts")
+    url = pg_db.url + "&options=-csearch_path%3Dfts"
+    s = open_store(url, pg_db.password_file)
+    s.take_lease("src", "u", "a", 1.0)
+    s.close()
+    ro = open_store_read_only(url, pg_db.password_file)
+    assert [r.id for r in ro.list_sources()] == ["src"]
+    ro.close()
+    with pg_db.connect() as conn:
+        assert conn.execute(
+            "SELECT to_regclass('fts.sources') IS NOT NULL, to_regclass('public.sources')"
+        ).fetchone() == (
+            True,
+            None,
+        )
