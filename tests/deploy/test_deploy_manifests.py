@@ -1252,6 +1252,24 @@ def _rule_groups(monitoring: Any) -> list[dict[str, Any]]:
     return monitoring.get("PrometheusRule", "ftpsource")["spec"]["groups"]
 
 
+def test_monitoring_objects_match_their_schema(monitoring: Any, monitoring_validator: Any) -> None:
+    checked = set()
+    errors = []
+    for obj in monitoring:
+        if obj["kind"] in MONITORING_KINDS:
+            errors += [f"{name_of(obj)}: {e}" for e in monitoring_validator(obj)]
+            checked.add(obj["kind"])
+    assert not errors, "\n".join(errors)
+    assert checked == MONITORING_KINDS
+    # Not vacuous: a misspelt field and a bad duration are caught.
+    monitor = yaml.safe_load(yaml.safe_dump(monitoring.get("PodMonitor", "ftpsource-argo-events")))
+    monitor["spec"]["podMetricsEndpoints"][0]["intreval"] = monitor["spec"]["podMetricsEndpoints"][0].pop("interval")
+    rules = yaml.safe_load(yaml.safe_dump(monitoring.get("PrometheusRule", "ftpsource")))
+    rules["spec"]["groups"][0]["rules"][0]["for"] = "15 minutes"
+    assert any("intreval" in e for e in monitoring_validator(monitor))
+    assert any("for" in e for e in monitoring_validator(rules))
+
+
 def test_servicemonitor_scrapes_the_metrics_port(monitoring: Any) -> None:
     monitor = monitoring.get("ServiceMonitor", "ftpsource")
     service = monitoring.get("Service", "ftpsource")
