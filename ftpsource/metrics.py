@@ -20,7 +20,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from .status import render_html
 
-__all__ = ["Metrics", "MetricsServer", "bind_http"]
+__all__ = ["EXPECTED_SERIES", "Metrics", "MetricsServer", "bind_http"]
+
+#: The (kind, status) label pairs of ``ftpsource_expected``: every one is set, zeros included, so a
+#: panel or an alert sees a status go back to 0.
+EXPECTED_SERIES = tuple(
+    [("file", s) for s in ("waiting", "at_risk", "on_time", "late", "missing")]
+    + [("set", s) for s in ("waiting", "at_risk", "complete", "late", "missing", "amended")]
+)
 
 
 class _DualStackHTTPServer(ThreadingHTTPServer):
@@ -99,6 +106,13 @@ class Metrics:
             "The worst event-loop lag over the last minute.",
             registry=r,
         )
+        self.expected = Gauge(
+            "ftpsource_expected",
+            "Today's expected files and sets (deadline within the last day, ahead, or still waiting) by status:"
+            " waiting, at_risk, on_time, late, missing, complete, amended.",
+            ["source", "kind", "status"],
+            registry=r,
+        )
         # Gauges that describe a source's current state: they go when the source's stream goes, so a
         # removed source leaves no stale value behind for an alert to fire on forever.
         self._per_source_gauges = (self.files_tracked, self.files_pending, self.outbox_pending, self.last_ok_poll)
@@ -108,6 +122,9 @@ class Metrics:
         for gauge in self._per_source_gauges:
             with contextlib.suppress(KeyError):
                 gauge.remove(source_id)
+        for kind, status in EXPECTED_SERIES:
+            with contextlib.suppress(KeyError):
+                self.expected.remove(source_id, kind, status)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -13,19 +13,19 @@ import gc
 import logging
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from .adapters import Adapter, adapter_for, verify_version
 from .config import SourceConfig
 from .core.detect import VerifyOutcome, VerifyRequest, after_verify, plan_poll
 from .core.events import EVENT_TYPES, SourceInfo, encode_event
-from .core.expect import advance, match_arrival, prunable, warn
+from .core.expect import OPEN, advance, file_status, match_arrival, prunable, warn
 from .core.model import EventSpec, Expectation, FileRecord, SetPeriod, State
-from .core.sets import advance_sets, prunable_sets
+from .core.sets import WAITING, advance_sets, prunable_sets, set_status, todays
 from .credentials import Credentials
 from .errors import LeaseLost, PermanentSourceError, SourceError, StateError
-from .metrics import Metrics
+from .metrics import EXPECTED_SERIES, Metrics
 from .store import AsyncStore, NewEvent, OutboxRow
 
 __all__ = ["Backoff", "Watcher", "freeze_long_lived", "run_session"]
@@ -243,6 +243,7 @@ class Watcher:
         self.metrics.files_pending.labels(sid).set(pending)
         self.metrics.files_tracked.labels(sid).set(plan.tracked)
         self.metrics.polls.labels(sid, "ok").inc()
+        self._count_expected(now)
         await self._record_poll(True)
         self.polled.set()
         return next_due
@@ -363,6 +364,14 @@ class Watcher:
     async def _refresh_outbox_gauge(self) -> None:
         n = await self.store.run(self.store.sync.undelivered_count, self.source_id)
         self.metrics.outbox_pending.labels(self.source_id).set(n)
+
+    def _count_expected(self, now: float) -> None:
+        counts = Counter(
+            [("file", file_status(x)) for x in self.expectations.values() if todays(x.deadline, x.state in OPEN, now)]
+            + [("set", set_status(y)) for y in self.sets.values() if todays(y.deadline, y.state in WAITING, now)]
+        )
+        for kind, status in EXPECTED_SERIES:
+            self.metrics.expected.labels(self.source_id, kind, status).set(counts[(kind, status)])
 
     def _count_error(self, kind: str, message: str) -> None:
         self.metrics.source_errors.labels(self.source_id, kind).inc()
