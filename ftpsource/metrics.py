@@ -113,8 +113,33 @@ class Metrics:
             ["source", "kind", "status"],
             registry=r,
         )
+        self.settlements = Counter(
+            "ftpsource_settlements_total",
+            "Settle calls that recorded an outcome, by outcome.",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self.post_actions = Counter(
+            "ftpsource_post_actions_total",
+            "Moves and deletes of settled files, by result (ok, changed, failed, retry).",
+            ["source", "action", "result"],
+            registry=r,
+        )
+        self.unsettled = Gauge(
+            "ftpsource_unsettled_versions",
+            "Delivered versions whose source has on_success/on_failure actions and that are not settled yet.",
+            ["source"],
+            registry=r,
+        )
+        self.unsettled_oldest = Gauge(
+            "ftpsource_unsettled_oldest_delivered_timestamp_seconds",
+            "Unix time the oldest unsettled version was delivered (0 when none).",
+            ["source"],
+            registry=r,
+        )
         # Gauges that describe a source's current state: they go when the source's stream goes, so a
-        # removed source leaves no stale value behind for an alert to fire on forever.
+        # removed source leaves no stale value behind for an alert to fire on forever. Not the unsettled
+        # ones: versions stay unsettled without a stream, and that is what their alert is about.
         self._per_source_gauges = (self.files_tracked, self.files_pending, self.outbox_pending, self.last_ok_poll)
 
     def forget_source(self, source_id: str) -> None:

@@ -102,6 +102,28 @@ def _load_schema(filename: str) -> dict[str, Any]:
     return strict
 
 
+MONITORING_SCHEMA = Path(__file__).with_name("schemas") / "monitoring.coreos.com.schema.json"
+
+
+@pytest.fixture(scope="session")
+def monitoring_validator() -> Callable[[dict[str, Any]], list[str]]:
+    """Validate a Prometheus Operator object (ServiceMonitor, PodMonitor, PrometheusRule) against the
+    schema in tests/deploy/schemas; returns the error messages (empty when valid)."""
+    import jsonschema
+
+    definitions = _strict(json.loads(MONITORING_SCHEMA.read_text(encoding="utf-8")))["definitions"]
+
+    def validate(obj: dict[str, Any]) -> list[str]:
+        schema = {"$ref": f"#/definitions/{obj['kind']}", "definitions": definitions}
+        validator = jsonschema.Draft7Validator(schema)
+        return [
+            f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
+            for error in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
+        ]
+
+    return validate
+
+
 @pytest.fixture(scope="session")
 def argo_validator() -> Callable[[dict[str, Any]], list[str]]:
     """Validate an Argo object against its definition; returns the error messages (empty when valid)."""
