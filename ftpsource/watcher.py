@@ -41,6 +41,7 @@ DELIVER_BATCH = 128
 CONFIRM_S = 1.0
 FREEZE_AFTER_UPSERTS = 1000
 MIN_RESCAN_S = 0.25
+MAX_BAD_NAMES_REMEMBERED = 10_000
 RECENT_ERRORS = 10
 
 Clock = Callable[[], float]
@@ -101,6 +102,7 @@ class Watcher:
         self.polled = asyncio.Event()  # set after each complete poll
         self._adapter_factory = adapter_factory
         self._log_extra = {"source": source_id}
+        self._bad_names_seen: set[str] = set()
         self._verify_slots = asyncio.Semaphore(config.max_connections)
         self._on_success = config.on_success.spec()
         self._on_failure = config.on_failure.spec()
@@ -189,6 +191,14 @@ class Watcher:
             raise
         for warning in listing.warnings:
             log.warning("listing: %s", warning, extra=self._log_extra)
+        for bad in listing.bad_names:
+            # A hostile or broken server lists the same name on every poll: one warning and one count each.
+            if bad not in self._bad_names_seen:
+                if len(self._bad_names_seen) >= MAX_BAD_NAMES_REMEMBERED:
+                    self._bad_names_seen.clear()
+                self._bad_names_seen.add(bad)
+                log.warning("listing: %s", bad, extra=self._log_extra)
+                self._count_error("bad_name", bad)
         now = self.clock()
         plan = plan_poll(
             listing.entries,
