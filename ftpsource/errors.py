@@ -9,7 +9,8 @@ Every error ftpsource raises on purpose derives from :class:`FtpsourceError`::
     └── SourceError              a protocol adapter failed; ``kind`` labels the metric
         ├── TransientSourceError     worth retrying with backoff (refused, timeout, reset)
         ├── PermanentSourceError     retrying will not help (auth, host key, missing root)
-        └── FileVanished             the file changed or disappeared while being read
+        ├── FileVanished             the file changed or disappeared while being read
+        └── ActionRefused            the server refused a move or delete (target exists, no permission)
 
 Third-party exceptions are translated at the adapter boundary (``raise SourceError(...) from exc``)
 so nothing above ``ftpsource.sources`` needs to know about aioftp, asyncssh or OSError.
@@ -19,6 +20,7 @@ Messages never contain secrets.
 from __future__ import annotations
 
 __all__ = [
+    "ActionRefused",
     "ConfigError",
     "FileVanished",
     "FtpsourceError",
@@ -77,3 +79,9 @@ class FileVanished(SourceError):
     """The file disappeared or changed while it was being read; it goes back to pending."""
 
     kind = "vanished"
+
+
+class ActionRefused(SourceError):
+    """A settled file's move or delete was refused for good (target exists, permission denied)."""
+
+    kind = "action"

@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, Callable
 from watchfiles import awatch
 
 from ..core.model import Algorithm, Digest, Entry, Listing, Verifier
-from ..errors import FileVanished, PermanentSourceError, TransientSourceError
+from ..errors import ActionRefused, FileVanished, PermanentSourceError, TransientSourceError
 from .base import CHUNK_SIZE, Adapter, register
 
 __all__ = ["LocalAdapter"]
@@ -235,6 +235,54 @@ class LocalAdapter(Adapter):
         self, path: str, algorithm: Algorithm | None, verifier: Verifier | None, expected_size: int
     ) -> Digest:
         return await asyncio.to_thread(self._digest_sync, path, algorithm, verifier, expected_size)
+
+    # settling ------------------------------------------------------------------------------------------
+    def _inside(self, rel: str) -> str:
+        """The absolute path of ``rel``, refused when a symlink on the way leads out of the root."""
+        full = os.path.join(self.root, rel)
+        real_root = os.path.realpath(self.root)
+        real = os.path.realpath(full)
+        if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
+            raise ActionRefused(f"{rel!r} leads outside the source root")
+        return full
+
+    async def makedirs(self, directory: str) -> None:
+        def _makedirs() -> None:
+            try:
+                os.makedirs(os.path.join(self.root, directory), exist_ok=True)
+            except FileExistsError:
+                raise ActionRefused(f"cannot create directory {directory!r}: a file is in the way") from None
+            except OSError as exc:
+                raise ActionRefused(f"cannot create directory {directory!r}: {exc.strerror}") from None
+            self._inside(directory)
+
+        await asyncio.to_thread(_makedirs)
+
+    async def rename(self, path: str, target: str) -> None:
+        def _rename() -> None:
+            self._inside(os.path.dirname(target) or ".")
+            destination = os.path.join(self.root, target)
+            if os.path.lexists(destination):
+                raise ActionRefused(f"cannot move {path!r} to {target!r}: the target exists")
+            try:
+                os.rename(os.path.join(self.root, path), destination)
+            except FileNotFoundError:
+                raise FileVanished(f"{path}: disappeared before it could be moved") from None
+            except OSError as exc:
+                raise ActionRefused(f"cannot move {path!r} to {target!r}: {exc.strerror}") from None
+
+        await asyncio.to_thread(_rename)
+
+    async def remove(self, path: str) -> None:
+        def _remove() -> None:
+            try:
+                os.unlink(os.path.join(self.root, path))
+            except FileNotFoundError:
+                raise FileVanished(f"{path}: disappeared before it could be deleted") from None
+            except OSError as exc:
+                raise ActionRefused(f"cannot delete {path!r}: {exc.strerror}") from None
+
+        await asyncio.to_thread(_remove)
 
     # change notification -------------------------------------------------------------------------------
     async def __aenter__(self) -> LocalAdapter:

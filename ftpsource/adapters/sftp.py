@@ -28,7 +28,7 @@ from ..config import SourceConfig
 from ..core.model import Entry, Listing
 from ..core.paths import PathFilter
 from ..credentials import Credentials
-from ..errors import FileVanished, PermanentSourceError, SourceError, TransientSourceError
+from ..errors import ActionRefused, FileVanished, PermanentSourceError, SourceError, TransientSourceError
 from .base import CHUNK_SIZE, register
 from .remote import RemoteAdapter
 
@@ -379,6 +379,38 @@ class SftpAdapter(RemoteAdapter):
             if attrs.type != FILEXFER_TYPE_REGULAR or attrs.size is None or attrs.mtime is None:
                 return None
             return Entry(path, attrs.size, float(attrs.mtime))
+
+    # settling ----------------------------------------------------------------------------------------
+    async def makedirs(self, directory: str) -> None:
+        async with self._session(f"creating directory {directory!r}") as sftp:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await sftp.makedirs(self._abs(directory), exist_ok=True)
+            except (*_GONE, asyncssh.SFTPFailure) as exc:
+                raise ActionRefused(f"cannot create directory {directory!r}: {exc.reason}") from exc
+
+    async def rename(self, path: str, target: str) -> None:
+        # SFTP v3 servers refuse to replace a file, but not every server is v3-strict: look first.
+        if await self.stat(target) is not None:
+            raise ActionRefused(f"cannot move {path!r} to {target!r}: the target exists")
+        async with self._session(f"moving {path!r}") as sftp:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await sftp.rename(self._abs(path), self._abs(target))
+            except asyncssh.SFTPNoSuchFile as exc:
+                raise FileVanished(f"{path}: disappeared before it could be moved") from exc
+            except (asyncssh.SFTPPermissionDenied, asyncssh.SFTPFailure) as exc:
+                raise ActionRefused(f"cannot move {path!r} to {target!r}: {exc.reason}") from exc
+
+    async def remove(self, path: str) -> None:
+        async with self._session(f"deleting {path!r}") as sftp:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await sftp.remove(self._abs(path))
+            except asyncssh.SFTPNoSuchFile as exc:
+                raise FileVanished(f"{path}: disappeared before it could be deleted") from exc
+            except (asyncssh.SFTPPermissionDenied, asyncssh.SFTPFailure) as exc:
+                raise ActionRefused(f"cannot delete {path!r}: {exc.reason}") from exc
 
     # content -----------------------------------------------------------------------------------------
     async def read(self, path: str) -> AsyncGenerator[bytes, None]:

@@ -37,7 +37,11 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve_p = sub.add_parser("serve", help="run the gRPC server Argo's generic EventSource connects to")
-    serve_p.add_argument("--listen", default=env("LISTEN", "0.0.0.0:8080"))
+    serve_p.add_argument(
+        "--listen",
+        default=env("LISTEN", "0.0.0.0:8080"),
+        help="gRPC host:port; [::] is every IPv6 and IPv4 address (IPv4 only where there is no IPv6)",
+    )
     serve_p.add_argument(
         "--metrics-listen",
         default=env("METRICS_LISTEN", "0.0.0.0:9090"),

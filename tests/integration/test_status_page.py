@@ -8,13 +8,13 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from ftpsource.clock import ShiftedClock
 from tests.support.browser import dump_dom, screenshot
+from tests.support.deadlines import next_boundary
 from tests.support.harness import REPO, all_delivered, run_server, stream_to
 
 HOSTILE_PENDING = "<script>alert(1)<script>.csv.gz"
@@ -88,7 +88,7 @@ def _headers(url: str) -> Any:
 async def test_status_page_in_a_real_browser(tmp_path: Path, root: Path) -> None:
     clock = ShiftedClock()
     clock.advance(600 - clock() % 600 + 5)  # just after a boundary: the next deadline is ~10 minutes away
-    first = datetime.fromtimestamp(clock() - clock() % 600 + 600, UTC)
+    first = next_boundary(clock())
     hm = first.strftime("%H%M")
     async with run_server(tmp_path, clock=clock) as srv, stream_to(srv.port, config(root)) as stream:
         base = f"http://127.0.0.1:{srv.metrics_port}"

@@ -19,11 +19,11 @@ from typing import Any
 import grpc
 import yaml
 
-from ftpsource._proto import generic_pb2, generic_pb2_grpc
+from ftpsource._proto import generic_pb2, generic_pb2_grpc, settlement_pb2, settlement_pb2_grpc
 from ftpsource.config import ServerSettings
 from ftpsource.metrics import Metrics
 from ftpsource.server import RunningServer, start_server
-from ftpsource.store import open_store_read_only
+from ftpsource.store import VersionRow, open_store_read_only
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -221,6 +221,33 @@ async def all_delivered(srv: RunningServer, timeout: float = 20.0) -> None:
             store.close()
 
     await eventually(done, timeout, what="outbox to drain")
+
+
+async def settle(
+    port: int, event_id: str, outcome: str, *, token: str | None = None, message: str = ""
+) -> settlement_pb2.SettleResponse:
+    """``ftpsource.v1.Settlement/Settle`` through a real gRPC client; raises ``grpc.aio.AioRpcError``."""
+    outcomes = {
+        "succeeded": settlement_pb2.SUCCEEDED,
+        "failed": settlement_pb2.FAILED,
+        "unspecified": settlement_pb2.OUTCOME_UNSPECIFIED,
+    }
+    metadata = (("authorization", f"Bearer {token}"),) if token is not None else None
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = settlement_pb2_grpc.SettlementStub(channel)
+        request = settlement_pb2.SettleRequest(event_id=event_id, outcome=outcomes[outcome], message=message)
+        reply: settlement_pb2.SettleResponse = await stub.Settle(request, metadata=metadata, timeout=20)
+        return reply
+
+
+def versions(srv: RunningServer, source_id: str, path: str) -> list[VersionRow]:
+    """The state's record of each reported version of ``path`` (read-only, like `state show`)."""
+    settings = srv.app.settings
+    store = open_store_read_only(settings.state, settings.state_password_file)
+    try:
+        return store.versions(source_id, path)
+    finally:
+        store.close()
 
 
 def ready(path: str) -> Callable[[dict[str, Any]], bool]:
