@@ -15,7 +15,7 @@ import logging
 import posixpath
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
@@ -23,13 +23,13 @@ from .adapters import Adapter, adapter_for, verify_version
 from .config import SourceConfig
 from .core.detect import VerifyOutcome, VerifyRequest, after_verify, plan_poll
 from .core.events import EVENT_TYPES, SourceInfo, encode_event
-from .core.expect import advance, match_arrival, prunable, warn
+from .core.expect import OPEN, advance, file_status, match_arrival, prunable, warn
 from .core.model import EventSpec, Expectation, FileRecord, SetPeriod, State
-from .core.sets import advance_sets, prunable_sets
+from .core.sets import WAITING, advance_sets, prunable_sets, set_status, todays
 from .core.settle import SettleVersion, render_target, still_the_version
 from .credentials import Credentials
 from .errors import ActionRefused, FileVanished, LeaseLost, PermanentSourceError, SourceError, StateError
-from .metrics import Metrics
+from .metrics import EXPECTED_SERIES, Metrics
 from .store import AsyncStore, NewEvent, OutboxRow, VersionRow
 
 __all__ = ["Backoff", "Watcher", "freeze_long_lived", "refresh_unsettled", "run_session"]
@@ -251,6 +251,7 @@ class Watcher:
         self.metrics.files_pending.labels(sid).set(pending)
         self.metrics.files_tracked.labels(sid).set(plan.tracked)
         self.metrics.polls.labels(sid, "ok").inc()
+        self._count_expected(now)
         await self._record_poll(True)
         self.polled.set()
         return next_due
@@ -377,6 +378,14 @@ class Watcher:
     async def _refresh_outbox_gauge(self) -> None:
         n = await self.store.run(self.store.sync.undelivered_count, self.source_id)
         self.metrics.outbox_pending.labels(self.source_id).set(n)
+
+    def _count_expected(self, now: float) -> None:
+        counts = Counter(
+            [("file", file_status(x)) for x in self.expectations.values() if todays(x.deadline, x.state in OPEN, now)]
+            + [("set", set_status(y)) for y in self.sets.values() if todays(y.deadline, y.state in WAITING, now)]
+        )
+        for kind, status in EXPECTED_SERIES:
+            self.metrics.expected.labels(self.source_id, kind, status).set(counts[(kind, status)])
 
     # settled versions ----------------------------------------------------------------------------------
     async def run_post_actions(self, src: Adapter) -> None:

@@ -88,8 +88,6 @@ class SftpAdapter(RemoteAdapter):
 
     scheme = "sftp"
 
-    default_port = 22
-
     def __init__(
         self,
         config: SourceConfig,
