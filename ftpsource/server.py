@@ -24,12 +24,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ._proto import generic_pb2, generic_pb2_grpc, settlement_pb2, settlement_pb2_grpc
-from .config import ServerSettings, parse_source_config, quote_short
+from .config import ServerSettings, SourceConfig, parse_source_config, quote_short
 from .core.settle import Outcome
-from .credentials import load_credentials
-from .errors import ConfigError, LeaseLost, PermanentSourceError, StateError
+from .credentials import Credentials, load_credentials
+from .errors import ConfigError, LeaseLost, PermanentSourceError, PolicyError, StateError
 from .loopmon import LoopMonitor
 from .metrics import Metrics, MetricsServer
+from .policy import authorize, check_exposure
 from .status import collect
 from .store import AsyncStore, OutboxRow
 from .watcher import Watcher, refresh_unsettled, run_session
@@ -177,6 +178,14 @@ class App:
             raise ConfigError([f"--auth-token-file: {path} is empty"])
         return token
 
+    def admit(self, raw: bytes) -> tuple[SourceConfig, Credentials]:
+        """Parse a stream's config and apply the operator's policy; raises ``ConfigError``/``PolicyError``
+        before anything is read or any connection made."""
+        config = parse_source_config(raw)
+        credentials = load_credentials(self.settings.credentials_dir, config.credentials)
+        authorize(config, credentials, self.settings.allow_roots)
+        return config, credentials
+
     def lease_taken(self, source_id: str, epoch: int) -> None:
         """A lease was taken (announced by the store): end our stream of that source if it is older."""
         if epoch > self._epochs_seen.get(source_id, 0):
@@ -279,9 +288,11 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
         if not app.authorized(context.invocation_metadata()):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         try:
-            # Off the loop: even a bounded config takes milliseconds to parse, and other streams wait for none of it.
-            config = await asyncio.to_thread(parse_source_config, request.config)
-            credentials = load_credentials(app.settings.credentials_dir, config.credentials)
+            # Off the loop: parsing takes milliseconds and the policy reads files; other streams wait for neither.
+            config, credentials = await asyncio.to_thread(app.admit, request.config)
+        except PolicyError as exc:
+            log.warning("refused stream %s: %s", quote_short(request.name), exc)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except ConfigError as exc:
             log.warning("rejected config for %s: %s", quote_short(request.name), exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -444,6 +455,7 @@ async def start_server(
 
     ``clock`` is injectable: every time rule reads it instead of the wall clock.
     """
+    check_exposure(settings)
     metrics = metrics or Metrics()
     store = AsyncStore.open(settings.state, settings.state_password_file)
     app = App(settings, store, metrics, clock)

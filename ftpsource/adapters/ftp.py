@@ -191,8 +191,6 @@ class FtpAdapter(RemoteAdapter):
 
     scheme = "ftp"
 
-    default_port = 21
-
     def __init__(
         self,
         config: SourceConfig,

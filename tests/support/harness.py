@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +30,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 @contextlib.asynccontextmanager
 async def run_server(
-    tmp: Path, clock: Callable[[], float] = time.time, **overrides: Any
+    tmp: Path,
+    clock: Callable[[], float] = time.time,
+    *,
+    allow_roots: Sequence[Path] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[RunningServer]:
-    """An in-process server on a free loopback port with its own state file."""
+    """An in-process server on a free loopback port with its own state file.
+
+    Streams may read local directories under ``allow_roots`` only, ``[tmp]`` unless given (``[]``: none),
+    as ``serve --allow-root`` would allow them.
+    """
     settings = ServerSettings(
         listen="127.0.0.1:0",
         metrics_listen="127.0.0.1:0",
         state=overrides.pop("state", tmp / "state.db"),
+        allow_roots=tuple(allow_roots if allow_roots is not None else [tmp]),
         **overrides,
     )
     running = await start_server(settings, Metrics(), clock=clock)
@@ -151,10 +160,22 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 20.0, what:
 
 
 class ServerProcess:
-    """``ftpsource serve`` as a real subprocess, for kill -9 and SIGTERM tests."""
+    """``ftpsource serve`` as a real subprocess, for kill -9 and SIGTERM tests.
 
-    def __init__(self, state: Path | str, log_path: Path, extra: list[str] | None = None) -> None:
+    Streams may read local directories under ``allow_roots`` (``--allow-root``), the log file's
+    directory (the test's tmp_path) unless given.
+    """
+
+    def __init__(
+        self,
+        state: Path | str,
+        log_path: Path,
+        extra: list[str] | None = None,
+        allow_roots: Sequence[Path] | None = None,
+    ) -> None:
         self.state, self.log_path, self.extra = state, log_path, extra or []
+        roots = allow_roots if allow_roots is not None else [Path(log_path).parent]
+        self.extra += [arg for root in roots for arg in ("--allow-root", str(root))]
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
