@@ -68,6 +68,10 @@ METRICS = {
     "last_successful_poll_timestamp_seconds",
     "event_loop_lag_seconds",
     "event_loop_lag_max_seconds",
+    "settlements_total",
+    "post_actions_total",
+    "unsettled_versions",
+    "unsettled_oldest_delivered_timestamp_seconds",
 }
 # What the Sensor must hand the ETL workflow, by workflow parameter name.
 WORKFLOW_INPUTS = {
@@ -1398,6 +1402,50 @@ def test_alerts_fire_when_they_should_and_only_then(monitoring: Any, tmp_path: P
                     ),
                     fired("FtpsourceEventsNotPublished", "30m"),
                     fired("FtpsourceTriggerFailing", "30m"),
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test), encoding="utf-8")
+    result = subprocess.run(
+        [promtool, "test", "rules", "test.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_unsettled_alert_fires_for_a_version_left_unsettled_only(monitoring: Any, tmp_path: Path) -> None:
+    """A version delivered at 0 and never settled fires after 6h (+15m); a source that keeps settling
+    (its oldest unsettled version is always recent) and one with nothing unsettled (0) never do."""
+    promtool = _promtool()
+    groups = yaml.safe_load(yaml.safe_dump(_rule_groups(monitoring)))
+    for group in groups:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}), encoding="utf-8")
+    series = "ftpsource_unsettled_oldest_delivered_timestamp_seconds"
+
+    def fired(at: str, *labels: dict[str, str]) -> dict[str, Any]:
+        return {
+            "eval_time": at,
+            "alertname": "FtpsourceVersionsUnsettled",
+            "exp_alerts": [{"exp_labels": lbl} for lbl in labels],
+        }
+
+    test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "5m",
+        "tests": [
+            {
+                "interval": "5m",
+                "input_series": [
+                    {"series": f'{series}{{source="stuck"}}', "values": "1x100"},
+                    {"series": f'{series}{{source="busy"}}', "values": "1+300x100"},
+                    {"series": f'{series}{{source="idle"}}', "values": "0x100"},
+                ],
+                "alert_rule_test": [
+                    fired("6h"),
+                    fired("6h30m", {"source": "stuck", "severity": "warning"}),
+                    fired("8h", {"source": "stuck", "severity": "warning"}),
                 ],
             }
         ],
