@@ -55,6 +55,7 @@ STABLE_FOR = "1s"
 POLL_INTERVAL = "1s"
 GRACE_MIN = 2
 WAIT_S = 15.0  # for any single expected thing
+DEMO_KEEPALIVE_S = 1.0  # loopback: delivery is confirmed about 3 s after a write
 SCRIPT_TIMEOUT_S = 100.0  # for the whole script
 BREAK_ENV = "FTPSOURCE_DEMO_BREAK"  # hidden: "identical" makes step 3 wrong on purpose, to show a failing checklist
 
@@ -367,7 +368,11 @@ class Demo:
     async def start_ftpsource(self, port: int = 0) -> None:
 
         settings = ServerSettings(
-            listen=f"127.0.0.1:{port}", metrics_listen=None, state=self.state, credentials_dir=self.creds
+            listen=f"127.0.0.1:{port}",
+            metrics_listen=None,
+            state=self.state,
+            credentials_dir=self.creds,
+            keepalive_s=DEMO_KEEPALIVE_S,
         )
         try:
             self.running = await start_server(settings, Metrics(), clock=self.clock)
@@ -376,7 +381,11 @@ class Demo:
                 raise DemoError(f"cannot start the ftpsource gRPC server: {exc}") from None
             # The old port was taken in the meantime: Argo would be pointed at the Service anyway.
             settings = ServerSettings(
-                listen="127.0.0.1:0", metrics_listen=None, state=self.state, credentials_dir=self.creds
+                listen="127.0.0.1:0",
+                metrics_listen=None,
+                state=self.state,
+                credentials_dir=self.creds,
+                keepalive_s=DEMO_KEEPALIVE_S,
             )
             self.running = await start_server(settings, Metrics(), clock=self.clock)
         self.grpc_port = int(self.running.port)

@@ -32,6 +32,8 @@ async def run_server(
     tmp: Path, clock: Callable[[], float] = time.time, **overrides: Any
 ) -> AsyncIterator[RunningServer]:
     """An in-process server on a free loopback port with its own state file."""
+    # A short keepalive keeps delivery confirmation (keepalive + ping timeout + slack) to ~3 s.
+    overrides.setdefault("keepalive_s", 1.0)
     settings = ServerSettings(
         listen="127.0.0.1:0",
         metrics_listen="127.0.0.1:0",
@@ -111,7 +113,9 @@ async def open_stream(
     port: int, config: dict[str, Any] | str | bytes, name: str = "files", token: str | None = None
 ) -> Stream:
     """Open a StartEventSource stream as Argo's client does (optionally with a bearer token)."""
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    # Its own connection, as each of Argo's reconnects dials anew: grpc would otherwise share one
+    # connection between channels to the same address, dead ones included.
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
     stub = generic_pb2_grpc.EventingStub(channel)
     if isinstance(config, dict):
         config = yaml.safe_dump(config)
@@ -220,7 +224,8 @@ def ready(path: str) -> Callable[[dict[str, Any]], bool]:
 
 
 class Proxy:
-    """A TCP proxy that can refuse and drop connections (``cut``) or silently stop relaying (``freeze``)."""
+    """A TCP proxy that can refuse and drop connections (``cut``), silently stop relaying (``freeze``), or
+    turn the connections open now into dead network paths (``blackhole``)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.target_port = host, port
@@ -228,6 +233,8 @@ class Proxy:
         self.flowing = asyncio.Event()
         self.flowing.set()
         self.conns: set[asyncio.StreamWriter] = set()
+        self.dead: set[asyncio.StreamWriter] = set()
+        self._closing = asyncio.Event()
         self.server: asyncio.Server | None = None
         self.port = 0
 
@@ -247,12 +254,18 @@ class Proxy:
         except OSError:
             writer.close()
             return
-        self.conns.update({writer, up_w})
+        pair = {writer, up_w}
+        self.conns.update(pair)
 
         async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             try:
                 while data := await r.read(65536):
                     await self.flowing.wait()  # frozen: bytes stop here, as on a dead network path
+                    if w in self.dead:
+                        # Blackholed: these bytes never arrive, nothing more is read (the peers' buffers
+                        # fill as on a partitioned network) and neither side sees a FIN or a RST.
+                        await self._closing.wait()
+                        return
                     w.write(data)
                     await w.drain()
             except (ConnectionError, OSError):
@@ -261,7 +274,8 @@ class Proxy:
                 w.close()
 
         await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
-        self.conns.difference_update({writer, up_w})
+        self.conns.difference_update(pair)
+        self.dead.difference_update(pair)
 
     async def cut(self) -> None:
         self.down = True
@@ -275,7 +289,14 @@ class Proxy:
     def freeze(self) -> None:
         self.flowing.clear()
 
+    def blackhole(self) -> None:
+        """The connections open now go dead in both directions, without closing; new ones work."""
+        self.dead.update(self.conns)
+
     async def close(self) -> None:
+        for w in list(self.dead):
+            w.transport.abort()  # a dead path's bytes must not be flushed on the way out
+        self._closing.set()
         self.flowing.set()
         await self.cut()
         assert self.server is not None
