@@ -561,7 +561,9 @@ class ServerSettings:
 
     listen: str = "0.0.0.0:8080"
     metrics_listen: str | None = "0.0.0.0:9090"
-    state: Path = Path("ftpsource.db")
+    #: A SQLite file, or a ``postgresql://`` URL (several replicas share it; no password in it).
+    state: str | Path = "ftpsource.db"
+    state_password_file: Path | None = None
     auth_token_file: Path | None = None
     credentials_dir: Path | None = None
     tls_cert: Path | None = None

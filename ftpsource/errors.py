@@ -4,7 +4,8 @@ Every error ftpsource raises on purpose derives from :class:`FtpsourceError`::
 
     FtpsourceError
     ├── ConfigError              bad source config or server settings; names every bad field
-    ├── StateError               the SQLite state store cannot be opened or written
+    ├── StateError               the state store (SQLite or PostgreSQL) cannot be opened or written
+    │   └── LeaseLost                a newer stream, maybe on another replica, took the source over
     └── SourceError              a protocol adapter failed; ``kind`` labels the metric
         ├── TransientSourceError     worth retrying with backoff (refused, timeout, reset)
         ├── PermanentSourceError     retrying will not help (auth, host key, missing root)
@@ -21,6 +22,7 @@ __all__ = [
     "ConfigError",
     "FileVanished",
     "FtpsourceError",
+    "LeaseLost",
     "PermanentSourceError",
     "SourceError",
     "StateError",
@@ -41,7 +43,11 @@ class ConfigError(FtpsourceError):
 
 
 class StateError(FtpsourceError):
-    """The state store is unusable (unwritable directory, full disk, corrupt file)."""
+    """The state store is unusable (unwritable directory, full disk, corrupt file, database unreachable)."""
+
+
+class LeaseLost(StateError):
+    """This stream's lease on its source moved to a newer stream: it must stop, having written nothing."""
 
 
 class SourceError(FtpsourceError):

@@ -1,4 +1,5 @@
-"""Prometheus metrics (prefix ``ftpsource_``) and the HTTP endpoint for /metrics, /healthz, /readyz.
+"""Prometheus metrics (prefix ``ftpsource_``) and the HTTP endpoint for /metrics, /healthz, /readyz, and
+the status page (``/`` and ``/status.json``, see status.py).
 
 Labels carry source ids and event types only: never URLs with users, paths or anything secret.
 """
@@ -6,12 +7,16 @@ Labels carry source ids and event types only: never URLs with users, paths or an
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from .status import render_html
 
 __all__ = ["Metrics", "MetricsServer"]
 
@@ -98,12 +103,16 @@ class MetricsServer:
         metrics: Metrics,
         ready: Callable[[], bool],
         alive: Callable[[], bool] = lambda: True,
+        status: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path.split("?")[0] == "/metrics":
+                route = self.path.split("?")[0]
+                if route in ("/", "/status.json") and outer.status is not None:
+                    self._status(route, outer.status)
+                elif route == "/metrics":
                     self._send(200, outer.metrics.render(), CONTENT_TYPE_LATEST)
                 elif self.path == "/healthz":
                     ok = outer.alive()
@@ -114,9 +123,24 @@ class MetricsServer:
                 else:
                     self._send(404, b"not found\n")
 
+            def _status(self, route: str, status: Callable[[], dict[str, Any]]) -> None:
+                try:
+                    doc = status()
+                except TimeoutError:
+                    self._send(503, b"event loop busy, try again\n")
+                    return
+                if route == "/":
+                    self._send(200, render_html(doc), "text/html; charset=utf-8")
+                else:
+                    self._send(200, json.dumps(doc, indent=1).encode(), "application/json")
+
             def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
+                self.send_header("Cache-Control", "no-store")
+                self.send_header("X-Content-Type-Options", "nosniff")
+                # The status page needs nothing but its own inline styles: no scripts, frames or fetches.
+                self.send_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -127,6 +151,7 @@ class MetricsServer:
         self.metrics = metrics
         self.ready = ready
         self.alive = alive
+        self.status = status
         self._httpd = ThreadingHTTPServer((host, port), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="ftpsource-metrics", daemon=True)

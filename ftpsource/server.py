@@ -9,7 +9,9 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,9 +24,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from ._proto import generic_pb2, generic_pb2_grpc
 from .config import ServerSettings, parse_source_config, quote_short
 from .credentials import load_credentials
-from .errors import ConfigError, PermanentSourceError, StateError
+from .errors import ConfigError, LeaseLost, PermanentSourceError, StateError
 from .loopmon import LoopMonitor
 from .metrics import Metrics, MetricsServer
+from .status import collect
 from .store import AsyncStore, OutboxRow
 from .watcher import Watcher, run_session
 
@@ -33,6 +36,8 @@ __all__ = ["App", "EventingServicer", "Sessions", "Superseded", "serve", "start_
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "generic.Eventing"
+#: How long the status page waits for the event loop before answering 503.
+STATUS_TIMEOUT_S = 5.0
 
 
 #: How much longer than the confirmation time a stream whose source failed waits for its last events
@@ -73,6 +78,11 @@ def keepalive_options(keepalive_s: float) -> list[tuple[str, int]]:
     ]
 
 
+#: How often a replica re-checks its streams' leases and pings the store (notifications make a
+#: takeover known sooner; this catches one missed while the notification connection was down).
+LEASE_CHECK_S = 3.0
+
+
 class Superseded(Exception):
     """A newer stream for the same source arrived while this one was still waiting to start."""
 
@@ -81,6 +91,8 @@ class Superseded(Exception):
 class _Session:
     source_id: str
     superseded: bool = False
+    elsewhere: bool = False  # superseded by a stream on another replica
+    epoch: int | None = None
     task: asyncio.Task[None] | None = None
     watcher: Watcher | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
@@ -131,6 +143,14 @@ class Sessions:
             raise Superseded(source_id)
         return new
 
+    def current(self, source_id: str) -> _Session | None:
+        return self._by_id.get(source_id)
+
+    def supersede_elsewhere(self, session: _Session) -> None:
+        """End a stream whose source a newer stream on another replica took over."""
+        session.elsewhere = True
+        session.supersede()
+
     def close(self, session: _Session) -> None:
         if self._by_id.get(session.source_id) is session:
             del self._by_id[session.source_id]
@@ -152,6 +172,9 @@ class App:
         self.clock = clock
         self.sessions = Sessions()
         self.serving = False
+        #: Written into the store with each lease, so an operator can tell which replica owns a source.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self._epochs_seen: dict[str, int] = {}
         self._token: str | None = None
         if settings.auth_token_file is not None:
             self._token = self._read_token(settings.auth_token_file)
@@ -166,11 +189,67 @@ class App:
             raise ConfigError([f"--auth-token-file: {path} is empty"])
         return token
 
+    def lease_taken(self, source_id: str, epoch: int) -> None:
+        """A lease was taken (announced by the store): end our stream of that source if it is older."""
+        if epoch > self._epochs_seen.get(source_id, 0):
+            self._epochs_seen[source_id] = epoch
+        session = self.sessions.current(source_id)
+        if session is not None and session.epoch is not None and session.epoch < epoch:
+            log.info("source taken over by a newer stream (epoch %d)", epoch, extra={"source": source_id})
+            self.sessions.supersede_elsewhere(session)
+
+    def lease_seen(self, source_id: str) -> int:
+        return self._epochs_seen.get(source_id, 0)
+
+    async def guard_leases(self) -> None:
+        """Forever: follow lease announcements, and every ``LEASE_CHECK_S`` compare each stream's epoch
+        with the store's (which also tells readiness whether the store answers)."""
+        store = self.store
+        listener = asyncio.create_task(store.sync.listen_leases(self.lease_taken), name="lease listener")
+        try:
+            while True:
+                await asyncio.sleep(LEASE_CHECK_S)
+                try:
+                    await store.run(store.sync.ping)
+                    for session in self.sessions.all():
+                        if session.epoch is not None:
+                            current = await store.run(store.sync.epoch, session.source_id)
+                            if current is not None:
+                                self.lease_taken(session.source_id, current)
+                except StateError as exc:
+                    log.warning("state store check failed: %s", exc)
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    def ready(self) -> bool:
+        return self.serving and self.store.healthy
+
     def wake_all(self) -> None:
         """Make every source re-evaluate now (after an injected clock jumped)."""
         for session in self.sessions.all():
             if session.watcher is not None:
                 session.watcher.wake()
+
+    async def status(self) -> dict[str, Any]:
+        """The status page's snapshot, built on the loop from the live watchers and the store."""
+        watchers = [s.watcher for s in self.sessions.all() if s.watcher is not None]
+        return await collect(watchers, self.store, self.clock())
+
+    def status_reader(self) -> Callable[[], dict[str, Any]]:
+        """For the metrics thread: ask the loop for a snapshot and wait a bounded time for it."""
+        loop = asyncio.get_running_loop()
+
+        def read() -> dict[str, Any]:
+            future = asyncio.run_coroutine_threadsafe(self.status(), loop)
+            try:
+                return future.result(timeout=STATUS_TIMEOUT_S)
+            except TimeoutError:
+                future.cancel()
+                raise
+
+        return read
 
     def current_token(self) -> str | None:
         """The token file is re-read on each call so a rotated Secret applies without a restart."""
@@ -224,9 +303,29 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
             session = await app.sessions.open(source_id)
         except Superseded:
             await context.abort(grpc.StatusCode.ABORTED, f"source {source_id}: superseded by a newer stream")
+        store = app.store
+        try:
+            epoch = await store.run(store.sync.take_lease, source_id, config.display_url, app.owner, app.clock())
+        except StateError as exc:
+            app.sessions.close(session)
+            log.error("cannot take the source's lease: %s", exc, extra=extra)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except BaseException:
+            app.sessions.close(session)
+            raise
+        session.epoch = epoch
+        if app.lease_seen(source_id) > epoch:  # announced while our own take was on its way back
+            session.superseded = session.elsewhere = True
         confirm_s = confirm_after_s(app.settings.keepalive_s)
         watcher = Watcher(
-            config, source_id, app.store, credentials, app.metrics, clock=app.clock, confirm_after_s=confirm_s
+            config,
+            source_id,
+            store,
+            credentials,
+            app.metrics,
+            clock=app.clock,
+            epoch=epoch,
+            confirm_after_s=confirm_s,
         )
         session.watcher = watcher
         name = request.name
@@ -245,6 +344,8 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
         )
         task = asyncio.create_task(session_run, name=f"session {source_id}")
         session.task = task
+        if session.superseded:
+            task.cancel()
         try:
             await asyncio.wait({task})
         finally:
@@ -253,15 +354,16 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
                 with contextlib.suppress(BaseException):
                     await task
             app.metrics.streams_active.dec()
-            if not session.superseded:  # a superseding stream owns the source's gauges now
+            # A superseding stream in this process owns the source's gauges now; one elsewhere does not.
+            if not session.superseded or session.elsewhere:
                 app.metrics.forget_source(source_id)
             app.sessions.close(session)
             log.info("stream closed", extra=extra)
-        if session.superseded:
+        failure = None if task.cancelled() else task.exception()
+        if session.superseded or isinstance(failure, LeaseLost):
             await context.abort(grpc.StatusCode.ABORTED, f"source {source_id}: superseded by a newer stream")
         if task.cancelled() or session.stop.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down")
-        failure = task.exception()
         if isinstance(failure, PermanentSourceError):
             log.error("source failed: %s", failure, extra=extra)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"source {source_id}: {failure}")
@@ -281,6 +383,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     metrics_server: MetricsServer | None
     loop_monitor: LoopMonitor
+    lease_guard: asyncio.Task[None] | None = None
 
     @property
     def metrics_port(self) -> int | None:
@@ -299,6 +402,10 @@ class RunningServer:
         for session in self.app.sessions.all():
             session.stop.set()
         await self.server.stop(grace)
+        if self.lease_guard is not None:
+            self.lease_guard.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.lease_guard
         if self.metrics_server is not None:
             self.metrics_server.stop()
         await self.loop_monitor.stop()
@@ -318,7 +425,7 @@ async def start_server(
     ``clock`` is injectable: every time rule reads it instead of the wall clock.
     """
     metrics = metrics or Metrics()
-    store = AsyncStore.open(settings.state)
+    store = AsyncStore.open(settings.state, settings.state_password_file)
     app = App(settings, store, metrics, clock)
     server = grpc.aio.server(options=keepalive_options(settings.keepalive_s))
     generic_pb2_grpc.add_EventingServicer_to_server(EventingServicer(app), server)  # type: ignore[no-untyped-call]
@@ -341,7 +448,9 @@ async def start_server(
     if settings.metrics_listen:
         host, mport = _split_hostport(settings.metrics_listen)
         try:
-            metrics_server = MetricsServer(host, mport, metrics, ready=lambda: app.serving, alive=loop_monitor.alive)
+            metrics_server = MetricsServer(
+                host, mport, metrics, ready=app.ready, alive=loop_monitor.alive, status=app.status_reader()
+            )
         except OSError as exc:
             await loop_monitor.stop()
             await server.stop(None)
@@ -349,7 +458,8 @@ async def start_server(
             raise ConfigError([problem]) from None
         metrics_server.start()
     log.info("serving gRPC on port %d", port)
-    return RunningServer(server, port, app, health_servicer, metrics_server, loop_monitor)
+    guard = asyncio.create_task(app.guard_leases(), name="lease guard")
+    return RunningServer(server, port, app, health_servicer, metrics_server, loop_monitor, guard)
 
 
 async def serve(settings: ServerSettings) -> None:

@@ -24,7 +24,7 @@ from .core.expect import advance, match_arrival, prunable, warn
 from .core.model import EventSpec, Expectation, FileRecord, SetPeriod, State
 from .core.sets import advance_sets, prunable_sets
 from .credentials import Credentials
-from .errors import PermanentSourceError, SourceError, StateError
+from .errors import LeaseLost, PermanentSourceError, SourceError, StateError
 from .metrics import Metrics
 from .store import AsyncStore, NewEvent, OutboxRow
 
@@ -36,6 +36,7 @@ VERIFY_BATCH = 64
 DELIVER_BATCH = 128
 FREEZE_AFTER_UPSERTS = 1000
 MIN_RESCAN_S = 0.25
+RECENT_ERRORS = 10
 
 Clock = Callable[[], float]
 
@@ -70,6 +71,7 @@ class Watcher:
         clock: Clock = time.time,
         adapter_factory: Callable[..., Adapter] = adapter_for,
         confirm_after_s: float = 0.0,
+        epoch: int | None = None,
     ) -> None:
         """``confirm_after_s``: how long a written row must stay on a live stream before it counts as
         delivered (see ``deliver``); 0 when a completed write is itself the evidence (stdout)."""
@@ -79,11 +81,16 @@ class Watcher:
         self.credentials = credentials
         self.metrics = metrics
         self.clock = clock
+        #: The source's lease this watcher writes under (``None``: unfenced, e.g. ``ftpsource watch``).
+        self.epoch = epoch
         self.policy = config.policy()
         self.info = SourceInfo(source_id, config.display_url, self.policy.checksum)
         self.records: dict[str, FileRecord] = {}
         self.expectations: dict[tuple[str, str], Expectation] = {}
         self.sets: dict[tuple[str, str], SetPeriod] = {}
+        #: for the status page: the last few problems (time, kind, message) and the last complete poll
+        self.recent_errors: deque[tuple[float, str, str]] = deque(maxlen=RECENT_ERRORS)
+        self.last_ok_poll: float | None = None
         self.first_start_at = 0.0
         #: when this stream loaded its rules: an expect rule seen for the first time starts here
         self.rules_since = 0.0
@@ -120,24 +127,30 @@ class Watcher:
                     if next_due is not None:
                         delay = min(delay, next_due - self.clock())
                     delay = max(delay, MIN_RESCAN_S)
+                except LeaseLost:
+                    raise  # a newer stream owns the source now: retrying would only fail again
                 except PermanentSourceError as exc:
-                    self._count_error(exc.kind)
+                    self._count_error(exc.kind, str(exc))
                     await self._record_poll(False, str(exc))
                     raise
                 except (SourceError, StateError) as exc:
                     kind = exc.kind if isinstance(exc, SourceError) else "state"
-                    self._count_error(kind)
+                    self._count_error(kind, str(exc))
                     delay = backoff.next()
                     log.warning("poll failed (%s), retrying in %.1fs", exc, delay, extra=self._log_extra)
-                    with contextlib.suppress(StateError):
+                    try:
                         await self._record_poll(False, str(exc))
+                    except LeaseLost:
+                        raise
+                    except StateError:
+                        pass
                 await self._sleep(src, delay)
 
     async def _load(self) -> bool:
         """(Re)load this source's records and expectations. Returns whether this is a first start."""
         store = self.store
         first_start, self.first_start_at = await store.run(
-            store.sync.begin_source, self.source_id, self.info.url, self.clock()
+            store.sync.begin_source, self.source_id, self.info.url, self.clock(), epoch=self.epoch
         )
         self.rules_since = max(self.first_start_at, self.clock())
         revision = await store.run(store.sync.revision, self.source_id)
@@ -190,7 +203,7 @@ class Watcher:
         warned = warn(rules, advanced, now)
         changed = {(x.rule, x.period): x for x in [*exp.changed, *warned.changed]}
         dropped = prunable(self.expectations, now)
-        sets = advance_sets(self.config.expect_sets, self.sets, self.records, now)
+        sets = advance_sets(self.config.expect_sets, self.sets, self.records, self.rules_since, now)
         await self._commit(
             plan.upserts,
             plan.removals,
@@ -222,7 +235,7 @@ class Watcher:
             pending -= sum(1 for o in done if o.record.state is not State.PENDING)
             if any(o.event is not None and o.event.type == "ready" for o in done):
                 # A member just became ready: report its set now, not a poll later.
-                sets = advance_sets(self.config.expect_sets, self.sets, self.records, now)
+                sets = advance_sets(self.config.expect_sets, self.sets, self.records, self.rules_since, now)
                 await self._commit((), (), sets.events, now, sets=sets.changed)
                 next_due = _earliest(next_due, sets.next_due)
             for o in done:
@@ -249,13 +262,13 @@ class Watcher:
             try:
                 found = await verify_version(src, req, policy.checksum, policy.validate)
             except SourceError as exc:
-                self._count_error(exc.kind)
+                self._count_error(exc.kind, f"{path}: {exc}")
                 log.warning("verification failed, will retry: %s", exc, extra=extra)
                 return None, None
             except Exception:
                 # A bug or a surprise from a library must not stop every other file of the source (nor
                 # end the stream in a crash loop): this file keeps its record and is tried again.
-                self._count_error("internal")
+                self._count_error("internal", f"{path}: verification crashed")
                 log.exception("verification crashed, will retry", extra=extra)
                 return None, None
         digest, after, sidecar_problem = found.digest, found.after, found.sidecar_problem
@@ -316,6 +329,7 @@ class Watcher:
             expectations_dropped=expectations_dropped,
             sets=sets,
             sets_dropped=sets_dropped,
+            epoch=self.epoch,
         )
         # Only after the commit succeeded does memory follow the database.
         for rec in upserts:
@@ -348,16 +362,18 @@ class Watcher:
 
     async def _record_poll(self, ok: bool, error: str | None = None) -> None:
         now = self.clock()
-        await self.store.run(self.store.sync.record_poll, self.source_id, now, ok, error)
+        await self.store.run(self.store.sync.record_poll, self.source_id, now, ok, error, epoch=self.epoch)
         if ok:
+            self.last_ok_poll = now
             self.metrics.last_ok_poll.labels(self.source_id).set(now)
 
     async def _refresh_outbox_gauge(self) -> None:
         n = await self.store.run(self.store.sync.undelivered_count, self.source_id)
         self.metrics.outbox_pending.labels(self.source_id).set(n)
 
-    def _count_error(self, kind: str) -> None:
+    def _count_error(self, kind: str, message: str) -> None:
         self.metrics.source_errors.labels(self.source_id, kind).inc()
+        self.recent_errors.append((self.clock(), kind, message))
 
     # delivery ----------------------------------------------------------------------------------------
     async def deliver(
@@ -387,7 +403,9 @@ class Watcher:
             while pending and pending[0][1] + self.confirm_after_s <= now:
                 confirmed.append(pending.popleft()[0])
             if confirmed:
-                await store.run(store.sync.mark_delivered, confirmed, self.clock())
+                await store.run(
+                    store.sync.mark_delivered, confirmed, self.clock(), source_id=self.source_id, epoch=self.epoch
+                )
                 await self._refresh_outbox_gauge()
             self.outbox_changed.clear()
             rows = (
@@ -463,6 +481,8 @@ async def run_session(
         detect.cancel()
         await asyncio.wait({detect})
         failure = None if detect.cancelled() else detect.exception()
+        if isinstance(failure, LeaseLost):
+            raise failure  # a newer stream owns the source and its outbox now
         settled = asyncio.ensure_future(watcher.settle(write_rest=failure is not None))
         await asyncio.wait(
             {settled, deliver},

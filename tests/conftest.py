@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from tests.support import REQUIRE_REAL_SERVERS
+from tests.support.postgres import PgDatabase, PostgresCluster, postgres_cluster
 
 
 def pytest_report_header() -> str:
@@ -12,3 +16,20 @@ def pytest_report_header() -> str:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PostgresCluster]:
+    """One PostgreSQL for the whole run, started on first use."""
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def pg_db(pg_cluster: PostgresCluster, tmp_path: Path) -> Iterator[PgDatabase]:
+    """A fresh database per test."""
+    db = pg_cluster.create_database(tmp_path)
+    try:
+        yield db
+    finally:
+        pg_cluster.drop_database(db)

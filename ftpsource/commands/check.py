@@ -24,8 +24,8 @@ from ..core.model import Entry, EventSpec, FileRecord, Listing, State
 from ..core.paths import PathFilter
 from ..credentials import load_credentials
 from ..errors import ConfigError, SourceError
-from ..store import Store
-from .common import add_common, env, read_config
+from ..store import is_postgres_url, open_store_read_only
+from .common import STATE_PASSWORD_HELP, add_common, env, read_config
 from .output import PROGRESS_EVERY, Progress, age, dump, table
 
 __all__ = ["CheckRow", "add_parser", "run"]
@@ -73,14 +73,14 @@ class _Known:
     note: str
 
 
-def _known(cfg: SourceConfig, state: str | None, name: str | None) -> _Known:
+def _known(cfg: SourceConfig, state: str | None, name: str | None, password_file: Path | None = None) -> _Known:
     named = cfg.id or (cfg.source_id(name) if name else None)
     if state is None:
         return _Known(named, {}, True, "none given: decided as on a first start")
-    path = Path(state)
-    if not path.exists():
-        return _Known(named, {}, True, f"no state file at {path}: decided as on a first start")
-    store = Store.open_read_only(path)
+    if not is_postgres_url(state) and not Path(state).exists():
+        return _Known(named, {}, True, f"no state file at {state}: decided as on a first start")
+    store = open_store_read_only(state, password_file)
+    path = store.location
     try:
         source_id = named
         if source_id is None:
@@ -245,7 +245,8 @@ async def _check_async(args: argparse.Namespace) -> int:
     credentials_dir = args.credentials_dir or env("CREDENTIALS_DIR")
     creds = load_credentials(Path(credentials_dir) if credentials_dir else None, cfg.credentials)
     policy = cfg.policy()
-    known = _known(cfg, args.state or env("STATE"), args.name)
+    password_file = args.state_password_file or env("STATE_PASSWORD_FILE")
+    known = _known(cfg, args.state or env("STATE"), args.name, Path(password_file) if password_file else None)
     progress = Progress()
     try:
         adapter = adapter_for(cfg, creds, policy.path_filter)
@@ -471,8 +472,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     check.add_argument(
         "--state",
         default=None,
-        help="state file whose records to use (default $FTPSOURCE_STATE; none: as on a first start)",
+        help="state file or postgresql:// URL whose records to use (default $FTPSOURCE_STATE; none: first start)",
     )
+    check.add_argument("--state-password-file", default=None, help=STATE_PASSWORD_HELP)
     check.add_argument("--credentials-dir", default=None, help="default $FTPSOURCE_CREDENTIALS_DIR")
     check.add_argument(
         "--name", default=None, help="event name the source runs under (picks its records when the config has no `id`)"

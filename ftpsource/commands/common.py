@@ -9,7 +9,10 @@ from pathlib import Path
 from ..config import SourceConfig, parse_source_config
 from ..errors import ConfigError
 
-__all__ = ["add_common", "env", "path_or_none", "read_config"]
+__all__ = ["STATE_HELP", "STATE_PASSWORD_HELP", "add_common", "env", "path_or_none", "read_config"]
+
+STATE_HELP = "SQLite state file (local disk), or postgresql://user@host:port/db?sslmode=... shared by replicas"
+STATE_PASSWORD_HELP = "file holding the PostgreSQL password (else libpq's PGPASSWORD/PGPASSFILE)"
 
 
 def env(name: str, default: str | None = None) -> str | None:

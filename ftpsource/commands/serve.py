@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from pathlib import Path
 
 from ..config import ServerSettings
 from ..errors import ConfigError
 from ..server import serve
-from .common import add_common, env, path_or_none
+from .common import STATE_HELP, STATE_PASSWORD_HELP, add_common, env, path_or_none
 
 __all__ = ["add_parser", "run"]
 
@@ -18,7 +17,8 @@ def run(args: argparse.Namespace) -> int:
     settings = ServerSettings(
         listen=args.listen,
         metrics_listen=args.metrics_listen or None,
-        state=Path(args.state),
+        state=args.state,
+        state_password_file=path_or_none(args.state_password_file),
         auth_token_file=path_or_none(args.auth_token_file),
         credentials_dir=path_or_none(args.credentials_dir),
         tls_cert=path_or_none(args.tls_cert),
@@ -43,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=env("METRICS_LISTEN", "0.0.0.0:9090"),
         help="host:port for /metrics, /healthz, /readyz; empty to disable",
     )
-    serve_p.add_argument("--state", default=env("STATE", "ftpsource.db"), help="SQLite state file (local disk)")
+    serve_p.add_argument("--state", default=env("STATE", "ftpsource.db"), help=STATE_HELP)
+    serve_p.add_argument("--state-password-file", default=env("STATE_PASSWORD_FILE"), help=STATE_PASSWORD_HELP)
     serve_p.add_argument("--auth-token-file", default=env("AUTH_TOKEN_FILE"))
     serve_p.add_argument("--credentials-dir", default=env("CREDENTIALS_DIR"))
     serve_p.add_argument("--tls-cert", default=env("TLS_CERT"))

@@ -1,6 +1,6 @@
-"""``ftpsource state``: inspect the state file; ``forget`` paths so they are reported again.
+"""``ftpsource state``: inspect the state (SQLite file or PostgreSQL); ``forget`` paths so they are reported again.
 
-Only ``forget`` writes; ``list`` and ``show`` open the file read-only and never create it.
+Only ``forget`` writes; ``list`` and ``show`` open the state read-only and never create it.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 from ..core.events import rfc3339
 from ..core.model import FileRecord
 from ..errors import ConfigError
-from ..store import HistoryRow, SourceRow, Store
-from .common import add_common, env
+from ..store import HistoryRow, SourceRow, StateStore, open_store, open_store_read_only
+from .common import STATE_PASSWORD_HELP, add_common, env, path_or_none
 from .output import dump, short, table, when
 
 __all__ = ["add_parser", "run"]
@@ -24,11 +24,15 @@ __all__ = ["add_parser", "run"]
 EXIT_OK = 0
 
 
-def _state_path(args: argparse.Namespace) -> Path:
-    return Path(args.state or env("STATE") or "ftpsource.db")
+def _location(args: argparse.Namespace) -> tuple[str, Path | None]:
+    """The ``--state`` file or URL, and the PostgreSQL password file if any."""
+    return (
+        args.state or env("STATE") or "ftpsource.db",
+        path_or_none(args.state_password_file or env("STATE_PASSWORD_FILE")),
+    )
 
 
-def _resolve_source(store: Store, name: str) -> SourceRow:
+def _resolve_source(store: StateStore, name: str) -> SourceRow:
     sources = store.list_sources()
     for s in sources:
         if s.id == name:
@@ -37,7 +41,7 @@ def _resolve_source(store: Store, name: str) -> SourceRow:
     if len(by_url) == 1:
         return by_url[0]
     known = ", ".join(s.id for s in sources) or "none"
-    raise ConfigError([f"source {name!r}: not in {store.path} (sources: {known})"])
+    raise ConfigError([f"source {name!r}: not in {store.location} (sources: {known})"])
 
 
 def _normalize_path(source: SourceRow, path: str) -> str:
@@ -47,7 +51,7 @@ def _normalize_path(source: SourceRow, path: str) -> str:
     return path.lstrip("/").removeprefix("./")
 
 
-def _missing_path(store: Store, source: SourceRow, path: str) -> ConfigError:
+def _missing_path(store: StateStore, source: SourceRow, path: str) -> ConfigError:
     paths = list(store.load_records(source.id))
     close = difflib.get_close_matches(path, paths, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -55,7 +59,7 @@ def _missing_path(store: Store, source: SourceRow, path: str) -> ConfigError:
 
 
 def _state_list(args: argparse.Namespace) -> int:
-    store = Store.open_read_only(_state_path(args))
+    store = open_store_read_only(*_location(args))
     try:
         sources = store.list_sources()
     finally:
@@ -79,7 +83,7 @@ def _state_list(args: argparse.Namespace) -> int:
         )
         return EXIT_OK
     if not sources:
-        print(f"no sources in {store.path}")
+        print(f"no sources in {store.location}")
         return EXIT_OK
     lines = table(
         ("SOURCE", "URL", "FILES", "PENDING", "UNDELIVERED", "LAST POLL", "LAST OK POLL", "LAST ERROR"),
@@ -117,7 +121,7 @@ def _history_entry(h: HistoryRow) -> dict[str, Any]:
 
 
 def _state_show(args: argparse.Namespace) -> int:
-    store = Store.open_read_only(_state_path(args))
+    store = open_store_read_only(*_location(args))
     try:
         source = _resolve_source(store, args.source)
         path = _normalize_path(source, args.path)
@@ -198,8 +202,8 @@ _RUNNING_NOTE = "a stream already running for this source picks this up at its n
 
 
 def _state_forget(args: argparse.Namespace) -> int:
-    path = _state_path(args)
-    ro = Store.open_read_only(path)  # validates the file before Store() would add tables to it
+    location = _location(args)
+    ro = open_store_read_only(*location)  # validates the state before open_store() would add tables to it
     try:
         source = _resolve_source(ro, args.source)
         if args.paths and args.all_files:
@@ -227,7 +231,7 @@ def _state_forget(args: argparse.Namespace) -> int:
         raise ConfigError([f"forget: this forgets {what}; rerun with --yes to confirm"])
 
     forgotten = 0
-    store = Store(path)
+    store = open_store(*location)
     try:
         if args.paths:
             store.forget_files(source.id, list(targets))
@@ -260,14 +264,16 @@ def run(args: argparse.Namespace) -> int:
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     state = sub.add_parser("state", help="inspect the state file; forget paths so they are reported again")
-    state_help = "SQLite state file (default $FTPSOURCE_STATE, else ftpsource.db); never created"
+    state_help = "SQLite state file or postgresql:// URL (default $FTPSOURCE_STATE, else ftpsource.db); never created"
     state.add_argument("--state", default=None, help=state_help)
+    state.add_argument("--state-password-file", default=None, help=STATE_PASSWORD_HELP)
     actions = state.add_subparsers(dest="state_command", required=True)
 
     def leaf(name: str, help_text: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = actions.add_parser(name, help=help_text, description=help_text)
         # SUPPRESS: `state --state X list` and `state list --state X` both work.
         p.add_argument("--state", default=argparse.SUPPRESS, help=state_help)
+        p.add_argument("--state-password-file", default=argparse.SUPPRESS, help=STATE_PASSWORD_HELP)
         add_common(p)
         return p
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
 
 from ..credentials import load_credentials
 from ..metrics import Metrics
 from ..store import AsyncStore, OutboxRow
 from ..watcher import Watcher, run_session
-from .common import add_common, env, path_or_none, read_config
+from .common import STATE_HELP, STATE_PASSWORD_HELP, add_common, env, path_or_none, read_config
 
 __all__ = ["add_parser", "run"]
 
@@ -19,7 +18,7 @@ __all__ = ["add_parser", "run"]
 async def _watch(args: argparse.Namespace) -> int:
     config = read_config(args.config)
     credentials = load_credentials(path_or_none(args.credentials_dir), config.credentials)
-    store = AsyncStore.open(Path(args.state))
+    store = AsyncStore.open(args.state, path_or_none(args.state_password_file))
     watcher = Watcher(config, config.source_id(args.name), store, credentials, Metrics())
 
     async def write(row: OutboxRow) -> None:
@@ -40,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     watch = sub.add_parser("watch", help="run one source without Argo; print events as JSON lines")
     watch.add_argument("config", help="source config file (YAML or JSON)")
-    watch.add_argument("--state", default=env("STATE", "ftpsource.db"))
+    watch.add_argument("--state", default=env("STATE", "ftpsource.db"), help=STATE_HELP)
+    watch.add_argument("--state-password-file", default=env("STATE_PASSWORD_FILE"), help=STATE_PASSWORD_HELP)
     watch.add_argument("--credentials-dir", default=env("CREDENTIALS_DIR"))
     watch.add_argument("--name", default="watch", help="event name (part of the default source id)")
     add_common(watch)

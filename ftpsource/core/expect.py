@@ -22,7 +22,18 @@ from croniter import croniter
 
 from .model import EventSpec, Expectation, ExpectRuleSpec, FileRecord, State
 
-__all__ = ["MET", "OPEN", "ArrivalMatch", "ExpectPlan", "advance", "match_arrival", "prunable", "rule_key", "warn"]
+__all__ = [
+    "MET",
+    "OPEN",
+    "ArrivalMatch",
+    "ExpectPlan",
+    "advance",
+    "deadlines",
+    "match_arrival",
+    "prunable",
+    "rule_key",
+    "warn",
+]
 
 #: After a long outage, at most this many past deadlines per rule are checked.
 MAX_CATCH_UP = 1000
@@ -85,6 +96,11 @@ def _deadlines(rule: ExpectRuleSpec, last: Expectation | None, since: float, now
     return out
 
 
+def deadlines(rule: ExpectRuleSpec, last: Expectation | None, since: float, now: float) -> list[tuple[datetime, str]]:
+    """The series logic of ``advance``, for other kinds of expectation (sets, core.sets)."""
+    return _deadlines(rule, last, since, now)
+
+
 def _same_period(rule: ExpectRuleSpec, earlier: tuple[datetime, str], later: tuple[datetime, str]) -> bool:
     """Whether ``later`` repeats the period of ``earlier`` (the first one wins).
 
@@ -131,8 +147,10 @@ def advance(
             met = _dated(rule) and rec is not None and rec.state is State.READY
             fresh.append(Expectation(key, local.isoformat(), path, local.timestamp(), "met" if met else "open"))
         last = fresh[-1].deadline if fresh else newest.deadline if newest is not None else None
-        if last is not None:
-            due_at(last)  # when the upcoming deadline passes, materialise the one after it
+        if last is not None and last > now:
+            # When the upcoming deadline passes, materialise the one after it. (A deadline that repeats
+            # a known period is not materialised; one already past is no reason to poll again at once.)
+            due_at(last)
         for x in [x for x in known if x.state in OPEN] + fresh:
             due = x.deadline + rule.grace_s
             if x.state in OPEN and now >= due:

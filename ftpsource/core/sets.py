@@ -23,17 +23,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
-from zoneinfo import ZoneInfo
 
-from croniter import croniter
 from wcmatch import glob as wcglob
 
-from .model import EventSpec, ExpectSetSpec, FileRecord, SetMember, SetPeriod
+from .expect import deadlines
+from .model import EventSpec, Expectation, ExpectSetSpec, FileRecord, SetMember, SetPeriod
 
 __all__ = ["SetPlan", "SetStatus", "advance_sets", "members_of", "prunable_sets", "resolve", "set_key"]
 
-#: After a long outage, at most this many past deadlines per set are checked.
-MAX_CATCH_UP = 1000
 #: Settled periods are kept this long after their deadline (for amendments and the status page).
 RETAIN_S = 35 * 86400
 #: States in which a period still waits for members.
@@ -50,6 +47,23 @@ def set_key(rule: ExpectSetSpec) -> str:
     """
     text = f"set\0{rule.set}\0{rule.schedule}\0{rule.timezone}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class _Series:
+    """A set seen as one expected path, for the deadline series of core.expect: its "path" joins every
+    member, so two deadlines are one period exactly when every member renders the same."""
+
+    path: str
+    schedule: str
+    timezone: str
+    grace_s: float
+    warn_before_s: float | None
+
+
+def _series(rule: ExpectSetSpec) -> _Series:
+    path = " | ".join(m if isinstance(m, str) else m.pattern for m in rule.files)
+    return _Series(path, rule.schedule, rule.timezone, rule.grace_s, rule.warn_before_s)
 
 
 @dataclass(slots=True)
@@ -140,11 +154,13 @@ def advance_sets(
     rules: Iterable[ExpectSetSpec],
     periods: Mapping[tuple[str, str], SetPeriod],
     records: Mapping[str, FileRecord],
+    since: float,
     now: float,
 ) -> SetPlan:
     """Materialise each set's deadlines up to the next upcoming one and decide what to report now.
 
-    A set seen for the first time starts its series at ``now``: deadlines before it are never checked.
+    The series is the one files have (core.expect): a set seen for the first time starts at ``since``
+    (when the stream that brought it opened), and deadlines before it are never checked.
     """
     changed: dict[tuple[str, str], SetPeriod] = {}
     events: list[EventSpec] = []
@@ -162,21 +178,20 @@ def advance_sets(
         key = set_key(rule)
         known = sorted(by_key.get(key, []), key=lambda x: x.deadline)
         rows = list(known)
-        last = known[-1].deadline if known else None
-        if last is None or last <= now:
-            it = croniter(rule.schedule, datetime.fromtimestamp(now if last is None else last, ZoneInfo(rule.timezone)))
-            fresh: list[SetPeriod] = []
-            seen = {x.period for x in known}
-            while not fresh or fresh[-1].deadline <= now:
-                local = it.get_next(datetime)
-                if local.isoformat() in seen:  # a repeated wall-clock time in a DST fold
-                    continue
-                fresh.append(SetPeriod(key, local.isoformat(), rule.set, local.timestamp(), "open"))
-            fresh = fresh[-MAX_CATCH_UP:]
-            changed.update(((x.rule, x.period), x) for x in fresh)
-            rows.extend(fresh)
-            last = fresh[-1].deadline
-        due_at(last)  # when the upcoming deadline passes, materialise the one after it
+        series = _series(rule)
+        newest = known[-1] if known else None
+        anchor = None
+        if newest is not None:
+            anchor = Expectation(key, newest.period, _local(newest.period).strftime(series.path), newest.deadline, "")
+        fresh = [
+            SetPeriod(key, local.isoformat(), rule.set, local.timestamp(), "open")
+            for local, _ in deadlines(series, anchor, since, now)
+        ]
+        changed.update(((x.rule, x.period), x) for x in fresh)
+        rows.extend(fresh)
+        last = fresh[-1].deadline if fresh else newest.deadline if newest is not None else None
+        if last is not None and last > now:
+            due_at(last)  # when the upcoming deadline passes, materialise the one after it
         for x in rows:
             after = _decide(rule, x, records, paths, now, events)
             if after != x:

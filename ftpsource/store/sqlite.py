@@ -9,7 +9,7 @@ The database uses WAL with ``synchronous=FULL``. It must live on a local filesys
 and WAL need a real local disk, not NFS/SMB.
 
 All methods are synchronous; ``AsyncStore`` runs them on one dedicated thread, so there is exactly one
-connection and one writer and the event loop never blocks on disk.
+connection and one writer and the event loop never blocks on disk. The API is ``api.StateStore``.
 """
 
 from __future__ import annotations
@@ -21,19 +21,27 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 from ..core.model import Expectation, FileRecord, SetPeriod, State
-from ..errors import StateError
+from ..errors import LeaseLost, StateError
+from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, RecentEvent, SourceRow
 
-__all__ = ["AsyncStore", "HistoryRow", "NewEvent", "OutboxRow", "SourceRow", "Store"]
+__all__ = ["SCHEMA_VERSION", "Store"]
 
-SCHEMA_VERSION = 1
+#: The schema ``_SCHEMA`` creates is version 1; ``_MIGRATIONS[v]`` takes a store from ``v - 1`` to ``v``.
+#: The PostgreSQL backend keeps the same numbering and the same steps in its own dialect.
+SCHEMA_VERSION = 2
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # Leases: the epoch is the fencing token every write of a stream checks; owner is for people.
+    2: (
+        "ALTER TABLE sources ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE sources ADD COLUMN owner TEXT",
+    ),
+}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sources (
@@ -102,50 +110,6 @@ _FILE_COLUMNS = (
     "ready_mtime, problem, problem_since, checked"
 )
 
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    seq: int
-    event_id: str
-    type: str
-    path: str
-    payload: bytes
-    created: float
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryRow:
-    seq: int
-    event_id: str
-    type: str
-    created: float
-    delivered: float | None
-    payload: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRow:
-    id: str
-    url: str
-    first_start: float
-    last_poll: float | None
-    last_ok_poll: float | None
-    last_error: str | None
-    files: int
-    pending: int
-    undelivered: int
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    event_id: str
-    type: str
-    path: str
-    payload: bytes
-
 
 def _record_row(source_id: str, r: FileRecord) -> tuple[Any, ...]:
     return (
@@ -198,7 +162,7 @@ def _describe(exc: sqlite3.Error, path: Path) -> str:
 class Store:
     """Synchronous SQLite access. Use ``AsyncStore`` from async code."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         parent = self.path.parent if str(self.path.parent) else Path(".")
         if not parent.is_dir():
@@ -210,20 +174,45 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise StateError(
-                    f"state store {self.path}: written by a newer ftpsource (schema {row[0]}); upgrade ftpsource"
-                )
+            self._migrate()
         except sqlite3.Error as exc:
             raise StateError(_describe(exc, self.path)) from None
         self._lock = threading.Lock()
 
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    def _migrate(self) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # One statement at a time: executescript() would commit, and two processes opening a new
+            # file at once must not both see "no schema yet".
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(statement)
+            row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('schema', '1')")
+                version = 1
+            else:
+                version = int(row[0])
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"state store {self.path}: written by a newer ftpsource (schema {version}); upgrade ftpsource"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    db.execute(statement)
+                db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(target),))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
     @classmethod
-    def open_read_only(cls, path: Path) -> Store:
+    def open_read_only(cls, path: Path | str) -> Store:
         """Open an existing state file for reading only, writing nothing next to it.
 
         With a live WAL (``-wal`` and ``-shm`` present: a server has it open) a plain read-only
@@ -258,6 +247,37 @@ class Store:
         with self._lock:
             self._db.close()
 
+    def ping(self) -> None:
+        self._query("SELECT 1")
+
+    # leases --------------------------------------------------------------------------------------
+    def take_lease(self, source_id: str, url: str, owner: str, now: float) -> int:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sources (id, url, first_start) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (source_id, url, now),
+            )
+            db.execute("UPDATE sources SET epoch=epoch+1, owner=? WHERE id=?", (owner, source_id))
+            return int(db.execute("SELECT epoch FROM sources WHERE id=?", (source_id,)).fetchone()[0])
+
+    def epoch(self, source_id: str) -> int | None:
+        rows = self._query("SELECT epoch FROM sources WHERE id=?", (source_id,))
+        return int(rows[0][0]) if rows else None
+
+    async def listen_leases(self, on_change: LeaseCallback) -> None:
+        """Nothing to listen to: one process owns a SQLite file, and its streams supersede each other
+        in memory (``epoch`` still fences them)."""
+        await asyncio.Event().wait()
+
+    @staticmethod
+    def _fence(db: sqlite3.Connection, source_id: str, epoch: int | None) -> None:
+        if epoch is None:
+            return
+        row = db.execute("SELECT epoch FROM sources WHERE id=?", (source_id,)).fetchone()
+        current = None if row is None else int(row[0])
+        if current != epoch:
+            raise LeaseLost(f"source {source_id}: taken over by a newer stream (epoch {current}, ours {epoch})")
+
     def initialized(self, source_id: str) -> bool | None:
         """Whether the source finished its first poll; None when the state has no such source."""
         rows = self._query("SELECT initialized FROM sources WHERE id=?", (source_id,))
@@ -289,10 +309,11 @@ class Store:
                 raise StateError(_describe(exc, self.path)) from None
 
     # sources -----------------------------------------------------------------------------------
-    def begin_source(self, source_id: str, url: str, now: float) -> tuple[bool, float]:
+    def begin_source(self, source_id: str, url: str, now: float, *, epoch: int | None = None) -> tuple[bool, float]:
         """Register a source. Returns ``(first_start, first_start_time)``; ``first_start`` stays true
         until a first poll has been committed (``commit(..., initialized=True)``)."""
         with self._tx() as db:
+            self._fence(db, source_id, epoch)
             row = db.execute("SELECT first_start, initialized FROM sources WHERE id=?", (source_id,)).fetchone()
             if row is None:
                 db.execute("INSERT INTO sources (id, url, first_start) VALUES (?, ?, ?)", (source_id, url, now))
@@ -300,8 +321,11 @@ class Store:
             db.execute("UPDATE sources SET url=? WHERE id=?", (url, source_id))
             return row[1] is None, float(row[0])
 
-    def record_poll(self, source_id: str, at: float, ok: bool, error: str | None = None) -> None:
+    def record_poll(
+        self, source_id: str, at: float, ok: bool, error: str | None = None, *, epoch: int | None = None
+    ) -> None:
         with self._tx() as db:
+            self._fence(db, source_id, epoch)
             if ok:
                 db.execute(
                     "UPDATE sources SET last_poll=?, last_ok_poll=?, last_error=NULL WHERE id=?",
@@ -341,10 +365,13 @@ class Store:
         expectations_dropped: Iterable[Expectation] = (),
         sets: Iterable[SetPeriod] = (),
         sets_dropped: Iterable[SetPeriod] = (),
+        *,
+        epoch: int | None = None,
     ) -> int:
         """Persist one decision atomically. Returns the number of events added to the outbox."""
         events = list(events)
         with self._tx() as db:
+            self._fence(db, source_id, epoch)
             db.executemany(
                 f"INSERT OR REPLACE INTO files (source_id, {_FILE_COLUMNS}) VALUES ({','.join('?' * 14)})",
                 (_record_row(source_id, r) for r in upserts),
@@ -386,14 +413,26 @@ class Store:
         )
         return [OutboxRow(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows]
 
-    def mark_delivered(self, seqs: Iterable[int], now: float) -> None:
+    def mark_delivered(
+        self, seqs: Iterable[int], now: float, *, source_id: str | None = None, epoch: int | None = None
+    ) -> None:
         with self._tx() as db:
+            if source_id is not None:
+                self._fence(db, source_id, epoch)
             db.executemany("UPDATE outbox SET delivered=? WHERE seq=?", ((now, s) for s in seqs))
 
     def undelivered_count(self, source_id: str) -> int:
         return int(
             self._query("SELECT COUNT(*) FROM outbox WHERE source_id=? AND delivered IS NULL", (source_id,))[0][0]
         )
+
+    def recent_events(self, limit: int = 20) -> list[RecentEvent]:
+        """The latest events of every source, newest first (without payloads)."""
+        rows = self._query(
+            "SELECT source_id, event_id, type, path, created, delivered FROM outbox ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        )
+        return [RecentEvent(*r) for r in rows]
 
     def history(self, source_id: str, path: str) -> list[HistoryRow]:
         rows = self._query(
@@ -454,23 +493,3 @@ class Store:
         return [
             SetPeriod(r[0], r[1], r[2], r[3], r[4], r[5], tuple((p, int(g)) for p, g in json.loads(r[6]))) for r in rows
         ]
-
-
-class AsyncStore:
-    """Runs ``Store`` calls on one dedicated thread."""
-
-    def __init__(self, store: Store) -> None:
-        self.sync = store
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftpsource-store")
-
-    @classmethod
-    def open(cls, path: Path) -> AsyncStore:
-        return cls(Store(path))
-
-    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-        self.sync.close()

@@ -345,57 +345,66 @@ async def all_delivered(srv: Any, source_id: str) -> None:
     await eventually(lambda: store.undelivered_count(source_id) == 0, what="events marked delivered")
 
 
-async def test_state_list_show_forget_and_replay(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+async def test_state_list_show_forget_and_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str, request: pytest.FixtureRequest
+) -> None:
     root = tmp_path / "in"
     write(root / "a.csv", "a\n1\n", OLD)
     write(root / "b.csv", "b\n2\n", OLD)
     cfg = live_config(root, id="sales")
-    state = str(tmp_path / "state.db")
-    async with run_server(tmp_path) as srv:
+    if backend == "postgres":
+        db = request.getfixturevalue("pg_db")
+        server_state: dict[str, Any] = {"state": db.url, "state_password_file": db.password_file}
+        st = ["--state", db.url, "--state-password-file", str(db.password_file)]
+    else:
+        server_state = {}
+        st = ["--state", str(tmp_path / "state.db")]
+    async with run_server(tmp_path, **server_state) as srv:
         async with stream_to(srv.port, cfg) as stream:
             first = {(await stream.next())["data"]["path"] for _ in range(2)}
             assert first == {"a.csv", "b.csv"}
             await all_delivered(srv, "sales")
 
-        code, out, _ = await arun(capsys, "state", "--state", state, "list")
+        code, out, _ = await arun(capsys, "state", *st, "list")
         assert code == 0
         header, row = out.splitlines()
         assert header.split()[:5] == ["SOURCE", "URL", "FILES", "PENDING", "UNDELIVERED"]
         assert row.split()[:5] == ["sales", f"file://{root}", "2", "0", "0"]
 
-        code, out, _ = await arun(capsys, "state", "list", "--state", state, "--json")
+        code, out, _ = await arun(capsys, "state", "list", *st, "--json")
         (listed,) = json.loads(out)
         assert listed["id"] == "sales" and listed["files"] == 2 and listed["last_error"] is None
         assert listed["last_ok_poll"] is not None
 
-        code, out, _ = await arun(capsys, "state", "--state", state, "show", "sales", "a.csv")
+        code, out, _ = await arun(capsys, "state", *st, "show", "sales", "a.csv")
         assert code == 0
         assert "state         ready" in out
         assert "generation    1" in out
         assert "history: 1 event" in out
         assert "ready" in out.splitlines()[-1] and "new" in out.splitlines()[-1]
 
-        code, out, _ = await arun(capsys, "state", "--state", state, "show", "sales", "a.csv", "--json")
+        code, out, _ = await arun(capsys, "state", *st, "show", "sales", "a.csv", "--json")
         shown = json.loads(out)
         assert shown["record"]["state"] == "ready" and shown["record"]["generation"] == 1
         (event,) = shown["history"]
         assert event["type"] == "ready" and event["reason"] == "new" and event["delivered"] is not None
         assert event["checksum"] == shown["record"]["checksum"]
 
-        code, _, err = await arun(capsys, "state", "--state", state, "show", "nosuch", "a.csv")
+        code, _, err = await arun(capsys, "state", *st, "show", "nosuch", "a.csv")
         assert_one_line_error(code, err, "source 'nosuch'", "sales")
-        code, _, err = await arun(capsys, "state", "--state", state, "show", "sales", "a.cvs")
+        code, _, err = await arun(capsys, "state", *st, "show", "sales", "a.cvs")
         assert_one_line_error(code, err, "path 'a.cvs'", "did you mean 'a.csv'")
-        code, _, err = await arun(capsys, "state", "--state", state, "forget", "sales", "zzz.csv")
+        code, _, err = await arun(capsys, "state", *st, "forget", "sales", "zzz.csv")
         assert_one_line_error(code, err, "path 'zzz.csv'")
-        code, _, err = await arun(capsys, "state", "--state", state, "forget", "sales", "--all-files")
+        code, _, err = await arun(capsys, "state", *st, "forget", "sales", "--all-files")
         assert_one_line_error(code, err, "--yes")
 
-        code, out, _ = await arun(capsys, "state", "--state", state, "forget", "sales", "a.csv")
+        code, out, _ = await arun(capsys, "state", *st, "forget", "sales", "a.csv")
         assert code == 0
         assert "forgot a.csv of source sales (was ready, generation 1)" in out
 
-        code, out, _ = await arun(capsys, "state", "--state", state, "show", "sales", "a.csv")
+        code, out, _ = await arun(capsys, "state", *st, "show", "sales", "a.csv")
         assert "record        none" in out
         assert "history: 1 event" in out
 
@@ -408,17 +417,17 @@ async def test_state_list_show_forget_and_replay(tmp_path: Path, capsys: pytest.
             with pytest.raises(AssertionError, match="no event within"):
                 await stream.next(timeout=1.5)  # b.csv, not forgotten, stays reported
 
-        code, out, _ = await arun(capsys, "state", "--state", state, "forget", "sales", "--all-files", "--yes")
+        code, out, _ = await arun(capsys, "state", *st, "forget", "sales", "--all-files", "--yes")
         assert "forgot 2 file records of source sales" in out
         async with stream_to(srv.port, cfg) as stream:
             again = {(await stream.next())["data"]["path"] for _ in range(2)}
             assert again == {"a.csv", "b.csv"}
 
-    code, _, err = await arun(capsys, "state", "--state", state, "forget", "sales")
+    code, _, err = await arun(capsys, "state", *st, "forget", "sales")
     assert_one_line_error(code, err, "--yes", "source 'sales' entirely")
-    code, out, _ = await arun(capsys, "state", "--state", state, "forget", "sales", "--yes")
+    code, out, _ = await arun(capsys, "state", *st, "forget", "sales", "--yes")
     assert "forgot source sales: 2 file records" in out
-    code, out, _ = await arun(capsys, "state", "--state", state, "list", "--json")
+    code, out, _ = await arun(capsys, "state", *st, "list", "--json")
     (reset,) = json.loads(out)
     assert reset["id"] == "sales" and reset["files"] == 0  # kept, with a fresh start and a new revision
 

@@ -23,6 +23,7 @@ from ftpsource._proto import generic_pb2, generic_pb2_grpc
 from ftpsource.config import ServerSettings
 from ftpsource.metrics import Metrics
 from ftpsource.server import RunningServer, start_server
+from ftpsource.store import open_store_read_only
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -110,12 +111,18 @@ class Stream:
 
 
 async def open_stream(
-    port: int, config: dict[str, Any] | str | bytes, name: str = "files", token: str | None = None
+    port: int,
+    config: dict[str, Any] | str | bytes,
+    name: str = "files",
+    token: str | None = None,
+    own_connection: bool = False,
 ) -> Stream:
-    """Open a StartEventSource stream as Argo's client does (optionally with a bearer token)."""
-    # Its own connection, as each of Argo's reconnects dials anew: grpc would otherwise share one
-    # connection between channels to the same address, dead ones included.
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+    """Open a StartEventSource stream as Argo's client does (optionally with a bearer token).
+
+    ``own_connection``: a new TCP connection even while another channel of this process has one open
+    to the same address (gRPC shares them), as a new client pod behind a Service would have."""
+    options = [("grpc.use_local_subchannel_pool", 1)] if own_connection else None
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options)
     stub = generic_pb2_grpc.EventingStub(channel)
     if isinstance(config, dict):
         config = yaml.safe_dump(config)
@@ -148,7 +155,7 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 20.0, what:
 class ServerProcess:
     """``ftpsource serve`` as a real subprocess, for kill -9 and SIGTERM tests."""
 
-    def __init__(self, state: Path, log_path: Path, extra: list[str] | None = None) -> None:
+    def __init__(self, state: Path | str, log_path: Path, extra: list[str] | None = None) -> None:
         self.state, self.log_path, self.extra = state, log_path, extra or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -206,10 +213,10 @@ class ServerProcess:
 
 async def all_delivered(srv: RunningServer, timeout: float = 20.0) -> None:
     """Wait until every decided event is confirmed delivered (the stream stayed open long enough)."""
-    from ftpsource.store import Store
 
     def done() -> bool:
-        store = Store.open_read_only(srv.app.settings.state)
+        settings = srv.app.settings
+        store = open_store_read_only(settings.state, settings.state_password_file)
         try:
             return all(s.undelivered == 0 for s in store.list_sources())
         finally:

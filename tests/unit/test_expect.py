@@ -215,3 +215,13 @@ def test_a_dated_path_rendered_twice_a_day_is_one_period_due_at_the_first_deadli
     b.at(ts(26, 20), [rule])
     assert b.missing == ["s_20261126.csv"]
     assert [x.deadline for x in b.x.values()] == [ts(26, 6), ts(27, 6)]
+
+
+def test_a_repeated_period_is_never_due_in_the_past() -> None:
+    twice = ExpectRule.model_validate({"path": "a_%Y%m%d.csv", "schedule": "0 6,18 * * *"})
+    x: dict[tuple[str, str], Expectation] = {}
+    for now in (ts(26, 0), ts(26, 12), ts(26, 17)):
+        plan = advance([twice], x, {}, ts(26, 0), now)
+        x.update({(e.rule, e.period): e for e in plan.changed})
+        # a past next_due would make the watcher poll again at once, over and over, until 18:00
+        assert plan.next_due is None or plan.next_due > now

@@ -51,14 +51,17 @@ def ready(path: str, generation: int = 1, content: str = "v1") -> FileRecord:
 class Board:
     """Applies set plans the way the watcher does; ``restart`` keeps only what the store would."""
 
-    def __init__(self, rules: list[ExpectSet] | None = None) -> None:
+    def __init__(self, rules: list[ExpectSet] | None = None, since: float | None = None) -> None:
         self.rules = rules or [SET]
+        self.since = since  # when the set first appeared: the first ``at``
         self.periods: dict[tuple[str, str], SetPeriod] = {}
         self.records: dict[str, FileRecord] = {}
         self.events: list[EventSpec] = []
 
     def at(self, now: float) -> float | None:
-        plan = advance_sets(self.rules, self.periods, self.records, now)
+        if self.since is None:
+            self.since = now
+        plan = advance_sets(self.rules, self.periods, self.records, self.since, now)
         for x in plan.changed:
             self.periods[(x.rule, x.period)] = x
         self.events += plan.events
@@ -193,6 +196,15 @@ def test_a_new_set_starts_now_and_passed_deadlines_are_caught_up_after_an_outage
     ]
 
 
+def test_two_deadlines_naming_the_same_files_are_one_period() -> None:
+    rule = ExpectSet.model_validate({"set": "s", "files": ["a_%Y%m%d.csv"], "schedule": "0 6,18 * * *"})
+    b = Board([rule])
+    b.at(ts(26, 0))
+    b.at(ts(27, 12))
+    assert sorted(x.period for x in b.periods.values()) == ["2026-11-26T06:00:00+00:00", "2026-11-27T06:00:00+00:00"]
+    assert b.kinds() == ["set_incomplete", "set_incomplete"]
+
+
 def test_set_prune_keeps_the_newest() -> None:
     b = Board()
     b.at(ts(1, 0))
@@ -311,7 +323,7 @@ def test_exactly_one_complete_and_amended_only_for_new_bytes(actions: list[tuple
             # A crash before the plan was committed: its events never reached the outbox.
             assert isinstance(arg, int)
             now += arg
-            advance_sets(b.rules, b.periods, b.records, now)
+            advance_sets(b.rules, b.periods, b.records, b.since or now, now)
             b = _restarted(b)
         b.at(now)
     b.at(now)
@@ -331,7 +343,7 @@ def test_exactly_one_complete_and_amended_only_for_new_bytes(actions: list[tuple
 
 
 def _restarted(b: Board) -> Board:
-    fresh = Board(b.rules)
+    fresh = Board(b.rules, b.since)
     fresh.periods = dict(b.periods)
     fresh.records = dict(b.records)
     fresh.events = b.events

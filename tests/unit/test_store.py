@@ -1,26 +1,66 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from ftpsource.core.model import FileRecord, SetPeriod, State
-from ftpsource.errors import StateError
-from ftpsource.store import NewEvent, Store
+from ftpsource.errors import LeaseLost, StateError
+from ftpsource.store import (
+    SCHEMA_VERSION,
+    NewEvent,
+    PostgresStore,
+    StateStore,
+    Store,
+    open_store,
+    open_store_read_only,
+    redact_url,
+)
+from tests.support.postgres import PgDatabase, PostgresCluster
+
+Opener = Callable[[], StateStore]
 
 
 def rec(path: str, state: State = State.PENDING, **kw: object) -> FileRecord:
     return FileRecord(path, 1, 2.0, state, 3.0, 4.0, **kw)  # type: ignore[arg-type]
 
 
-def test_records_and_outbox_commit_together(tmp_path: Path) -> None:
-    s = Store(tmp_path / "s.db")
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, Path | None]:
+    """Where a store lives, for each backend: a file path, or a fresh PostgreSQL database's URL."""
+    if request.param == "sqlite":
+        return str(tmp_path / "s.db"), None
+    db = request.getfixturevalue("pg_db")
+    return db.url, db.password_file
+
+
+@pytest.fixture
+def opener(location: tuple[str, Path | None]) -> Iterator[Opener]:
+    """Opens (and, the first time, creates) the store at ``location``; each call is a new connection,
+    closed after the test."""
+    opened: list[StateStore] = []
+
+    def open_one() -> StateStore:
+        opened.append(open_store(*location))
+        return opened[-1]
+
+    yield open_one
+    for store in opened:
+        store.close()
+
+
+def test_records_and_outbox_commit_together(opener: Opener) -> None:
+    s = opener()
     first, _ = s.begin_source("src", "file:///x", 1.0)
     assert first
     s.commit(
@@ -38,13 +78,14 @@ def test_records_and_outbox_commit_together(tmp_path: Path) -> None:
     assert s.undelivered("src") == [] and s.undelivered_count("src") == 0
     assert [h.event_id for h in s.history("src", "a")] == ["id1"]
     s.close()
-    s2 = Store(tmp_path / "s.db")
+    s2 = opener()
     assert s2.begin_source("src", "file:///x", 9.0) == (False, 1.0)
     assert s2.load_records("src")["a"].state is State.READY
+    s2.close()
 
 
-def test_first_start_lasts_until_first_poll_commits(tmp_path: Path) -> None:
-    s = Store(tmp_path / "s.db")
+def test_first_start_lasts_until_first_poll_commits(opener: Opener) -> None:
+    s = opener()
     assert s.begin_source("src", "u", 1.0)[0]
     assert s.begin_source("src", "u", 2.0)[0]  # crashed before the first poll committed
     s.commit("src", now=3.0, initialized=True)
@@ -88,8 +129,8 @@ def test_not_a_database(tmp_path: Path) -> None:
         Store(p)
 
 
-def test_forget_path_and_source(tmp_path: Path) -> None:
-    s = Store(tmp_path / "s.db")
+def test_forget_path_and_source(opener: Opener) -> None:
+    s = opener()
     s.begin_source("src", "u", 1.0)
     s.commit("src", [rec("a", State.READY), rec("b", State.READY)], (), [NewEvent("e", "ready", "a", b"{}")])
     assert s.forget("src", "a") == 1
@@ -101,19 +142,35 @@ def test_forget_path_and_source(tmp_path: Path) -> None:
     assert s.begin_source("src", "u", 9.0)[0]  # the next start is a first start again
 
 
-def test_set_periods_persist_and_go_with_the_source(tmp_path: Path) -> None:
-    s = Store(tmp_path / "s.db")
+def test_set_periods_persist_and_go_with_the_source(opener: Opener) -> None:
+    s = opener()
     s.begin_source("src", "u", 1.0)
     done = SetPeriod("k", "2026-11-26T06:00:00+00:00", "daily", 5.0, "complete", 2, (("a.csv", 1), ("b.csv", 2)))
     waiting = SetPeriod("k", "2026-11-27T06:00:00+00:00", "daily", 6.0, "open")
     s.commit("src", sets=[done, waiting])
     s.close()
-    s = Store(tmp_path / "s.db")
+    s = opener()
     assert s.load_sets("src") == [done, waiting]
     s.commit("src", sets_dropped=[done])
     assert s.load_sets("src") == [waiting]
     s.forget("src")
     assert s.load_sets("src") == []
+
+
+def test_recent_events_of_every_source_newest_first(opener: Opener) -> None:
+    s = opener()
+    for sid in ("a", "b"):
+        s.begin_source(sid, "u", 1.0)
+    s.commit("a", events=[NewEvent("e1", "ready", "x.csv", b"{}")], now=1.0)
+    s.commit("b", events=[NewEvent("e2", "set_complete", "daily", b"{}")], now=2.0)
+    s.commit("a", events=[NewEvent("e3", "missing", "y.csv", b"{}")], now=3.0)
+    s.mark_delivered([r.seq for r in s.undelivered("a")][:1], 4.0)
+    recent = s.recent_events(2)
+    assert [(e.source_id, e.event_id, e.type, e.path, e.created) for e in recent] == [
+        ("a", "e3", "missing", "y.csv", 3.0),
+        ("b", "e2", "set_complete", "daily", 2.0),
+    ]
+    assert s.recent_events(5)[-1].delivered == 4.0
 
 
 def test_wal_mode(tmp_path: Path) -> None:
@@ -155,11 +212,180 @@ def test_real_full_disk(tmp_path: Path) -> None:
         s.close()
 
 
-def test_a_newer_schema_is_refused_not_misread(tmp_path: Path) -> None:
-    Store(tmp_path / "s.db").close()
+def _set_schema(location: tuple[str, Path | None], version: str, pg_db: object = None) -> None:
+    url, password_file = location
+    if password_file is None:
+        with sqlite3.connect(url) as db:
+            db.execute("UPDATE meta SET value=? WHERE key='schema'", (version,))
+        return
+    with psycopg.connect(url, password=password_file.read_text().strip(), autocommit=True) as conn:
+        conn.execute("UPDATE meta SET value=%s WHERE key='schema'", (version,))
+
+
+def test_a_newer_schema_is_refused_not_misread(opener: Opener, location: tuple[str, Path | None]) -> None:
+    opener().close()
+    _set_schema(location, "99")
+    with pytest.raises(StateError, match="newer ftpsource"):
+        opener()
+    with pytest.raises(StateError, match="newer ftpsource"):
+        open_store_read_only(*location)
+
+
+_V1_SQLITE = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('schema', '1');
+CREATE TABLE sources (id TEXT PRIMARY KEY, url TEXT NOT NULL, first_start REAL NOT NULL, last_poll REAL,
+    last_ok_poll REAL, last_error TEXT, initialized REAL, revision INTEGER NOT NULL DEFAULT 0);
+INSERT INTO sources (id, url, first_start, initialized) VALUES ('old', 'file:///x', 1.0, 2.0);
+"""
+
+
+def test_a_version_1_file_is_migrated_in_place(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "s.db") as db:
-        db.execute("UPDATE meta SET value='99' WHERE key='schema'")
-    with pytest.raises(StateError, match="newer ftpsource"):
-        Store(tmp_path / "s.db")
-    with pytest.raises(StateError, match="newer ftpsource"):
-        Store.open_read_only(tmp_path / "s.db")
+        db.executescript(_V1_SQLITE)
+    s = Store(tmp_path / "s.db")
+    assert s.begin_source("old", "file:///x", 5.0) == (False, 1.0)  # history kept
+    assert s.take_lease("old", "file:///x", "me", 5.0) == 1
+    s.close()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0] == str(SCHEMA_VERSION)
+
+
+def test_a_newer_lease_fences_every_write_of_the_older_owner(opener: Opener) -> None:
+    a, b = opener(), opener()  # two replicas: two connections
+    first = a.take_lease("src", "u", "replica-a", 1.0)
+    a.begin_source("src", "u", 1.0, epoch=first)
+    a.commit("src", [rec("a")], (), [NewEvent("e1", "ready", "a", b"{}")], now=2.0, epoch=first)
+    second = b.take_lease("src", "u", "replica-b", 3.0)
+    assert second == first + 1 and a.epoch("src") == second
+    writes: list[Callable[[], object]] = [
+        lambda: a.commit("src", [rec("late")], (), [NewEvent("e2", "ready", "late", b"{}")], now=4.0, epoch=first),
+        lambda: a.record_poll("src", 4.0, True, epoch=first),
+        lambda: a.begin_source("src", "u", 4.0, epoch=first),
+        lambda: a.mark_delivered([1], 4.0, source_id="src", epoch=first),
+    ]
+    for write in writes:
+        with pytest.raises(LeaseLost, match="taken over"):
+            write()
+    assert set(b.load_records("src")) == {"a"}  # nothing of the old owner's got in
+    assert [r.event_id for r in b.undelivered("src")] == ["e1"]
+    b.commit("src", [rec("b")], now=5.0, epoch=second)  # the new owner writes
+    a.close()
+    b.close()
+
+
+def test_postgres_lease_waits_for_a_write_in_flight(pg_db: PgDatabase) -> None:
+    """A takeover never interleaves with a write: the write commits first, or fails."""
+    a = PostgresStore(pg_db.url, pg_db.password_file)
+    b = PostgresStore(pg_db.url, pg_db.password_file)
+    epoch = a.take_lease("src", "u", "a", 1.0)
+    with pg_db.connect() as holder, holder.transaction():
+        # Stand in for the old owner mid-commit: hold the same FOR SHARE lock its fence takes.
+        holder.execute("SELECT epoch FROM sources WHERE id='src' FOR SHARE")
+        taken: list[int] = []
+        t = threading.Thread(target=lambda: taken.append(b.take_lease("src", "u", "b", 2.0)))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive() and not taken  # waits for the write in flight
+    t.join(10)
+    assert taken == [epoch + 1]
+    a.close()
+    b.close()
+
+
+async def test_postgres_takeover_is_announced_to_listeners(pg_db: PgDatabase) -> None:
+    a = PostgresStore(pg_db.url, pg_db.password_file)
+    b = PostgresStore(pg_db.url, pg_db.password_file)
+    seen: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+    listener = asyncio.create_task(a.listen_leases(lambda sid, epoch: seen.put_nowait((sid, epoch))))
+    try:
+        await asyncio.sleep(0.5)  # LISTEN is in place
+        epoch = await asyncio.to_thread(b.take_lease, "src one", "u", "b", 1.0)
+        assert await asyncio.wait_for(seen.get(), 10) == ("src one", epoch)
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        a.close()
+        b.close()
+
+
+def test_postgres_password_comes_from_the_file_or_libpq_env_and_never_shows(
+    pg_db: PgDatabase, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert "@" in pg_db.url and ":" + pg_db.password not in pg_db.url
+    with pytest.raises(StateError) as refused:
+        PostgresStore(pg_db.url)  # no password anywhere
+    assert "password" in str(refused.value)
+    monkeypatch.setenv("PGPASSWORD", pg_db.password)
+    PostgresStore(pg_db.url).close()  # libpq's environment
+    monkeypatch.delenv("PGPASSWORD")
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"*:*:*:*:{pg_db.password}\n")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    PostgresStore(pg_db.url).close()
+    monkeypatch.delenv("PGPASSFILE")
+
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password-s3cr3t\n")
+    with pytest.raises(StateError) as bad:
+        PostgresStore(pg_db.url, wrong)
+    assert "not-the-password-s3cr3t" not in str(bad.value) and "authentication failed" in str(bad.value)
+    inline = pg_db.url.replace("ftpsource@", "ftpsource:inline-s3cr3t@")
+    with pytest.raises(StateError) as bad_inline:
+        PostgresStore(inline)
+    assert "inline-s3cr3t" not in str(bad_inline.value)
+    assert redact_url(inline) == pg_db.url
+    assert redact_url(pg_db.url + "&password=q-s3cr3t") == pg_db.url + "&password=***"
+
+
+def test_postgres_unreachable_is_a_clear_error_and_reconnects(pg_cluster: PostgresCluster, pg_db: PgDatabase) -> None:
+    s = PostgresStore(pg_db.url, pg_db.password_file)
+    s.take_lease("src", "u", "a", 1.0)
+    pg_cluster.stop()
+    try:
+        with pytest.raises(StateError, match=f"state store {re.escape(pg_db.url)}"):
+            s.ping()
+        with pytest.raises(StateError):
+            s.commit("src", [rec("a")], now=2.0, epoch=1)
+    finally:
+        pg_cluster.start()
+    s.commit("src", [rec("a")], now=2.0, epoch=1)  # a fresh connection, the same lease
+    assert set(s.load_records("src")) == {"a"}
+    s.close()
+
+
+def test_postgres_read_only_never_creates_or_writes(pg_db: PgDatabase) -> None:
+    with pytest.raises(StateError, match="no ftpsource state"):
+        open_store_read_only(pg_db.url, pg_db.password_file)
+    open_store(pg_db.url, pg_db.password_file).close()
+    ro = open_store_read_only(pg_db.url, pg_db.password_file)
+    assert ro.list_sources() == []
+    with pytest.raises(StateError, match="read-only"):
+        ro.take_lease("src", "u", "a", 1.0)
+    ro.close()
+
+
+def test_not_a_postgres_url_is_a_clear_error() -> None:
+    with pytest.raises(StateError, match="not a valid postgresql:// URL"):
+        open_store("postgresql://u@h:notaport/db?sslmode")
+
+
+def test_postgres_schema_from_the_url_options_also_when_read_only(pg_db: PgDatabase) -> None:
+    with pg_db.connect() as conn:
+        conn.execute("CREATE SCHEMA fts")
+    url = pg_db.url + "&options=-csearch_path%3Dfts"
+    s = open_store(url, pg_db.password_file)
+    s.take_lease("src", "u", "a", 1.0)
+    s.close()
+    ro = open_store_read_only(url, pg_db.password_file)
+    assert [r.id for r in ro.list_sources()] == ["src"]
+    ro.close()
+    with pg_db.connect() as conn:
+        assert conn.execute(
+            "SELECT to_regclass('fts.sources') IS NOT NULL, to_regclass('public.sources')"
+        ).fetchone() == (
+            True,
+            None,
+        )

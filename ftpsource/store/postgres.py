@@ -1,0 +1,577 @@
+"""The only module that touches PostgreSQL: the state API of ``api.StateStore`` shared by replicas.
+
+Same tables, same schema versions and same durability model as the SQLite backend: one decision (file
+records + its outbox rows) is one transaction. What PostgreSQL adds is several writers, so every write
+of a stream checks its source's epoch (``SELECT ... FOR SHARE`` in the same transaction): a lease taken
+by another replica waits for a write in flight, and every later write of the older owner fails with
+``LeaseLost``. ``take_lease`` also sends a ``NOTIFY`` so the older owner ends its stream within moments
+instead of at its next write.
+
+Connection details follow libpq: the URL (``postgresql://user@host:port/db?sslmode=...``), then
+``PGPASSWORD``/``PGPASSFILE`` and the other ``PG*`` variables; a password file given to ftpsource wins
+and is re-read on every (re)connection, so a rotated Secret needs no restart. A password never appears
+in ``location`` or in an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from ..core.model import Expectation, FileRecord, SetPeriod, State
+from ..errors import LeaseLost, StateError
+from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, RecentEvent, SourceRow
+from .sqlite import SCHEMA_VERSION
+
+__all__ = ["LEASE_CHANNEL", "PostgresStore", "is_postgres_url", "redact_url"]
+
+log = logging.getLogger(__name__)
+
+LEASE_CHANNEL = "ftpsource_lease"
+#: Serialises schema creation and migrations when several replicas start at once.
+_MIGRATION_LOCK = 0x66747073  # "ftps"
+_CONNECT_TIMEOUT_S = 10
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS sources (
+        id TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        first_start DOUBLE PRECISION NOT NULL,
+        last_poll DOUBLE PRECISION,
+        last_ok_poll DOUBLE PRECISION,
+        last_error TEXT,
+        initialized DOUBLE PRECISION,
+        revision INTEGER NOT NULL DEFAULT 0
+    )""",
+    """CREATE TABLE IF NOT EXISTS files (
+        source_id TEXT NOT NULL,
+        path TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        mtime DOUBLE PRECISION NOT NULL,
+        state TEXT NOT NULL,
+        first_seen DOUBLE PRECISION NOT NULL,
+        stable_since DOUBLE PRECISION NOT NULL,
+        generation INTEGER NOT NULL,
+        ready_checksum TEXT,
+        ready_size BIGINT,
+        ready_mtime DOUBLE PRECISION,
+        problem TEXT,
+        problem_since DOUBLE PRECISION,
+        checked TEXT,
+        PRIMARY KEY (source_id, path)
+    )""",
+    """CREATE TABLE IF NOT EXISTS outbox (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        source_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        path TEXT NOT NULL,
+        payload BYTEA NOT NULL,
+        created DOUBLE PRECISION NOT NULL,
+        delivered DOUBLE PRECISION
+    )""",
+    "CREATE INDEX IF NOT EXISTS outbox_undelivered ON outbox (source_id, seq) WHERE delivered IS NULL",
+    "CREATE INDEX IF NOT EXISTS outbox_path ON outbox (source_id, path)",
+    """CREATE TABLE IF NOT EXISTS expectations (
+        source_id TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        period TEXT NOT NULL,
+        path TEXT NOT NULL,
+        deadline DOUBLE PRECISION NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (source_id, rule, period)
+    )""",
+    """CREATE TABLE IF NOT EXISTS expect_sets (
+        source_id TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        period TEXT NOT NULL,
+        name TEXT NOT NULL,
+        deadline DOUBLE PRECISION NOT NULL,
+        state TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        members TEXT NOT NULL,
+        PRIMARY KEY (source_id, rule, period)
+    )""",
+)
+#: The SQLite backend's migrations, step for step.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE sources ADD COLUMN IF NOT EXISTS epoch BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE sources ADD COLUMN IF NOT EXISTS owner TEXT",
+    ),
+}
+
+_FILE_COLUMNS = (
+    "path, size, mtime, state, first_seen, stable_since, generation, ready_checksum, ready_size, "
+    "ready_mtime, problem, problem_since, checked"
+)
+_FILE_UPDATE = ", ".join(f"{c} = EXCLUDED.{c}" for c in _FILE_COLUMNS.split(", ")[1:])
+
+
+def is_postgres_url(location: str | Path) -> bool:
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def redact_url(url: str) -> str:
+    """The URL without a password (in the user part or as a ``password`` parameter)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}@{hosts}" if user else hosts
+    query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _record_row(source_id: str, r: FileRecord) -> tuple[Any, ...]:
+    return (
+        source_id,
+        r.path,
+        r.size,
+        r.mtime,
+        r.state.value,
+        r.first_seen,
+        r.stable_since,
+        r.generation,
+        r.ready_checksum,
+        r.ready_size,
+        r.ready_mtime,
+        r.problem,
+        r.problem_since,
+        r.checked,
+    )
+
+
+def _to_record(r: tuple[Any, ...]) -> FileRecord:
+    return FileRecord(
+        path=r[0],
+        size=r[1],
+        mtime=r[2],
+        state=State(r[3]),
+        first_seen=r[4],
+        stable_since=r[5],
+        generation=r[6],
+        ready_checksum=r[7],
+        ready_size=r[8],
+        ready_mtime=r[9],
+        problem=r[10],
+        problem_since=r[11],
+        checked=r[12],
+    )
+
+
+class PostgresStore:
+    """Synchronous PostgreSQL access with one connection, re-opened after a fault. Use ``AsyncStore``
+    from async code."""
+
+    def __init__(self, url: str, password_file: Path | None = None, *, read_only: bool = False) -> None:
+        self.url = url
+        self._location = redact_url(url)
+        self._password_file = password_file
+        self._read_only = read_only
+        self._secrets: tuple[str, ...] = ()
+        self._options = ""
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        try:
+            params = conninfo_to_dict(url)
+        except psycopg.ProgrammingError:
+            raise StateError(f"state store {self.location}: not a valid postgresql:// URL") from None
+        if params.get("password"):
+            self._secrets = (str(params["password"]),)
+        self._options = str(params.get("options") or "")
+        with self._lock:
+            conn = self._connection()
+            try:
+                if read_only:
+                    self._check_schema(conn)
+                else:
+                    self._migrate(conn)
+            except psycopg.Error as exc:
+                conn.close()
+                raise self._error(exc) from None
+            except BaseException:
+                conn.close()
+                raise
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    # connection --------------------------------------------------------------------------------
+    def _connect_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "autocommit": True,
+            "connect_timeout": _CONNECT_TIMEOUT_S,
+            "application_name": "ftpsource",
+            # A server that vanished without closing the socket is noticed in seconds, not hours.
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
+        if self._password_file is not None:
+            try:
+                password = self._password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise StateError(
+                    f"state store {self.location}: cannot read password file {self._password_file} ({exc.strerror})"
+                ) from None
+            if password:
+                kwargs["password"] = password
+                self._secrets = (*self._secrets, password)
+        if self._read_only:
+            # Added to the URL's own options (a search_path, say), not instead of them.
+            kwargs["options"] = f"{self._options} -c default_transaction_read_only=on".strip()
+        return kwargs
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+            self._conn = None
+        try:
+            self._conn = psycopg.connect(self.url, **self._connect_kwargs())
+        except psycopg.Error as exc:
+            raise self._error(exc) from None
+        return self._conn
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret:
+                text = text.replace(secret, "***")
+        return text.replace(self.url, self.location)
+
+    def _error(self, exc: psycopg.Error) -> StateError:
+        if isinstance(exc, psycopg.OperationalError) and self._conn is not None:
+            # The connection may be half-dead; the next call opens a fresh one.
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+        text = " ".join(self._scrub(str(exc)).split())
+        if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+            return StateError(f"state store {self.location}: opened read-only")
+        return StateError(f"state store {self.location}: {text}")
+
+    def _check_schema(self, conn: psycopg.Connection[Any]) -> None:
+        tables = conn.execute(
+            "SELECT count(*) FROM unnest(ARRAY['meta', 'sources', 'files', 'outbox']) AS t(name)"
+            " WHERE to_regclass(t.name) IS NOT NULL"
+        ).fetchone()
+        if tables is None or int(tables[0]) != 4:
+            raise StateError(f"state store {self.location}: no ftpsource state in this database")
+        row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            raise StateError(
+                f"state store {self.location}: written by a newer ftpsource (schema {row[0]}); upgrade ftpsource"
+            )
+
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO meta VALUES ('schema', '1')")
+                version = 1
+            else:
+                version = int(row[0])
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"state store {self.location}: written by a newer ftpsource (schema {version}); upgrade ftpsource"
+                )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    conn.execute(statement)
+                conn.execute("UPDATE meta SET value=%s WHERE key='schema'", (str(target),))
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.transaction():
+                    yield conn
+            except psycopg.Error as exc:
+                raise self._error(exc) from None
+
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                return conn.execute(sql, tuple(args)).fetchall()
+            except psycopg.Error as exc:
+                raise self._error(exc) from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self._conn.close()
+                self._conn = None
+
+    def ping(self) -> None:
+        self._query("SELECT 1")
+
+    # leases --------------------------------------------------------------------------------------
+    def take_lease(self, source_id: str, url: str, owner: str, now: float) -> int:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sources (id, url, first_start) VALUES (%s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                (source_id, url, now),
+            )
+            row = db.execute(
+                "UPDATE sources SET epoch=epoch+1, owner=%s WHERE id=%s RETURNING epoch", (owner, source_id)
+            ).fetchone()
+            assert row is not None
+            epoch = int(row[0])
+            # Delivered at commit, to every replica listening (this one included).
+            db.execute("SELECT pg_notify(%s, %s)", (LEASE_CHANNEL, f"{epoch} {source_id}"))
+        return epoch
+
+    def epoch(self, source_id: str) -> int | None:
+        rows = self._query("SELECT epoch FROM sources WHERE id=%s", (source_id,))
+        return int(rows[0][0]) if rows else None
+
+    async def listen_leases(self, on_change: LeaseCallback) -> None:
+        """Forever: ``LISTEN`` on its own connection; reconnect with a growing pause after a fault."""
+        pause = 0.5
+        while True:
+            try:
+                kwargs = self._connect_kwargs()
+                async with await psycopg.AsyncConnection.connect(self.url, **kwargs) as conn:
+                    await conn.execute(f"LISTEN {LEASE_CHANNEL}")
+                    pause = 0.5
+                    async for note in conn.notifies():
+                        epoch, _, source_id = note.payload.partition(" ")
+                        on_change(source_id, int(epoch))
+            except (psycopg.Error, StateError) as exc:
+                text = self._scrub(str(exc)) if isinstance(exc, psycopg.Error) else str(exc)
+                log.warning("lease notifications interrupted (%s); reconnecting", " ".join(text.split()))
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 10.0)
+
+    @staticmethod
+    def _fence(db: psycopg.Connection[Any], source_id: str, epoch: int | None) -> None:
+        if epoch is None:
+            return
+        # FOR SHARE: a take_lease of another replica waits until this transaction is over, so a write
+        # either commits before the takeover or sees the new epoch and fails.
+        row = db.execute("SELECT epoch FROM sources WHERE id=%s FOR SHARE", (source_id,)).fetchone()
+        current = None if row is None else int(row[0])
+        if current != epoch:
+            raise LeaseLost(f"source {source_id}: taken over by a newer stream (epoch {current}, ours {epoch})")
+
+    # sources -----------------------------------------------------------------------------------
+    def initialized(self, source_id: str) -> bool | None:
+        rows = self._query("SELECT initialized FROM sources WHERE id=%s", (source_id,))
+        return None if not rows else rows[0][0] is not None
+
+    def begin_source(self, source_id: str, url: str, now: float, *, epoch: int | None = None) -> tuple[bool, float]:
+        with self._tx() as db:
+            self._fence(db, source_id, epoch)
+            row = db.execute(
+                "SELECT first_start, initialized FROM sources WHERE id=%s FOR UPDATE", (source_id,)
+            ).fetchone()
+            if row is None:
+                db.execute("INSERT INTO sources (id, url, first_start) VALUES (%s, %s, %s)", (source_id, url, now))
+                return True, now
+            db.execute("UPDATE sources SET url=%s WHERE id=%s", (url, source_id))
+            return row[1] is None, float(row[0])
+
+    def record_poll(
+        self, source_id: str, at: float, ok: bool, error: str | None = None, *, epoch: int | None = None
+    ) -> None:
+        with self._tx() as db:
+            self._fence(db, source_id, epoch)
+            if ok:
+                db.execute(
+                    "UPDATE sources SET last_poll=%s, last_ok_poll=%s, last_error=NULL WHERE id=%s",
+                    (at, at, source_id),
+                )
+            else:
+                db.execute("UPDATE sources SET last_poll=%s, last_error=%s WHERE id=%s", (at, error, source_id))
+
+    def list_sources(self) -> list[SourceRow]:
+        rows = self._query(
+            "SELECT s.id, s.url, s.first_start, s.last_poll, s.last_ok_poll, s.last_error,"
+            " (SELECT COUNT(*) FROM files f WHERE f.source_id=s.id AND f.state != 'deleted'),"
+            " (SELECT COUNT(*) FROM files f WHERE f.source_id=s.id AND f.state = 'pending'),"
+            " (SELECT COUNT(*) FROM outbox o WHERE o.source_id=s.id AND o.delivered IS NULL)"
+            " FROM sources s ORDER BY s.id"
+        )
+        return [SourceRow(r[0], r[1], r[2], r[3], r[4], r[5], int(r[6]), int(r[7]), int(r[8])) for r in rows]
+
+    def revision(self, source_id: str) -> int | None:
+        rows = self._query("SELECT revision FROM sources WHERE id=%s", (source_id,))
+        return int(rows[0][0]) if rows else None
+
+    # files ---------------------------------------------------------------------------------------
+    def load_records(self, source_id: str) -> dict[str, FileRecord]:
+        rows = self._query(f"SELECT {_FILE_COLUMNS} FROM files WHERE source_id=%s", (source_id,))
+        return {r[0]: _to_record(r) for r in rows}
+
+    def get_record(self, source_id: str, path: str) -> FileRecord | None:
+        rows = self._query(f"SELECT {_FILE_COLUMNS} FROM files WHERE source_id=%s AND path=%s", (source_id, path))
+        return _to_record(rows[0]) if rows else None
+
+    def commit(
+        self,
+        source_id: str,
+        upserts: Iterable[FileRecord] = (),
+        removals: Iterable[str] = (),
+        events: Iterable[NewEvent] = (),
+        now: float = 0.0,
+        expectations: Iterable[Expectation] = (),
+        initialized: bool = False,
+        expectations_dropped: Iterable[Expectation] = (),
+        sets: Iterable[SetPeriod] = (),
+        sets_dropped: Iterable[SetPeriod] = (),
+        *,
+        epoch: int | None = None,
+    ) -> int:
+        """Persist one decision atomically. Returns the number of events added to the outbox."""
+        rows = [_record_row(source_id, r) for r in upserts]
+        gone = [(source_id, p) for p in removals]
+        events = list(events)
+        met = [(source_id, x.rule, x.period, x.path, x.deadline, x.state) for x in expectations]
+        dropped = [(source_id, x.rule, x.period) for x in expectations_dropped]
+        set_rows = [
+            (source_id, x.rule, x.period, x.name, x.deadline, x.state, x.generation, json.dumps(x.members))
+            for x in sets
+        ]
+        sets_gone = [(source_id, x.rule, x.period) for x in sets_dropped]
+        with self._tx() as db:
+            self._fence(db, source_id, epoch)
+            cur = db.cursor()
+            if rows:
+                cur.executemany(
+                    f"INSERT INTO files (source_id, {_FILE_COLUMNS}) VALUES ({','.join(['%s'] * 14)})"
+                    f" ON CONFLICT (source_id, path) DO UPDATE SET {_FILE_UPDATE}",
+                    rows,
+                )
+            if gone:
+                cur.executemany("DELETE FROM files WHERE source_id=%s AND path=%s", gone)
+            if events:
+                cur.executemany(
+                    "INSERT INTO outbox (source_id, event_id, type, path, payload, created) VALUES (%s,%s,%s,%s,%s,%s)",
+                    [(source_id, e.event_id, e.type, e.path, e.payload, now) for e in events],
+                )
+            if met:
+                cur.executemany(
+                    "INSERT INTO expectations VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (source_id, rule, period)"
+                    " DO UPDATE SET path=EXCLUDED.path, deadline=EXCLUDED.deadline, state=EXCLUDED.state",
+                    met,
+                )
+            if dropped:
+                cur.executemany("DELETE FROM expectations WHERE source_id=%s AND rule=%s AND period=%s", dropped)
+            if set_rows:
+                cur.executemany(
+                    "INSERT INTO expect_sets VALUES (%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT (source_id, rule, period)"
+                    " DO UPDATE SET name=EXCLUDED.name, deadline=EXCLUDED.deadline, state=EXCLUDED.state,"
+                    " generation=EXCLUDED.generation, members=EXCLUDED.members",
+                    set_rows,
+                )
+            if sets_gone:
+                cur.executemany("DELETE FROM expect_sets WHERE source_id=%s AND rule=%s AND period=%s", sets_gone)
+            if initialized:
+                db.execute("UPDATE sources SET initialized=%s WHERE id=%s AND initialized IS NULL", (now, source_id))
+        return len(events)
+
+    def forget(self, source_id: str, path: str | None = None) -> int:
+        return self.forget_files(source_id, None if path is None else [path], reset_source=path is None)
+
+    def forget_files(self, source_id: str, paths: list[str] | None, *, reset_source: bool = False) -> int:
+        with self._tx() as db:
+            if paths is None:
+                n = db.execute("DELETE FROM files WHERE source_id=%s", (source_id,)).rowcount
+            else:
+                n = sum(
+                    db.execute("DELETE FROM files WHERE source_id=%s AND path=%s", (source_id, p)).rowcount
+                    for p in paths
+                )
+            if reset_source:
+                db.execute("DELETE FROM expectations WHERE source_id=%s", (source_id,))
+                db.execute("DELETE FROM expect_sets WHERE source_id=%s", (source_id,))
+                db.execute(
+                    "UPDATE outbox SET delivered=COALESCE(delivered, -1) WHERE source_id=%s AND delivered IS NULL",
+                    (source_id,),
+                )
+                db.execute(
+                    "UPDATE sources SET initialized=NULL, first_start=%s, last_error=NULL WHERE id=%s",
+                    (time.time(), source_id),
+                )
+            db.execute("UPDATE sources SET revision=revision+1 WHERE id=%s", (source_id,))
+        return int(n)
+
+    # outbox --------------------------------------------------------------------------------------
+    def undelivered(self, source_id: str, limit: int = 256, after_seq: int = 0) -> list[OutboxRow]:
+        rows = self._query(
+            "SELECT seq, event_id, type, path, payload, created FROM outbox"
+            " WHERE source_id=%s AND delivered IS NULL AND seq > %s ORDER BY seq LIMIT %s",
+            (source_id, after_seq, limit),
+        )
+        return [OutboxRow(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows]
+
+    def mark_delivered(
+        self, seqs: Iterable[int], now: float, *, source_id: str | None = None, epoch: int | None = None
+    ) -> None:
+        seqs = list(seqs)
+        with self._tx() as db:
+            if source_id is not None:
+                self._fence(db, source_id, epoch)
+            db.execute("UPDATE outbox SET delivered=%s WHERE seq = ANY(%s)", (now, seqs))
+
+    def undelivered_count(self, source_id: str) -> int:
+        rows = self._query("SELECT COUNT(*) FROM outbox WHERE source_id=%s AND delivered IS NULL", (source_id,))
+        return int(rows[0][0])
+
+    def recent_events(self, limit: int = 20) -> list[RecentEvent]:
+        rows = self._query(
+            "SELECT source_id, event_id, type, path, created, delivered FROM outbox ORDER BY seq DESC LIMIT %s",
+            (limit,),
+        )
+        return [RecentEvent(*r) for r in rows]
+
+    def history(self, source_id: str, path: str) -> list[HistoryRow]:
+        rows = self._query(
+            "SELECT seq, event_id, type, created, delivered, payload FROM outbox"
+            " WHERE source_id=%s AND path=%s ORDER BY seq",
+            (source_id, path),
+        )
+        return [HistoryRow(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
+
+    # expectations ----------------------------------------------------------------------------------
+    def load_expectations(self, source_id: str) -> list[Expectation]:
+        rows = self._query(
+            "SELECT rule, period, path, deadline, state FROM expectations WHERE source_id=%s ORDER BY deadline",
+            (source_id,),
+        )
+        return [Expectation(*r) for r in rows]
+
+    def load_sets(self, source_id: str) -> list[SetPeriod]:
+        rows = self._query(
+            "SELECT rule, period, name, deadline, state, generation, members FROM expect_sets"
+            " WHERE source_id=%s ORDER BY deadline",
+            (source_id,),
+        )
+        return [
+            SetPeriod(r[0], r[1], r[2], r[3], r[4], r[5], tuple((p, int(g)) for p, g in json.loads(r[6]))) for r in rows
+        ]
