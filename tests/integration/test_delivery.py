@@ -61,7 +61,7 @@ async def test_events_written_into_a_dead_connection_are_delivered_on_the_next_s
             # ... and the keepalive ping that is never answered ends the stream without confirming them.
             active = srv.app.metrics.streams_active
             await eventually(lambda: active._value.get() == 0, what="the server to drop the dead stream")
-            assert {p for p, _, d in outbox(srv.app.settings.state) if d is None} == set(names)
+            assert {p for p, _, d in outbox(Path(srv.app.settings.state)) if d is None} == set(names)
             assert not [e for e in first.received if e["subject"] in names]
             async with stream_to(proxy.port, cfg(root), own_connection=True) as second:  # Argo reconnects
                 got = {(await second.next())["subject"] for _ in names}
