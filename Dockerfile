@@ -6,7 +6,12 @@
 # no pip cache, no source tree. It runs as uid 10001, needs write access only to /var/lib/ftpsource
 # (the SQLite state, a volume) and /tmp, and so works with a read-only root filesystem.
 
-ARG PYTHON_IMAGE=python:3.11-slim
+# The base image, pinned by digest so that a rebuild gets the same bytes; the tag says what it is.
+# A digest can only name an image of the docker.io/library/python repository, so a wrong one fails the
+# build ("not found") rather than fetching something else. To move to a newer python:3.11-slim, read
+# its current index digest and put it here and in deploy/examples/etl/test-ftp/Dockerfile:
+#   docker buildx imagetools inspect python:3.11-slim --format '{{json .Manifest.Digest}}'
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -14,12 +19,22 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/ftpsource
 WORKDIR /src
-# .dockerignore keeps the context to what `pip install .` needs.
-COPY . .
-# Build a wheel first so the venv receives an ordinary installed package (no source tree or
-# egg-link), then compile bytecode once here: the running container cannot write .pyc files.
+# Dependencies first, at the versions constraints.txt pins (the ones CI tests): this layer is built
+# again only when the pins or the dependency list change, not on every edit of the source.
+COPY constraints.txt pyproject.toml ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+        > /tmp/requirements.txt \
+ && /opt/ftpsource/bin/pip install -c constraints.txt -r /tmp/requirements.txt
+# .dockerignore keeps the context to what `pip wheel .` needs.
+COPY README.md ./
+COPY proto/ proto/
+COPY ftpsource/ ftpsource/
+# Build a wheel so the venv receives an ordinary installed package (no source tree or egg-link),
+# check that the pinned dependencies satisfy it, then compile bytecode once here: the running
+# container cannot write .pyc files.
 RUN /opt/ftpsource/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
- && /opt/ftpsource/bin/pip install /tmp/wheels/ftpsource-*.whl \
+ && /opt/ftpsource/bin/pip install --no-deps /tmp/wheels/ftpsource-*.whl \
+ && /opt/ftpsource/bin/pip check \
  && /opt/ftpsource/bin/python -m compileall -q /opt/ftpsource \
  && /opt/ftpsource/bin/ftpsource --help >/dev/null
 

@@ -1,4 +1,4 @@
-"""Command line: ``ftpsource serve | watch | demo | check | state``.
+"""Command line: ``ftpsource serve | watch | demo | check | state | settle``.
 
 Every failure exits non-zero with one line naming the problem; tracebacks only with ``--debug``.
 """

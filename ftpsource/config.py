@@ -29,10 +29,12 @@ from pydantic import (
     Tag,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from .core.detect import Policy
 from .core.paths import PathFilter, Template
+from .core.settle import PostAction, check_target_template, target_excludes
 from .errors import ConfigError
 
 __all__ = [
@@ -40,6 +42,8 @@ __all__ = [
     "MAX_CONFIG_BYTES",
     "ExpectRule",
     "ExpectSet",
+    "OnFailure",
+    "OnSuccess",
     "ParsedURL",
     "ServerSettings",
     "SetPattern",
@@ -62,6 +66,7 @@ MAX_DURATION_S = 10 * 366 * 86400
 
 DEFAULT_EXCLUDE = ["**/.*", "**/*.part", "**/*.tmp", "**/*.filepart"]
 SCHEMES = ("file", "ftp", "ftps", "sftp")
+DEFAULT_PORTS = {"file": 0, "ftp": 21, "ftps": 21, "sftp": 22}
 TEMPLATE_FIELDS = frozenset({"path", "dir", "name", "stem"})
 # strftime directives that describe a period; anything else in an expect path is a typo.
 STRFTIME_DIRECTIVES = frozenset("aAbBdHIjmMpSUwWyYGuVzZ%")
@@ -192,6 +197,51 @@ class _Scheduled(BaseModel):
         return value
 
 
+def _check_timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {quote_short(value)}") from None
+    return value
+
+
+class OnSuccess(BaseModel):
+    """What to do with a file whose Workflow succeeded: ``move`` it to ``to``, ``delete`` it, or ``none``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: Literal["move", "delete", "none"] = "none"
+    to: str | None = Field(default=None, max_length=MAX_PATH)
+    timezone: str = Field(default="UTC", max_length=MAX_SHORT)
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: str | None) -> str | None:
+        return None if value is None else check_target_template(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return _check_timezone(value)
+
+    @model_validator(mode="after")
+    def _target(self) -> OnSuccess:
+        if self.action == "move" and self.to is None:
+            raise ValueError("`move` needs `to`, a target template such as 'archive/%Y%m%d/{name}'")
+        if self.action != "move" and self.to is not None:
+            raise ValueError(f"`to` only goes with `action: move`, not {self.action!r}")
+        return self
+
+    def spec(self) -> PostAction:
+        return PostAction(self.action, self.to, self.timezone)
+
+
+class OnFailure(OnSuccess):
+    """What to do with a file whose Workflow failed: ``move`` it (quarantine) or ``none``; never delete."""
+
+    action: Literal["move", "none"] = "none"
+
+
 class ExpectRule(_Scheduled):
     """An expected file: ``path`` must be ready by each ``schedule`` deadline plus ``grace``."""
 
@@ -274,6 +324,11 @@ class ParsedURL:
     username: str | None
     root: str
 
+    @property
+    def effective_port(self) -> int:
+        """The port connected to: the URL's, or the scheme's default."""
+        return self.port or DEFAULT_PORTS[self.scheme]
+
     def display(self) -> str:
         """The URL without credentials, as it appears in events."""
         root = quote(self.root, safe="/")
@@ -345,6 +400,8 @@ class SourceConfig(BaseModel):
     expect: list[ExpectEntry] = Field(default_factory=list, max_length=MAX_LIST)
     max_connections: int = Field(default=2, ge=1, le=64)
     timeout_s: Duration = Field(default=30.0, alias="timeout")
+    on_success: OnSuccess = Field(default_factory=OnSuccess)
+    on_failure: OnFailure = Field(default_factory=OnFailure)
 
     @field_validator("url")
     @classmethod
@@ -423,8 +480,12 @@ class SourceConfig(BaseModel):
             validate=self.validate_ == "auto",
             marker=Template(self.marker) if self.marker else None,
             sidecar=Template(self.sidecar) if self.sidecar else None,
-            path_filter=PathFilter(self.include, self.exclude, self.recursive),
+            path_filter=PathFilter(self.include, [*self.exclude, *self.target_excludes()], self.recursive),
         )
+
+    def target_excludes(self) -> list[str]:
+        """Globs of where ``on_success``/``on_failure`` move files: never detected as new files."""
+        return [glob for rule in (self.on_success, self.on_failure) if rule.to for glob in target_excludes(rule.to)]
 
     def source_id(self, event_name: str) -> str:
         """The state key: ``id`` if set, else the event name plus a hash of the URL."""
@@ -566,6 +627,10 @@ class ServerSettings:
     state_password_file: Path | None = None
     auth_token_file: Path | None = None
     credentials_dir: Path | None = None
+    #: the only local roots a stream may read; none without --allow-root
+    allow_roots: tuple[Path, ...] = ()
+    #: listen beyond loopback without a token, on purpose
+    no_auth: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
     log_format: Literal["json", "text"] = "text"

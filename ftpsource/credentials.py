@@ -1,6 +1,8 @@
-"""Credential sets: ``<credentials dir>/<name>/{username,password,private_key,known_hosts,ca.pem}``.
+"""Credential sets: ``<credentials dir>/<name>/{username,password,private_key,known_hosts,ca.pem,hosts}``.
 
 Secrets are held in objects whose ``repr`` never shows them, so an accidental log line cannot leak them.
+``hosts`` binds a set to the hosts it may be sent to (see ``core.hosts``); a set without it is loaded
+with ``hosts=None`` and refused by ``policy.check_credentials_host``.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core.hosts import HostRule, parse_host_rules
 from .errors import ConfigError
 
 __all__ = ["Credentials", "Secret", "load_credentials"]
@@ -38,7 +41,7 @@ class Secret:
 
 @dataclass(frozen=True)
 class Credentials:
-    """What a credential set provides; every field optional."""
+    """What a credential set provides; every field optional. ``hosts`` is None without a hosts file."""
 
     name: str | None = None
     username: str | None = None
@@ -46,6 +49,7 @@ class Credentials:
     private_key: Secret | None = field(default=None, repr=False)
     known_hosts: Path | None = None
     ca_file: Path | None = None
+    hosts: tuple[HostRule, ...] | None = None
 
 
 def _read(path: Path) -> str | None:
@@ -53,8 +57,18 @@ def _read(path: Path) -> str | None:
         return path.read_text(encoding="utf-8").rstrip("\r\n")
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise ConfigError([f"credentials: cannot read {path.name} of the credential set ({exc.strerror})"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError([f"credentials: cannot read {path.name} of the credential set ({reason})"]) from None
+
+
+def _hosts(name: str, text: str | None) -> tuple[HostRule, ...] | None:
+    if text is None:
+        return None
+    rules, problems = parse_host_rules(text)
+    if problems:
+        raise ConfigError([f"credentials: hosts file of set {name!r}, {p}" for p in problems])
+    return tuple(rules)
 
 
 def load_credentials(credentials_dir: Path | None, name: str | None) -> Credentials:
@@ -75,4 +89,5 @@ def load_credentials(credentials_dir: Path | None, name: str | None) -> Credenti
         private_key=Secret(key + "\n") if key is not None else None,
         known_hosts=(base / "known_hosts") if (base / "known_hosts").is_file() else None,
         ca_file=(base / "ca.pem") if (base / "ca.pem").is_file() else None,
+        hosts=_hosts(name, _read(base / "hosts")),
     )

@@ -4,12 +4,15 @@ Every error ftpsource raises on purpose derives from :class:`FtpsourceError`::
 
     FtpsourceError
     ├── ConfigError              bad source config or server settings; names every bad field
+    │   └── PolicyError              a valid config the operator's policy forbids (a root not allowed,
+    │                                a credential set not bound to the URL's host)
     ├── StateError               the state store (SQLite or PostgreSQL) cannot be opened or written
     │   └── LeaseLost                a newer stream, maybe on another replica, took the source over
     └── SourceError              a protocol adapter failed; ``kind`` labels the metric
         ├── TransientSourceError     worth retrying with backoff (refused, timeout, reset)
         ├── PermanentSourceError     retrying will not help (auth, host key, missing root)
-        └── FileVanished             the file changed or disappeared while being read
+        ├── FileVanished             the file changed or disappeared while being read
+        └── ActionRefused            the server refused a move or delete (target exists, no permission)
 
 Third-party exceptions are translated at the adapter boundary (``raise SourceError(...) from exc``)
 so nothing above ``ftpsource.sources`` needs to know about aioftp, asyncssh or OSError.
@@ -19,11 +22,13 @@ Messages never contain secrets.
 from __future__ import annotations
 
 __all__ = [
+    "ActionRefused",
     "ConfigError",
     "FileVanished",
     "FtpsourceError",
     "LeaseLost",
     "PermanentSourceError",
+    "PolicyError",
     "SourceError",
     "StateError",
     "TransientSourceError",
@@ -40,6 +45,10 @@ class ConfigError(FtpsourceError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(self.problems))
+
+
+class PolicyError(ConfigError):
+    """The config is valid, but the operator does not allow it: the server answers ``PERMISSION_DENIED``."""
 
 
 class StateError(FtpsourceError):
@@ -77,3 +86,9 @@ class FileVanished(SourceError):
     """The file disappeared or changed while it was being read; it goes back to pending."""
 
     kind = "vanished"
+
+
+class ActionRefused(SourceError):
+    """A settled file's move or delete was refused for good (target exists, permission denied)."""
+
+    kind = "action"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -41,6 +42,7 @@ class LoopMonitor:
         self._last_progress = clock()
         self._last_lag = 0.0
         self._recent: deque[tuple[float, float]] = deque()  # (when, lag), newest last
+        self._recent_lock = threading.Lock()  # the HTTP thread reads what the loop writes
         self._task: asyncio.Task[None] | None = None
         if metrics is not None:
             # Computed at scrape time, so a loop that is stuck right now shows its lag growing.
@@ -69,12 +71,13 @@ class LoopMonitor:
         self._last_lag = lag
         self._last_progress = now
         recent = self._recent
-        while recent and recent[0][0] < now - self.window_s:
-            recent.popleft()
-        # Only a sample larger than every later one can ever be the window's worst again.
-        while recent and recent[-1][1] <= lag:
-            recent.pop()
-        recent.append((now, lag))
+        with self._recent_lock:
+            while recent and recent[0][0] < now - self.window_s:
+                recent.popleft()
+            # Only a sample larger than every later one can ever be the window's worst again.
+            while recent and recent[-1][1] <= lag:
+                recent.pop()
+            recent.append((now, lag))
 
     def stalled_for_s(self) -> float:
         """Seconds since the loop last ran the monitor's wake-up, beyond the expected sleep."""
@@ -87,7 +90,8 @@ class LoopMonitor:
     def worst_lag_s(self) -> float:
         """The worst lag over the last ``window_s`` seconds, the current stall included."""
         now = self._clock()
-        worst = max((lag for when, lag in tuple(self._recent) if when >= now - self.window_s), default=0.0)
+        with self._recent_lock:
+            worst = max((lag for when, lag in self._recent if when >= now - self.window_s), default=0.0)
         return max(worst, self.stalled_for_s())
 
     def alive(self) -> bool:

@@ -7,7 +7,9 @@ Labels carry source ids and event types only: never URLs with users, paths or an
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,7 +20,36 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from .status import render_html
 
-__all__ = ["Metrics", "MetricsServer"]
+__all__ = ["EXPECTED_SERIES", "Metrics", "MetricsServer", "bind_http"]
+
+#: The (kind, status) label pairs of ``ftpsource_expected``: every one is set, zeros included, so a
+#: panel or an alert sees a status go back to 0.
+EXPECTED_SERIES = tuple(
+    [("file", s) for s in ("waiting", "at_risk", "on_time", "late", "missing")]
+    + [("set", s) for s in ("waiting", "at_risk", "complete", "late", "missing", "amended")]
+)
+
+
+class _DualStackHTTPServer(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        # `::` then takes IPv4 too (as ::ffff:a.b.c.d), whatever the host's bindv6only default says.
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+def bind_http(host: str, port: int, handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """An HTTP server on ``host``: an IPv6 literal binds IPv6, ``::`` every address of both families,
+    falling back to 0.0.0.0 on a host without IPv6. Raises ``OSError`` when it cannot listen."""
+    if ":" not in host:
+        return ThreadingHTTPServer((host, port), handler)
+    try:
+        return _DualStackHTTPServer((host, port), handler)
+    except OSError as exc:
+        if host != "::" or exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT):
+            raise
+    return ThreadingHTTPServer(("0.0.0.0", port), handler)
 
 
 class Metrics:
@@ -75,8 +106,40 @@ class Metrics:
             "The worst event-loop lag over the last minute.",
             registry=r,
         )
+        self.expected = Gauge(
+            "ftpsource_expected",
+            "Today's expected files and sets (deadline within the last day, ahead, or still waiting) by status:"
+            " waiting, at_risk, on_time, late, missing, complete, amended.",
+            ["source", "kind", "status"],
+            registry=r,
+        )
+        self.settlements = Counter(
+            "ftpsource_settlements_total",
+            "Settle calls that recorded an outcome, by outcome.",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self.post_actions = Counter(
+            "ftpsource_post_actions_total",
+            "Moves and deletes of settled files, by result (ok, changed, failed, retry).",
+            ["source", "action", "result"],
+            registry=r,
+        )
+        self.unsettled = Gauge(
+            "ftpsource_unsettled_versions",
+            "Delivered versions whose source has on_success/on_failure actions and that are not settled yet.",
+            ["source"],
+            registry=r,
+        )
+        self.unsettled_oldest = Gauge(
+            "ftpsource_unsettled_oldest_delivered_timestamp_seconds",
+            "Unix time the oldest unsettled version was delivered (0 when none).",
+            ["source"],
+            registry=r,
+        )
         # Gauges that describe a source's current state: they go when the source's stream goes, so a
-        # removed source leaves no stale value behind for an alert to fire on forever.
+        # removed source leaves no stale value behind for an alert to fire on forever. Not the unsettled
+        # ones: versions stay unsettled without a stream, and that is what their alert is about.
         self._per_source_gauges = (self.files_tracked, self.files_pending, self.outbox_pending, self.last_ok_poll)
 
     def forget_source(self, source_id: str) -> None:
@@ -84,6 +147,9 @@ class Metrics:
         for gauge in self._per_source_gauges:
             with contextlib.suppress(KeyError):
                 gauge.remove(source_id)
+        for kind, status in EXPECTED_SERIES:
+            with contextlib.suppress(KeyError):
+                self.expected.remove(source_id, kind, status)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -152,7 +218,7 @@ class MetricsServer:
         self.ready = ready
         self.alive = alive
         self.status = status
-        self._httpd = ThreadingHTTPServer((host, port), Handler)
+        self._httpd = bind_http(host, port, Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="ftpsource-metrics", daemon=True)
 

@@ -1,6 +1,8 @@
-"""The gRPC layer: Argo's ``generic.Eventing/StartEventSource``, auth, supersede, health, shutdown.
+"""The gRPC layer: Argo's ``generic.Eventing/StartEventSource``, ``ftpsource.v1.Settlement/Settle``,
+auth, supersede, health, shutdown.
 
-Thin on purpose: it parses the request, authorises it, and hands the stream to a ``Watcher``.
+Thin on purpose: it parses the request, authorises it, and hands the stream to a ``Watcher`` (or the
+settle to the store, waking the source's watcher to act on it).
 """
 
 from __future__ import annotations
@@ -21,21 +23,27 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ._proto import generic_pb2, generic_pb2_grpc
-from .config import ServerSettings, parse_source_config, quote_short
-from .credentials import load_credentials
-from .errors import ConfigError, LeaseLost, PermanentSourceError, StateError
+from ._proto import generic_pb2, generic_pb2_grpc, settlement_pb2, settlement_pb2_grpc
+from .config import ServerSettings, SourceConfig, parse_source_config, quote_short
+from .core.settle import Outcome
+from .credentials import Credentials, load_credentials
+from .errors import ConfigError, LeaseLost, PermanentSourceError, PolicyError, StateError
 from .loopmon import LoopMonitor
 from .metrics import Metrics, MetricsServer
+from .policy import authorize, check_exposure
 from .status import collect
 from .store import AsyncStore, OutboxRow
-from .watcher import Watcher, run_session
+from .watcher import Watcher, refresh_unsettled, run_session
 
-__all__ = ["App", "EventingServicer", "Sessions", "Superseded", "serve", "start_server"]
+__all__ = ["App", "EventingServicer", "Sessions", "SettlementServicer", "Superseded", "serve", "start_server"]
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "generic.Eventing"
+SETTLEMENT_SERVICE = "ftpsource.v1.Settlement"
+#: A settle message is kept for `state show`; longer text is cut, not refused.
+MAX_MESSAGE = 2000
+_OUTCOMES: dict[int, Outcome] = {settlement_pb2.SUCCEEDED: "succeeded", settlement_pb2.FAILED: "failed"}
 #: How long the status page waits for the event loop before answering 503.
 STATUS_TIMEOUT_S = 5.0
 
@@ -159,6 +167,9 @@ class Sessions:
     def all(self) -> list[_Session]:
         return list(self._by_id.values())
 
+    def get(self, source_id: str) -> _Session | None:
+        return self._by_id.get(source_id)
+
 
 class App:
     """Process-wide state shared by every stream."""
@@ -188,6 +199,14 @@ class App:
         if not token:
             raise ConfigError([f"--auth-token-file: {path} is empty"])
         return token
+
+    def admit(self, raw: bytes) -> tuple[SourceConfig, Credentials]:
+        """Parse a stream's config and apply the operator's policy; raises ``ConfigError``/``PolicyError``
+        before anything is read or any connection made."""
+        config = parse_source_config(raw)
+        credentials = load_credentials(self.settings.credentials_dir, config.credentials)
+        authorize(config, credentials, self.settings.allow_roots)
+        return config, credentials
 
     def lease_taken(self, source_id: str, epoch: int) -> None:
         """A lease was taken (announced by the store): end our stream of that source if it is older."""
@@ -291,9 +310,11 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
         if not app.authorized(context.invocation_metadata()):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         try:
-            # Off the loop: even a bounded config takes milliseconds to parse, and other streams wait for none of it.
-            config = await asyncio.to_thread(parse_source_config, request.config)
-            credentials = load_credentials(app.settings.credentials_dir, config.credentials)
+            # Off the loop: parsing takes milliseconds and the policy reads files; other streams wait for neither.
+            config, credentials = await asyncio.to_thread(app.admit, request.config)
+        except PolicyError as exc:
+            log.warning("refused stream %s: %s", quote_short(request.name), exc)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except ConfigError as exc:
             log.warning("rejected config for %s: %s", quote_short(request.name), exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -375,6 +396,60 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
             await context.abort(grpc.StatusCode.INTERNAL, f"source {source_id}: internal error: {failure!r}")
 
 
+class SettlementServicer(settlement_pb2_grpc.SettlementServicer):
+    """Records how a version's Workflow ended; the source's watcher then moves or deletes the file."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+
+    async def Settle(
+        self, request: settlement_pb2.SettleRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> settlement_pb2.SettleResponse:
+        answer = await self._settle(request, context)
+        if isinstance(answer, settlement_pb2.SettleResponse):
+            return answer
+        code, details = answer
+        await context.abort(code, details)
+        raise AssertionError("abort returned")  # pragma: no cover - abort always raises
+
+    async def _settle(
+        self, request: settlement_pb2.SettleRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> settlement_pb2.SettleResponse | tuple[grpc.StatusCode, str]:
+        app = self.app
+        if not app.authorized(context.invocation_metadata()):
+            return grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token"
+        outcome = _OUTCOMES.get(request.outcome)
+        if outcome is None:
+            return grpc.StatusCode.INVALID_ARGUMENT, "outcome: must be SUCCEEDED or FAILED"
+        event_id = request.event_id.strip()
+        if not event_id or len(event_id) > 128:
+            return grpc.StatusCode.INVALID_ARGUMENT, "event_id: required, the id of a ready event"
+        store = app.store
+        try:
+            result = await store.run(store.sync.settle, event_id, outcome, request.message[:MAX_MESSAGE], app.clock())
+        except StateError as exc:
+            return grpc.StatusCode.UNAVAILABLE, str(exc)
+        row = result.row
+        if row is None:
+            return grpc.StatusCode.NOT_FOUND, f"no ready event with id {event_id!r}"
+        if result.status == "conflict":
+            return (
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"event {event_id} was already settled as {row.outcome}; it cannot become {outcome}",
+            )
+        action = row.version.action_for(row.outcome or outcome).action
+        if result.status == "accepted":
+            app.metrics.settlements.labels(row.source_id, outcome).inc()
+            log.info(
+                "settled %s (action %s)", outcome, action, extra={"source": row.source_id, "path": row.version.path}
+            )
+            await refresh_unsettled(store, app.metrics, row.source_id)
+            session = app.sessions.get(row.source_id)
+            if session is not None and session.watcher is not None:
+                session.watcher.wake()  # act now; without a live stream it waits for the source's next run
+        return settlement_pb2.SettleResponse(already_settled=result.status == "same", action=action)
+
+
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
@@ -424,11 +499,13 @@ async def start_server(
 
     ``clock`` is injectable: every time rule reads it instead of the wall clock.
     """
+    check_exposure(settings)
     metrics = metrics or Metrics()
     store = AsyncStore.open(settings.state, settings.state_password_file)
     app = App(settings, store, metrics, clock)
     server = grpc.aio.server(options=keepalive_options(settings.keepalive_s))
     generic_pb2_grpc.add_EventingServicer_to_server(EventingServicer(app), server)  # type: ignore[no-untyped-call]
+    settlement_pb2_grpc.add_SettlementServicer_to_server(SettlementServicer(app), server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if settings.tls_cert and settings.tls_key:
@@ -439,7 +516,7 @@ async def start_server(
     if port == 0:
         raise ConfigError([f"--listen: cannot listen on {settings.listen}"])
     await server.start()
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME, SETTLEMENT_SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     app.serving = True
     loop_monitor = LoopMonitor(metrics, stall_s=settings.loop_stall_s)

@@ -1,4 +1,5 @@
-"""The per-source loop: list -> decide -> verify/hash -> commit (records + outbox) -> stream.
+"""The per-source loop: list -> decide -> verify/hash -> commit (records + outbox) -> stream, and
+the moves and deletes of versions settled by their Workflows.
 
 ``Watcher.run`` polls and decides; ``Watcher.deliver`` streams the outbox. They share nothing but the
 store and an ``asyncio.Event`` that says "the outbox grew", so a slow or absent client never stalls
@@ -11,24 +12,27 @@ import asyncio
 import contextlib
 import gc
 import logging
+import posixpath
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 
 from .adapters import Adapter, adapter_for, verify_version
 from .config import SourceConfig
 from .core.detect import VerifyOutcome, VerifyRequest, after_verify, plan_poll
 from .core.events import EVENT_TYPES, SourceInfo, encode_event
-from .core.expect import advance, match_arrival, prunable, warn
+from .core.expect import OPEN, advance, file_status, match_arrival, prunable, warn
 from .core.model import EventSpec, Expectation, FileRecord, SetPeriod, State
-from .core.sets import advance_sets, prunable_sets
+from .core.sets import WAITING, advance_sets, prunable_sets, set_status, todays
+from .core.settle import SettleVersion, render_target, still_the_version
 from .credentials import Credentials
-from .errors import LeaseLost, PermanentSourceError, SourceError, StateError
-from .metrics import Metrics
-from .store import AsyncStore, NewEvent, OutboxRow
+from .errors import ActionRefused, FileVanished, LeaseLost, PermanentSourceError, SourceError, StateError
+from .metrics import EXPECTED_SERIES, Metrics
+from .store import AsyncStore, NewEvent, OutboxRow, VersionRow
 
-__all__ = ["Backoff", "Watcher", "freeze_long_lived", "run_session"]
+__all__ = ["Backoff", "Watcher", "freeze_long_lived", "refresh_unsettled", "run_session"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,8 @@ class Watcher:
         self.unconfirmed: deque[tuple[int, float]] = deque()
         self._write_more = True
         self._settled = asyncio.Event()
+        self._on_success = config.on_success.spec()
+        self._on_failure = config.on_failure.spec()
 
     # detection -------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -112,6 +118,7 @@ class Watcher:
         store = self.store
         first_start = await self._load()
         await self._refresh_outbox_gauge()
+        await refresh_unsettled(store, self.metrics, self.source_id)
         backoff = Backoff()
         async with self._adapter_factory(self.config, self.credentials, self.policy.path_filter) as src:
             while True:
@@ -122,6 +129,7 @@ class Watcher:
                         first_start = await self._load()
                     next_due = await self.poll_once(src, first_start=first_start)
                     first_start = False
+                    await self.run_post_actions(src)
                     backoff.reset()
                     delay = self.config.poll_interval_s - (self.clock() - started)
                     if next_due is not None:
@@ -250,6 +258,7 @@ class Watcher:
         self.metrics.files_pending.labels(sid).set(pending)
         self.metrics.files_tracked.labels(sid).set(plan.tracked)
         self.metrics.polls.labels(sid, "ok").inc()
+        self._count_expected(now)
         await self._record_poll(True)
         self.polled.set()
         return next_due
@@ -315,7 +324,13 @@ class Watcher:
         encoded = []
         for spec in events:
             eid, payload = encode_event(self.info, spec)
-            encoded.append(NewEvent(eid, spec.type, spec.path, payload))
+            version = None
+            if spec.type == "ready":
+                # The actions go with the version now, so a later settle does not depend on a later config.
+                version = SettleVersion(
+                    spec.path, spec.generation, spec.size, spec.mtime, spec.checksum, self._on_success, self._on_failure
+                )
+            encoded.append(NewEvent(eid, spec.type, spec.path, payload, version))
         store = self.store
         await store.run(
             store.sync.commit,
@@ -371,6 +386,83 @@ class Watcher:
         n = await self.store.run(self.store.sync.undelivered_count, self.source_id)
         self.metrics.outbox_pending.labels(self.source_id).set(n)
 
+    def _count_expected(self, now: float) -> None:
+        counts = Counter(
+            [("file", file_status(x)) for x in self.expectations.values() if todays(x.deadline, x.state in OPEN, now)]
+            + [("set", set_status(y)) for y in self.sets.values() if todays(y.deadline, y.state in WAITING, now)]
+        )
+        for kind, status in EXPECTED_SERIES:
+            self.metrics.expected.labels(self.source_id, kind, status).set(counts[(kind, status)])
+
+    # settled versions ----------------------------------------------------------------------------------
+    async def run_post_actions(self, src: Adapter) -> None:
+        """Move or delete the files of settled versions; what fails for now is tried after the next poll."""
+        store = self.store
+        rows = await store.run(store.sync.pending_actions, self.source_id)
+        for row in rows:
+            await self._post_action(src, row)
+        if rows:
+            await refresh_unsettled(store, self.metrics, self.source_id)
+
+    async def _post_action(self, src: Adapter, row: VersionRow) -> bool:
+        """Run one post-action to an end (done, changed, failed); False when it stays pending."""
+        version = row.version
+        assert row.outcome is not None and row.settled is not None
+        spec = version.action_for(row.outcome)
+        extra = {"source": self.source_id, "path": version.path}
+        store = self.store
+
+        async def finish(state: str, result: str, detail: str | None, target: str | None = None) -> None:
+            await store.run(store.sync.finish_action, row.event_id, state, detail, target, self.clock())
+            self.metrics.post_actions.labels(self.source_id, spec.action, result).inc()
+
+        target = None
+        try:
+            if spec.action == "move":
+                assert spec.to is not None
+                target = render_target(spec.to, version.path, row.settled, spec.timezone)
+            entry = await src.stat(version.path)
+            server_sum = None
+            algorithm = self.policy.checksum
+            if entry is not None and version.checksum is not None and algorithm is not None:
+                server_sum = await src.server_digest(version.path, algorithm)
+            changed = still_the_version(version, entry, server_sum)
+            if changed is not None:
+                log.info("%s: %s left alone, %s", row.outcome, spec.action, changed, extra=extra)
+                await finish("changed", "changed", changed)
+                return True
+            if target is not None:
+                directory = posixpath.dirname(target)
+                if directory:
+                    await src.makedirs(directory)
+                await src.rename(version.path, target)
+            else:
+                await src.remove(version.path)
+        except ValueError as exc:  # a target outside the root
+            log.warning("%s: %s refused: %s", row.outcome, spec.action, exc, extra=extra)
+            await finish("failed", "failed", str(exc))
+            return True
+        except ActionRefused as exc:
+            log.warning("%s: %s refused: %s", row.outcome, spec.action, exc, extra=extra)
+            await finish("failed", "failed", str(exc), target)
+            return True
+        except FileVanished as exc:
+            await finish("changed", "changed", f"changed since reported: {exc}")
+            return True
+        except SourceError as exc:
+            self._count_error(exc.kind, f"{version.path}: {spec.action}: {exc}")
+            log.warning("%s: %s failed, will retry: %s", row.outcome, spec.action, exc, extra=extra)
+            self.metrics.post_actions.labels(self.source_id, spec.action, "retry").inc()
+            await store.run(store.sync.note_action_attempt, row.event_id, str(exc), self.clock())
+            return False
+        await finish("done", "ok", None, target)
+        log.info("%s: %s", row.outcome, f"moved to {target}" if target else "deleted", extra=extra)
+        rec = self.records.get(version.path)
+        if rec is not None and rec.state is State.READY and rec.generation == version.generation:
+            # Our own move is no deletion to report: the record becomes a tombstone right away.
+            await self._commit([replace(rec, state=State.DELETED)], (), (), self.clock())
+        return True
+
     def _count_error(self, kind: str, message: str) -> None:
         self.metrics.source_errors.labels(self.source_id, kind).inc()
         self.recent_errors.append((self.clock(), kind, message))
@@ -407,6 +499,7 @@ class Watcher:
                     store.sync.mark_delivered, confirmed, self.clock(), source_id=self.source_id, epoch=self.epoch
                 )
                 await self._refresh_outbox_gauge()
+                await refresh_unsettled(store, self.metrics, self.source_id)
             self.outbox_changed.clear()
             rows = (
                 await store.run(store.sync.undelivered, self.source_id, DELIVER_BATCH, last_seq)
@@ -445,6 +538,13 @@ def freeze_long_lived() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+async def refresh_unsettled(store: AsyncStore, metrics: Metrics, source_id: str) -> None:
+    """Set ``ftpsource_unsettled_versions`` and the oldest one's delivery time from the store."""
+    count, oldest = await store.run(store.sync.unsettled, source_id)
+    metrics.unsettled.labels(source_id).set(count)
+    metrics.unsettled_oldest.labels(source_id).set(oldest or 0)
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:

@@ -25,7 +25,7 @@ from ..core.model import Algorithm, Digest, Entry, Listing, Verifier
 from ..core.paths import PathFilter
 from ..core.verify import build_verifier
 from ..credentials import Credentials
-from ..errors import FileVanished
+from ..errors import ActionRefused, FileVanished
 
 __all__ = [
     "CHUNK_SIZE",
@@ -143,6 +143,23 @@ class Adapter(abc.ABC):
             raise FileVanished(f"{path}: size changed while reading ({expected_size} -> {size} bytes)")
         problem = verifier.finish() if verifier is not None else None
         return Digest(algorithm, hasher.hexdigest() if hasher else None, self.read_method, size, problem)
+
+    # settling: what ``on_success``/``on_failure`` do to a file -----------------------------------------
+    async def makedirs(self, directory: str) -> None:
+        """Create ``directory`` (relative to the root) and its missing parents."""
+        raise ActionRefused(f"{self.scheme}: creating directories is not supported")
+
+    async def rename(self, path: str, target: str) -> None:
+        """Move ``path`` to ``target`` (both relative to the root; the target's directory exists).
+
+        Never replaces an existing file: raises ``ActionRefused`` when ``target`` exists or the server
+        refuses; ``SourceError`` when the connection fails (worth retrying).
+        """
+        raise ActionRefused(f"{self.scheme}: moving files is not supported")
+
+    async def remove(self, path: str) -> None:
+        """Delete ``path``. Raises ``ActionRefused`` when the server refuses."""
+        raise ActionRefused(f"{self.scheme}: deleting files is not supported")
 
     async def read_small(self, path: str, limit: int = 1024 * 1024) -> bytes:
         """Read a small companion file (a sidecar); raises ``FileVanished`` if it is missing."""

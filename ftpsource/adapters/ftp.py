@@ -35,7 +35,7 @@ from ..core.listing import ListEntry, parse_list_line, parse_mdtm, parse_mlsx_li
 from ..core.model import Algorithm, Entry, Listing
 from ..core.paths import PathFilter
 from ..credentials import Credentials
-from ..errors import FileVanished, PermanentSourceError, SourceError, TransientSourceError
+from ..errors import ActionRefused, FileVanished, PermanentSourceError, SourceError, TransientSourceError
 from .base import CHUNK_SIZE, register
 from .remote import RemoteAdapter
 
@@ -190,8 +190,6 @@ class FtpAdapter(RemoteAdapter):
     """FTP/FTPS adapter. ``timeout_s`` bounds every network step (connect, command, chunk)."""
 
     scheme = "ftp"
-
-    default_port = 21
 
     def __init__(
         self,
@@ -657,6 +655,48 @@ class FtpAdapter(RemoteAdapter):
                         # Abandoned or failed mid-transfer: this control connection is out of step.
                         conn.clean = False
                         writer.close()
+
+    # settling ----------------------------------------------------------------------------------------
+    async def makedirs(self, directory: str) -> None:
+        with self._errors(f"creating directory {directory!r}"):
+            async with self._connection() as conn:
+                current = ""
+                for part in directory.split("/"):
+                    current = posixpath.join(current, part)
+                    try:
+                        async with asyncio.timeout(self.timeout_s):
+                            await conn.cmd(f"MKD {self._abs(current)}", "2xx")
+                    except aioftp.StatusCodeError as exc:
+                        # Servers answer 550 for "exists" and for "not allowed" alike; a rename into a
+                        # directory that could not be made is refused next, with the server's reason.
+                        if not _refused(exc):
+                            raise
+
+    async def rename(self, path: str, target: str) -> None:
+        # RNTO replaces an existing file on most servers: look first.
+        if await self.stat(target) is not None:
+            raise ActionRefused(f"cannot move {path!r} to {target!r}: the target exists")
+        with self._errors(f"moving {path!r}"):
+            async with self._connection() as conn:
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        await conn.cmd(f"RNFR {self._abs(path)}", "350")
+                        await conn.cmd(f"RNTO {self._abs(target)}", "2xx")
+                except aioftp.StatusCodeError as exc:
+                    if _refused(exc):
+                        raise ActionRefused(self._scrub(f"cannot move {path!r} to {target!r}: {_reply(exc)}")) from exc
+                    raise
+
+    async def remove(self, path: str) -> None:
+        with self._errors(f"deleting {path!r}"):
+            async with self._connection() as conn:
+                try:
+                    async with asyncio.timeout(self.timeout_s):
+                        await conn.cmd(f"DELE {self._abs(path)}", "2xx")
+                except aioftp.StatusCodeError as exc:
+                    if _refused(exc):
+                        raise ActionRefused(self._scrub(f"cannot delete {path!r}: {_reply(exc)}")) from exc
+                    raise
 
     async def server_digest(self, path: str, algorithm: Algorithm) -> str | None:
         features = self._features

@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 class RemoteAdapter(Adapter):
     """Base of network adapters. ``timeout_s`` bounds every network step (connect, command, chunk)."""
 
-    default_port: int = 0
-
     def __init__(
         self,
         config: SourceConfig,
@@ -39,7 +37,7 @@ class RemoteAdapter(Adapter):
         super().__init__(config, credentials, path_filter)
         self.timeout_s = timeout_s if timeout_s is not None else config.timeout_s
         self._host = self.url.host
-        self._port = self.url.port or self.default_port
+        self._port = self.url.effective_port
         secrets = (credentials.password, credentials.private_key)
         # Very short "secrets" would scrub ordinary words from messages; nobody uses them.
         self._secrets = [s.reveal() for s in secrets if s is not None and len(s.reveal()) >= 3]

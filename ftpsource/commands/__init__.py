@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from . import check, demo, serve, state, watch
+from . import check, demo, serve, settle, state, watch
 
 __all__ = ["COMMANDS"]
 
 #: In the order ``ftpsource --help`` lists them.
-COMMANDS = (serve, watch, demo, check, state)
+COMMANDS = (serve, watch, demo, check, state, settle)

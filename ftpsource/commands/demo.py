@@ -348,7 +348,8 @@ class Demo:
         self.ftp_port = int(self.ftp_server.address[1])
         cred = self.creds / CREDENTIAL_SET
         cred.mkdir(parents=True)
-        for name, value in (("username", USER), ("password", self.password)):
+        # hosts: the set may be sent to the embedded server only (a set without it cannot be used).
+        for name, value in (("username", USER), ("password", self.password), ("hosts", f"127.0.0.1:{self.ftp_port}")):
             path = cred / name
             path.write_text(value + "\n", encoding="utf-8")
             path.chmod(0o600)
@@ -365,28 +366,28 @@ class Demo:
             text += f'expect:\n  - path: "sales_%Y%m%d.csv"\n    schedule: "0 6 * * *"\n    grace: {GRACE_MIN}m\n'
         return text
 
-    async def start_ftpsource(self, port: int = 0) -> None:
-
-        settings = ServerSettings(
-            listen=f"127.0.0.1:{port}",
+    def server_settings(self, listen: str) -> ServerSettings:
+        # The demo's one source is behind FTP: like `serve` without --allow-root, no stream may read a
+        # local directory of this machine. Loopback only, so no token is needed.
+        return ServerSettings(
+            listen=listen,
             metrics_listen=None,
             state=self.state,
             credentials_dir=self.creds,
+            allow_roots=(),
             keepalive_s=DEMO_KEEPALIVE_S,
         )
+
+    async def start_ftpsource(self, port: int = 0) -> None:
+
+        settings = self.server_settings(f"127.0.0.1:{port}")
         try:
             self.running = await start_server(settings, Metrics(), clock=self.clock)
         except (FtpsourceError, RuntimeError) as exc:
             if port == 0:
                 raise DemoError(f"cannot start the ftpsource gRPC server: {exc}") from None
             # The old port was taken in the meantime: Argo would be pointed at the Service anyway.
-            settings = ServerSettings(
-                listen="127.0.0.1:0",
-                metrics_listen=None,
-                state=self.state,
-                credentials_dir=self.creds,
-                keepalive_s=DEMO_KEEPALIVE_S,
-            )
+            settings = self.server_settings("127.0.0.1:0")
             self.running = await start_server(settings, Metrics(), clock=self.clock)
         self.grpc_port = int(self.running.port)
 

@@ -15,7 +15,7 @@ from typing import Any
 from ..core.events import rfc3339
 from ..core.model import FileRecord
 from ..errors import ConfigError
-from ..store import HistoryRow, SourceRow, StateStore, open_store, open_store_read_only
+from ..store import HistoryRow, SourceRow, StateStore, VersionRow, open_store, open_store_read_only
 from .common import STATE_PASSWORD_HELP, add_common, env, path_or_none
 from .output import dump, short, table, when
 
@@ -127,11 +127,13 @@ def _state_show(args: argparse.Namespace) -> int:
         path = _normalize_path(source, args.path)
         rec = store.get_record(source.id, path)
         history = store.history(source.id, path)
+        versions = store.versions(source.id, path)
         if rec is None and not history:
             raise _missing_path(store, source, path)
     finally:
         store.close()
     entries = [_history_entry(h) for h in history]
+    first_seen = {e["event_id"]: e["event"].get("data", {}).get("first_seen") for e in entries if e["event"]}
     if args.json:
         dump(
             {
@@ -154,6 +156,7 @@ def _state_show(args: argparse.Namespace) -> int:
                     "problem_since": rfc3339(rec.problem_since),
                 },
                 "history": entries,
+                "versions": [_version_entry(v, first_seen.get(v.event_id)) for v in versions],
             }
         )
         return EXIT_OK
@@ -194,8 +197,57 @@ def _state_show(args: argparse.Namespace) -> int:
                 for h, e in zip(history, entries, strict=True)
             ),
         )
+    # Only where settling is in use: a source without on_success/on_failure has nothing to show here.
+    if any(v.version.expects_settle or v.outcome is not None for v in versions):
+        out += ["", f"versions: {len(versions)} (what happened to each reported version)"]
+        for v in versions:
+            out += _version_lines(v, first_seen.get(v.event_id))
     print("\n".join(out))
     return EXIT_OK
+
+
+def _steps(v: VersionRow, first_seen: str | None) -> list[tuple[str, str | None, str]]:
+    """(step, RFC 3339 time or None, detail) for seen, ready, delivered, settled and the action."""
+    steps: list[tuple[str, str | None, str]] = [
+        ("seen", first_seen, ""),
+        ("ready", rfc3339(v.ready), f"generation {v.version.generation}, {v.version.size} bytes"),
+        ("delivered", rfc3339(v.delivered), "" if v.delivered is not None else "not yet"),
+    ]
+    if v.outcome is None:
+        steps.append(("settled", None, "not yet"))
+        return steps
+    steps.append(("settled", rfc3339(v.settled), f"{v.outcome}" + (f": {v.message}" if v.message else "")))
+    if v.action in (None, "none"):
+        return steps
+    name = {"move": "moved", "delete": "deleted"}.get(v.action, v.action)
+    if v.action_state == "done":
+        steps.append((name, rfc3339(v.action_at), f"to {v.target}" if v.target else ""))
+    elif v.action_state == "pending":
+        detail = "waiting for the source to run" + (f" (last attempt: {v.action_detail})" if v.action_detail else "")
+        steps.append((f"{v.action} pending", rfc3339(v.action_at), detail))
+    else:
+        steps.append((f"not {name}", rfc3339(v.action_at), v.action_detail or v.action_state or ""))
+    return steps
+
+
+def _version_entry(v: VersionRow, first_seen: str | None) -> dict[str, Any]:
+    return {
+        "event_id": v.event_id,
+        "generation": v.version.generation,
+        "checksum": v.version.checksum,
+        "outcome": v.outcome,
+        "message": v.message,
+        "action": v.action,
+        "action_state": v.action_state,
+        "target": v.target,
+        "steps": [{"step": s, "time": at, "detail": d} for s, at, d in _steps(v, first_seen)],
+    }
+
+
+def _version_lines(v: VersionRow, first_seen: str | None) -> list[str]:
+    lines = [f"  event {v.event_id}  generation {v.version.generation}  checksum {short(v.version.checksum)}"]
+    lines += ["    " + line for line in table(("STEP", "TIME", "DETAIL"), _steps(v, first_seen))]
+    return lines
 
 
 _RUNNING_NOTE = "a stream already running for this source picks this up at its next poll; replayed events get new ids"

@@ -8,6 +8,7 @@ import sys
 
 from ..credentials import load_credentials
 from ..metrics import Metrics
+from ..policy import authorize
 from ..store import AsyncStore, OutboxRow
 from ..watcher import Watcher, run_session
 from .common import STATE_HELP, STATE_PASSWORD_HELP, add_common, env, path_or_none, read_config
@@ -18,6 +19,7 @@ __all__ = ["add_parser", "run"]
 async def _watch(args: argparse.Namespace) -> int:
     config = read_config(args.config)
     credentials = load_credentials(path_or_none(args.credentials_dir), config.credentials)
+    authorize(config, credentials, allowed_roots=None)  # the operator's own config may read its own root
     store = AsyncStore.open(args.state, path_or_none(args.state_password_file))
     watcher = Watcher(config, config.source_id(args.name), store, credentials, Metrics())
 

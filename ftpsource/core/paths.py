@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from wcmatch import glob as wcglob
 
-__all__ = ["PathFilter", "Template"]
+__all__ = ["PathFilter", "Template", "split_path"]
 
 # wcmatch's translated globs cost several microseconds per path (a lookahead per character), and
 # every poll asks about the same paths again: verdicts are memoised. The memo is dropped whenever it
@@ -69,7 +69,8 @@ class PathFilter:
         return self._include is None or self._include.match(rel_path) is not None
 
 
-def _split(path: str) -> dict[str, str]:
+def split_path(path: str) -> dict[str, str]:
+    """The template fields of a relative path: ``path``, ``dir`` (``.`` at the root), ``name``, ``stem``."""
     directory, name = posixpath.split(path)
     stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
     return {"path": path, "dir": directory or ".", "name": name, "stem": stem}
@@ -98,7 +99,7 @@ class Template:
         self.per_directory = "{path}" not in template and "{name}" not in template and "{stem}" not in template
 
     def render(self, path: str) -> str:
-        out = self.template.format(**_split(path))
+        out = self.template.format(**split_path(path))
         return out[2:] if out.startswith("./") else out
 
     def matches(self, path: str) -> bool:

@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 from .aio import AsyncStore, open_store, open_store_read_only
-from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, RecentEvent, SourceRow, StateStore
+from .api import (
+    HistoryRow,
+    LeaseCallback,
+    NewEvent,
+    OutboxRow,
+    RecentEvent,
+    SettleResult,
+    SourceRow,
+    StateStore,
+    VersionRow,
+)
 from .postgres import PostgresStore, is_postgres_url, redact_url
 from .sqlite import SCHEMA_VERSION, Store
 
@@ -16,9 +26,11 @@ __all__ = [
     "OutboxRow",
     "PostgresStore",
     "RecentEvent",
+    "SettleResult",
     "SourceRow",
     "StateStore",
     "Store",
+    "VersionRow",
     "is_postgres_url",
     "open_store",
     "open_store_read_only",

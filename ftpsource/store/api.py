@@ -17,8 +17,19 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..core.model import Expectation, FileRecord, SetPeriod
+from ..core.settle import Outcome, SettleVersion
 
-__all__ = ["HistoryRow", "LeaseCallback", "NewEvent", "OutboxRow", "RecentEvent", "SourceRow", "StateStore"]
+__all__ = [
+    "HistoryRow",
+    "LeaseCallback",
+    "NewEvent",
+    "OutboxRow",
+    "RecentEvent",
+    "SettleResult",
+    "SourceRow",
+    "StateStore",
+    "VersionRow",
+]
 
 #: Called with ``(source_id, epoch)`` when another process took a source's lease.
 LeaseCallback = Callable[[str, int], None]
@@ -75,6 +86,35 @@ class NewEvent:
     type: str
     path: str
     payload: bytes
+    #: for ready events: the version as it can be settled later, with its actions
+    version: SettleVersion | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    """A reported version and how far it got: delivered, settled, its post-action."""
+
+    event_id: str
+    source_id: str
+    version: SettleVersion
+    ready: float
+    delivered: float | None
+    settled: float | None
+    outcome: Outcome | None
+    message: str | None
+    action: str | None
+    action_state: str | None  # pending | done | changed | failed | none
+    action_at: float | None
+    action_detail: str | None
+    target: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SettleResult:
+    """``status``: ``not_found``, ``accepted``, ``same`` (already settled so) or ``conflict``."""
+
+    status: str
+    row: VersionRow | None = None
 
 
 class StateStore(Protocol):
@@ -156,3 +196,29 @@ class StateStore(Protocol):
     def load_expectations(self, source_id: str) -> list[Expectation]: ...
 
     def load_sets(self, source_id: str) -> list[SetPeriod]: ...
+
+    # settling
+    def settle(self, event_id: str, outcome: Outcome, message: str, now: float) -> SettleResult:
+        """Record how a version's processing ended, and its post-action as pending, in one transaction.
+
+        The same outcome again changes nothing (``same``); a different one is refused (``conflict``).
+        """
+        ...
+
+    def pending_actions(self, source_id: str) -> list[VersionRow]:
+        """Settled versions whose move or delete has not run to an end yet, oldest settle first."""
+        ...
+
+    def finish_action(self, event_id: str, state: str, detail: str | None, target: str | None, now: float) -> None:
+        """Record how a post-action ended: ``done``, ``changed`` (not the settled version) or ``failed``."""
+
+    def note_action_attempt(self, event_id: str, detail: str, now: float) -> None:
+        """A post-action failed in a way worth retrying: it stays pending; the reason is kept."""
+
+    def versions(self, source_id: str, path: str) -> list[VersionRow]:
+        """Every reported version of a path, oldest first."""
+        ...
+
+    def unsettled(self, source_id: str) -> tuple[int, float | None]:
+        """Delivered versions that expect a settle and have none: how many, and the oldest delivery time."""
+        ...

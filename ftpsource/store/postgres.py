@@ -30,8 +30,10 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from ..core.model import Expectation, FileRecord, SetPeriod, State
+from ..core.settle import Outcome
 from ..errors import LeaseLost, StateError
-from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, RecentEvent, SourceRow
+from . import versions as v_sql
+from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, RecentEvent, SettleResult, SourceRow, VersionRow
 from .sqlite import SCHEMA_VERSION
 
 __all__ = ["LEASE_CHANNEL", "PostgresStore", "is_postgres_url", "redact_url"]
@@ -104,6 +106,30 @@ _SCHEMA = (
         members TEXT NOT NULL,
         PRIMARY KEY (source_id, rule, period)
     )""",
+    """CREATE TABLE IF NOT EXISTS versions (
+        event_id TEXT PRIMARY KEY,
+        source_id TEXT NOT NULL,
+        path TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        size BIGINT NOT NULL,
+        mtime DOUBLE PRECISION NOT NULL,
+        checksum TEXT,
+        on_success TEXT NOT NULL,
+        on_failure TEXT NOT NULL,
+        expects_settle INTEGER NOT NULL,
+        ready DOUBLE PRECISION NOT NULL,
+        settled DOUBLE PRECISION,
+        outcome TEXT,
+        message TEXT,
+        action TEXT,
+        action_state TEXT,
+        action_at DOUBLE PRECISION,
+        action_detail TEXT,
+        target TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS versions_path ON versions (source_id, path)",
+    "CREATE INDEX IF NOT EXISTS versions_pending ON versions (source_id) WHERE action_state = 'pending'",
+    "CREATE INDEX IF NOT EXISTS outbox_event ON outbox (event_id)",
 )
 #: The SQLite backend's migrations, step for step.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -118,6 +144,11 @@ _FILE_COLUMNS = (
     "ready_mtime, problem, problem_since, checked"
 )
 _FILE_UPDATE = ", ".join(f"{c} = EXCLUDED.{c}" for c in _FILE_COLUMNS.split(", ")[1:])
+
+
+def _pg(sql: str) -> str:
+    """The shared statements use SQLite's ``?`` placeholders; psycopg takes ``%s``."""
+    return sql.replace("?", "%s")
 
 
 def is_postgres_url(location: str | Path) -> bool:
@@ -474,6 +505,9 @@ class PostgresStore:
                     "INSERT INTO outbox (source_id, event_id, type, path, payload, created) VALUES (%s,%s,%s,%s,%s,%s)",
                     [(source_id, e.event_id, e.type, e.path, e.payload, now) for e in events],
                 )
+                version_rows = v_sql.insert_rows(source_id, events, now)
+                if version_rows:
+                    cur.executemany(_pg(v_sql.INSERT), version_rows)
             if met:
                 cur.executemany(
                     "INSERT INTO expectations VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (source_id, rule, period)"
@@ -557,6 +591,42 @@ class PostgresStore:
             (source_id, path),
         )
         return [HistoryRow(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
+
+    # settling ------------------------------------------------------------------------------------------
+    def settle(self, event_id: str, outcome: Outcome, message: str, now: float) -> SettleResult:
+        with self._tx() as db:
+            # FOR UPDATE: two replicas settling one version at once take turns; the second sees the first.
+            row = db.execute(_pg(v_sql.SELECT_ONE) + " FOR UPDATE OF v", (event_id,)).fetchone()
+            if row is None:
+                return SettleResult("not_found")
+            found = v_sql.to_version(row)
+            if found.outcome is not None:
+                return SettleResult("same" if found.outcome == outcome else "conflict", found)
+            action = found.version.action_for(outcome).action
+            state = "none" if action == "none" else "pending"
+            db.execute(_pg(v_sql.SETTLE), (now, outcome, message, action, state, event_id))
+            row = db.execute(_pg(v_sql.SELECT_ONE), (event_id,)).fetchone()
+        return SettleResult("accepted", v_sql.to_version(row))
+
+    def pending_actions(self, source_id: str) -> list[VersionRow]:
+        return [v_sql.to_version(r) for r in self._query(_pg(v_sql.PENDING), (source_id,))]
+
+    def finish_action(self, event_id: str, state: str, detail: str | None, target: str | None, now: float) -> None:
+        with self._tx() as db:
+            db.execute(_pg(v_sql.FINISH), (state, detail, target, now, event_id))
+
+    def note_action_attempt(self, event_id: str, detail: str, now: float) -> None:
+        with self._tx() as db:
+            db.execute(_pg(v_sql.NOTE_ATTEMPT), (detail, now, event_id))
+
+    def versions(self, source_id: str, path: str) -> list[VersionRow]:
+        if not self._query("SELECT 1 WHERE to_regclass('versions') IS NOT NULL"):
+            return []  # a database from before settling, opened read-only
+        return [v_sql.to_version(r) for r in self._query(_pg(v_sql.VERSIONS_OF_PATH), (source_id, path))]
+
+    def unsettled(self, source_id: str) -> tuple[int, float | None]:
+        count, oldest = self._query(_pg(v_sql.UNSETTLED), (source_id,))[0]
+        return int(count), oldest
 
     # expectations ----------------------------------------------------------------------------------
     def load_expectations(self, source_id: str) -> list[Expectation]:

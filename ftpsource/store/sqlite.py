@@ -27,8 +27,10 @@ from typing import Any
 from urllib.parse import quote
 
 from ..core.model import Expectation, FileRecord, SetPeriod, State
+from ..core.settle import Outcome
 from ..errors import LeaseLost, StateError
-from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, RecentEvent, SourceRow
+from . import versions as v_sql
+from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, RecentEvent, SettleResult, SourceRow, VersionRow
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 
@@ -103,6 +105,30 @@ CREATE TABLE IF NOT EXISTS expect_sets (
     members TEXT NOT NULL,
     PRIMARY KEY (source_id, rule, period)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS versions (
+    event_id TEXT PRIMARY KEY,
+    source_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    checksum TEXT,
+    on_success TEXT NOT NULL,
+    on_failure TEXT NOT NULL,
+    expects_settle INTEGER NOT NULL,
+    ready REAL NOT NULL,
+    settled REAL,
+    outcome TEXT,
+    message TEXT,
+    action TEXT,
+    action_state TEXT,
+    action_at REAL,
+    action_detail TEXT,
+    target TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS versions_path ON versions (source_id, path);
+CREATE INDEX IF NOT EXISTS versions_pending ON versions (source_id) WHERE action_state = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_event ON outbox (event_id);
 """
 
 _FILE_COLUMNS = (
@@ -381,6 +407,7 @@ class Store:
                 "INSERT INTO outbox (source_id, event_id, type, path, payload, created) VALUES (?,?,?,?,?,?)",
                 ((source_id, e.event_id, e.type, e.path, e.payload, now) for e in events),
             )
+            db.executemany(v_sql.INSERT, v_sql.insert_rows(source_id, events, now))
             db.executemany(
                 "INSERT OR REPLACE INTO expectations VALUES (?,?,?,?,?,?)",
                 ((source_id, x.rule, x.period, x.path, x.deadline, x.state) for x in expectations),
@@ -475,6 +502,41 @@ class Store:
         """The source's forget counter, or None if the source is unknown."""
         rows = self._query("SELECT revision FROM sources WHERE id=?", (source_id,))
         return int(rows[0][0]) if rows else None
+
+    # settling ------------------------------------------------------------------------------------------
+    def settle(self, event_id: str, outcome: Outcome, message: str, now: float) -> SettleResult:
+        with self._tx() as db:
+            row = db.execute(v_sql.SELECT_ONE, (event_id,)).fetchone()
+            if row is None:
+                return SettleResult("not_found")
+            found = v_sql.to_version(row)
+            if found.outcome is not None:
+                return SettleResult("same" if found.outcome == outcome else "conflict", found)
+            action = found.version.action_for(outcome).action
+            state = "none" if action == "none" else "pending"
+            db.execute(v_sql.SETTLE, (now, outcome, message, action, state, event_id))
+            row = db.execute(v_sql.SELECT_ONE, (event_id,)).fetchone()
+        return SettleResult("accepted", v_sql.to_version(row))
+
+    def pending_actions(self, source_id: str) -> list[VersionRow]:
+        return [v_sql.to_version(r) for r in self._query(v_sql.PENDING, (source_id,))]
+
+    def finish_action(self, event_id: str, state: str, detail: str | None, target: str | None, now: float) -> None:
+        with self._tx() as db:
+            db.execute(v_sql.FINISH, (state, detail, target, now, event_id))
+
+    def note_action_attempt(self, event_id: str, detail: str, now: float) -> None:
+        with self._tx() as db:
+            db.execute(v_sql.NOTE_ATTEMPT, (detail, now, event_id))
+
+    def versions(self, source_id: str, path: str) -> list[VersionRow]:
+        if not self._query("SELECT 1 FROM sqlite_master WHERE type='table' AND name='versions'"):
+            return []  # a state file from before settling, opened read-only
+        return [v_sql.to_version(r) for r in self._query(v_sql.VERSIONS_OF_PATH, (source_id, path))]
+
+    def unsettled(self, source_id: str) -> tuple[int, float | None]:
+        count, oldest = self._query(v_sql.UNSETTLED, (source_id,))[0]
+        return int(count), oldest
 
     # expectations ----------------------------------------------------------------------------------
     def load_expectations(self, source_id: str) -> list[Expectation]:

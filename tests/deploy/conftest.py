@@ -10,6 +10,7 @@ import functools
 import json
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +34,21 @@ def kustomize() -> Callable[[str], tuple[list[dict[str, Any]], str]]:
         assert out.returncode == 0, f"kustomize {tree} failed:\n{out.stderr}"
         objects = [doc for doc in yaml.safe_load_all(out.stdout) if doc is not None]
         return objects, out.stderr
+
+    return render
+
+
+@pytest.fixture(scope="session")
+def kustomize_dir() -> Callable[[Path], list[dict[str, Any]]]:
+    """Render a kustomization outside deploy/ (an overlay a test writes)."""
+    command, version = kustomize_command()
+    require(command, version)
+    assert command is not None
+
+    def render(path: Path) -> list[dict[str, Any]]:
+        out = subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, f"kustomize {path} failed:\n{out.stderr}"
+        return [doc for doc in yaml.safe_load_all(out.stdout) if doc is not None]
 
     return render
 
@@ -84,6 +100,28 @@ def _load_schema(filename: str) -> dict[str, Any]:
         schema: dict[str, Any] = json.load(handle)
     strict: dict[str, Any] = _strict(schema)
     return strict
+
+
+MONITORING_SCHEMA = Path(__file__).with_name("schemas") / "monitoring.coreos.com.schema.json"
+
+
+@pytest.fixture(scope="session")
+def monitoring_validator() -> Callable[[dict[str, Any]], list[str]]:
+    """Validate a Prometheus Operator object (ServiceMonitor, PodMonitor, PrometheusRule) against the
+    schema in tests/deploy/schemas; returns the error messages (empty when valid)."""
+    import jsonschema
+
+    definitions = _strict(json.loads(MONITORING_SCHEMA.read_text(encoding="utf-8")))["definitions"]
+
+    def validate(obj: dict[str, Any]) -> list[str]:
+        schema = {"$ref": f"#/definitions/{obj['kind']}", "definitions": definitions}
+        validator = jsonschema.Draft7Validator(schema)
+        return [
+            f"{'/'.join(map(str, error.absolute_path)) or '<root>'}: {error.message}"
+            for error in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))
+        ]
+
+    return validate
 
 
 @pytest.fixture(scope="session")

@@ -103,7 +103,7 @@ def test_multi_stage_build_ends_on_slim_python() -> None:
     image = final()[0].value.split()[0]
     for name, default in global_args().items():
         image = image.replace(f"${{{name}}}", default).replace(f"${name}", default)
-    assert image == "python:3.11-slim"
+    assert image.split("@")[0] == "python:3.11-slim"
     builder_names = {s[0].value.split()[-1] for s in all_stages[:-1] if " AS " in s[0].value.upper()}
     copies = only(final(), "COPY")
     assert copies and all(c.value.startswith("--from=") for c in copies), "final stage copies only build results"
@@ -111,6 +111,101 @@ def test_multi_stage_build_ends_on_slim_python() -> None:
     # The builder installs the project; the final stage installs nothing.
     assert any("pip install" in r.value for s in all_stages[:-1] for r in only(s, "RUN"))
     assert not any("pip" in r.value or "apt-get" in r.value for r in only(final(), "RUN"))
+
+
+def _from_images(dockerfile: Path) -> list[str]:
+    text = dockerfile.read_text(encoding="utf-8")
+    args: dict[str, str] = {}
+    images: list[str] = []
+    for instruction in instructions(text):
+        if instruction.keyword == "ARG" and not images:
+            name, _, default = instruction.value.partition("=")
+            args[name] = default
+        if instruction.keyword == "FROM":
+            image = instruction.value.split()[0]
+            for name, default in args.items():
+                image = image.replace(f"${{{name}}}", default).replace(f"${name}", default)
+            images.append(image)
+    return images
+
+
+TEST_FTP_DOCKERFILE = DEPLOY / "examples" / "etl" / "test-ftp" / "Dockerfile"
+
+
+def test_base_images_are_pinned_by_digest() -> None:
+    """A tag moves; a digest names one image. Both images of the project start from the same one."""
+    images = _from_images(DOCKERFILE) + _from_images(TEST_FTP_DOCKERFILE)
+    stage_names = {s[0].value.split()[-1] for s in stages() if " AS " in s[0].value.upper()}
+    pinned = {image for image in images if image not in stage_names}
+    assert pinned and all(re.fullmatch(r"[\w./-]+:[\w.-]+@sha256:[0-9a-f]{64}", image) for image in pinned), pinned
+    assert len(pinned) == 1, f"the Dockerfiles start from different images: {pinned}"
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, sep, version = line.partition("==")
+            assert sep and version, f"constraints.txt: {line!r} is not an exact pin"
+            pins[_normalise(name)] = version
+    return pins
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_constraints_pin_every_dependency_and_what_it_pulls_in() -> None:
+    """Every dependency (runtime and dev) and every package a runtime dependency pulls in has one
+    exact version in constraints.txt, inside the range pyproject.toml allows: the image and CI
+    install the same versions. After changing a dependency, run `make constraints`."""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    pins = _pins()
+    declared = [Requirement(r) for r in pyproject["dependencies"] + pyproject["optional-dependencies"]["dev"]]
+    missing = [str(r) for r in declared if _normalise(r.name) not in pins]
+    assert not missing, f"not pinned in constraints.txt (run `make constraints`): {missing}"
+    for req in declared:
+        assert req.specifier.contains(Version(pins[_normalise(req.name)]), prereleases=True), (req, pins)
+    # What the runtime dependencies pull in, as far as this environment has them installed.
+    todo = [Requirement(r) for r in pyproject["dependencies"]]
+    seen: set[str] = set()
+    while todo:
+        req = todo.pop()
+        name = _normalise(req.name)
+        if name in seen or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
+            continue
+        seen.add(name)
+        assert name in pins, f"{name} (needed by the image) is not pinned (run `make constraints`)"
+        try:
+            todo += [Requirement(r) for r in importlib.metadata.requires(req.name) or []]
+        except importlib.metadata.PackageNotFoundError:
+            pytest.fail(f"{req.name} is not installed here, so what it needs cannot be checked")
+    assert len(seen) > len(pyproject["dependencies"])
+
+
+def test_image_and_ci_install_with_the_constraints() -> None:
+    builder = stages()[0]
+    runs = [i for i in builder if i.keyword == "RUN"]
+    installs = [r for r in runs if "pip install -c constraints.txt" in r.value]
+    assert installs, "the builder must install the dependencies with -c constraints.txt"
+    # Layer caching: the dependencies are installed before the source is copied in, so editing the
+    # source does not reinstall them.
+    first_install = builder.index(installs[0])
+    copies = [i for i in builder if i.keyword == "COPY"]
+    source_copies = [c for c in copies if "ftpsource" in c.value]
+    assert source_copies and all(builder.index(c) > first_install for c in source_copies)
+    early = [c for c in copies if builder.index(c) < first_install]
+    assert {w for c in early for w in c.value.split()[:-1]} <= {"constraints.txt", "pyproject.toml"}, early
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    assert re.search(r"pip install .*-c constraints\.txt -e '\.\[dev\]'", makefile)
+    assert "make test" in (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert not _ignored("constraints.txt", _dockerignore_patterns())
 
 
 def test_runs_as_the_same_non_root_user_as_the_deployment() -> None:
@@ -233,8 +328,8 @@ def _dockerignore_patterns() -> list[str]:
 
 def test_dockerignore_sends_only_what_the_build_needs() -> None:
     patterns = _dockerignore_patterns()
-    for kept in ("pyproject.toml", "README.md", "ftpsource/config.py", "ftpsource/_proto/generic_pb2.py",
-                 "proto/generic.proto"):  # fmt: skip
+    for kept in ("pyproject.toml", "constraints.txt", "README.md", "ftpsource/config.py",
+                 "ftpsource/_proto/generic_pb2.py", "proto/generic.proto"):  # fmt: skip
         assert not _ignored(kept, patterns), kept
     for dropped in (".venv/bin/python", ".git/HEAD", "tests/unit/test_config.py", "deploy/base/deployment.yaml",
                     "ftpsource/__pycache__/config.cpython-311.pyc", "ftpsource.db", "bench/run.py"):  # fmt: skip

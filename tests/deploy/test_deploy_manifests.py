@@ -5,13 +5,15 @@ actually line up, so `kubectl apply -k` gives a stack that works rather than one
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from ftplib import FTP
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,12 +22,19 @@ import pytest
 import yaml
 
 from ftpsource.config import parse_source_config
-from tests.support.deploy import DEPLOY, TREES, require
+from tests.support.deploy import DEPLOY, REPO, TREES, ClusterIPForwarder, require
 
 K8S_VERSION = "1.32.0"
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+# What the image's `ftpsource` console script runs.
+FTPSOURCE = [sys.executable, "-c", "import sys; from ftpsource.cli import main; sys.exit(main(sys.argv[1:]))"]
 ARGO_KINDS = {"EventBus", "EventSource", "Sensor", "Workflow", "WorkflowTemplate"}
-MONITORING_KINDS = {"ServiceMonitor", "PrometheusRule"}
+MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 NAMESPACE = "ftpsource-etl"
+# The files of one credential set (<credentials-dir>/<set>/...), `hosts` being the servers it may be used for.
+CREDENTIAL_FILES = {"hosts", "username", "password", "private_key", "known_hosts", "ca.pem"}
+# Secrets the base expects the operator to provide (it ships none).
+PROVIDED_BY_OPERATOR = {"ftpsource-auth"}
 
 # From the product contract.
 EVENT_TYPES = {"ftpsource.file.ready", "ftpsource.file.missing", "ftpsource.file.rejected", "ftpsource.file.deleted"}
@@ -57,6 +66,12 @@ METRICS = {
     "source_errors_total",
     "streams_active",
     "last_successful_poll_timestamp_seconds",
+    "event_loop_lag_seconds",
+    "event_loop_lag_max_seconds",
+    "settlements_total",
+    "post_actions_total",
+    "unsettled_versions",
+    "unsettled_oldest_delivered_timestamp_seconds",
 }
 # What the Sensor must hand the ETL workflow, by workflow parameter name.
 WORKFLOW_INPUTS = {
@@ -389,8 +404,10 @@ def test_ftpsource_paths_live_on_the_right_volumes(trees: dict[str, Any], tree: 
     credentials = mount_for(container, flags["credentials-dir"])
     assert credentials is not None and credentials["mountPath"] == flags["credentials-dir"]
     sets = projected_files(volume(pod, credentials["name"]))
-    assert sets and all(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.]+", path) for path in sets), sets
-    assert {path.split("/", 1)[1] for path in sets} <= {"username", "password", "private_key", "known_hosts", "ca.pem"}
+    # The base projects no set (it ships no Secret); the example projects its own.
+    assert bool(sets) == (tree == "examples/etl"), sets
+    assert all(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.]+", path) for path in sets), sets
+    assert {path.split("/", 1)[1] for path in sets} <= CREDENTIAL_FILES
     # Every mount names a volume of the pod.
     names = {v["name"] for v in pod["volumes"]}
     assert {m["name"] for m in container["volumeMounts"]} <= names
@@ -421,22 +438,52 @@ def test_service_and_networkpolicy_select_ftpsource_pods(trees: dict[str, Any], 
     assert set(by_port) == {8080, 9090}
     assert all(len(rule["ports"]) == 1 for rule in policy["spec"]["ingress"])
 
-    (grpc_peer,) = by_port[8080]["from"]
-    argo_pod = {"eventsource-name": "ftpsource-files", "controller": "eventsource-controller"}
-    assert label_selector_matches(grpc_peer["podSelector"], argo_pod)
-    assert not label_selector_matches(grpc_peer["podSelector"], {"app.kubernetes.io/name": "prometheus"})
-    assert not label_selector_matches(grpc_peer["podSelector"], {"app": "anything-else"})
+    # gRPC: only EventSources named in the policy, only from namespaces named in it (none: its own).
+    admitted: set[str] = set()
+    for peer in by_port[8080]["from"]:
+        assert set(peer) <= {"podSelector", "namespaceSelector"}
+        names = _named(peer["podSelector"], "eventsource-name")
+        assert names, f"gRPC peer {peer} does not name the EventSources it admits"
+        admitted |= names
+        if "namespaceSelector" in peer:
+            assert _named(peer["namespaceSelector"], "kubernetes.io/metadata.name"), peer
+    for name in admitted:
+        argo_pod = {"eventsource-name": name, "controller": "eventsource-controller"}
+        assert any(label_selector_matches(p["podSelector"], argo_pod) for p in by_port[8080]["from"])
+    stranger = {"eventsource-name": "someone-elses", "controller": "eventsource-controller"}
+    assert not any(label_selector_matches(p["podSelector"], stranger) for p in by_port[8080]["from"])
+    assert not any(
+        label_selector_matches(p["podSelector"], {"app.kubernetes.io/name": "prometheus"})
+        for p in by_port[8080]["from"]
+    )
+    # Every EventSource of the tree that points at ftpsource is admitted.
+    assert {es for es, _ in eventsource_events(tree_)} <= admitted
+
+    # Metrics: Prometheus pods of the named monitoring namespace only.
     (metrics_peer,) = by_port[9090]["from"]
     assert label_selector_matches(metrics_peer["podSelector"], {"app.kubernetes.io/name": "prometheus"})
-    assert not label_selector_matches(metrics_peer["podSelector"], argo_pod)
+    assert not label_selector_matches(metrics_peer["podSelector"], {"eventsource-name": "ftpsource-files"})
+    assert _named(metrics_peer["namespaceSelector"], "kubernetes.io/metadata.name") == {"monitoring"}
+
+
+def _named(selector: dict[str, Any], key: str) -> set[str]:
+    """The values a selector requires for ``key`` (``In`` or ``matchLabels``); empty when it does not
+    pin the key to named values (``Exists``, absent), which would admit anyone who sets the label."""
+    names = set()
+    if key in selector.get("matchLabels", {}):
+        names.add(selector["matchLabels"][key])
+    for expr in selector.get("matchExpressions", []):
+        if expr["key"] == key:
+            if expr["operator"] != "In":
+                return set()
+            names |= set(expr["values"])
+    return names
 
 
 @pytest.mark.parametrize("tree", all_objects())
 def test_common_label_on_every_base_object(trees: dict[str, Any], tree: str) -> None:
     base_names = {
         "ServiceAccount/ftpsource",
-        "Secret/ftpsource-auth",
-        "Secret/ftpsource-credentials-example",
         "PersistentVolumeClaim/ftpsource-state",
         "Deployment/ftpsource",
         "Service/ftpsource",
@@ -468,7 +515,9 @@ def test_every_secret_configmap_and_claim_a_pod_uses_exists(trees: dict[str, Any
             checked += 1
             obj = tree_.find(kind, name)
             if obj is None:
-                if not optional:
+                # The base leaves the Secrets to the operator; a tree that deploys a stack provides them.
+                expected_outside = tree != "examples/etl" and kind == "Secret" and name in PROVIDED_BY_OPERATOR
+                if not optional and not expected_outside:
                     problems.append(f"{what}: {kind}/{name} does not exist")
                 continue
             if key is not None:
@@ -476,7 +525,7 @@ def test_every_secret_configmap_and_claim_a_pod_uses_exists(trees: dict[str, Any
                 if key not in keys:
                     problems.append(f"{what}: {kind}/{name} has no key {key!r}")
     assert not problems, "\n".join(problems)
-    assert checked >= 4
+    assert checked >= (4 if tree == "examples/etl" else 2)
 
 
 def test_generated_transform_configmap_is_referenced_by_its_hashed_name(etl: Any) -> None:
@@ -789,25 +838,69 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
+def _wait_for_port(
+    port: int, process: subprocess.Popen[bytes], timeout_s: float = 15.0, host: str = "127.0.0.1"
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        assert process.poll() is None, "server exited early"
+        assert process.poll() is None, f"server exited early: {process.communicate()[1]!r}"
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
     raise AssertionError(f"nothing listens on {port}")
 
 
-def test_test_ftp_server_command_serves_the_example_credentials(etl: Any, tmp_path: Path) -> None:
-    """Run the test-ftp container's command here (pyftpdlib is a dev dependency), log in with the
-    Secret's credentials, and let the extract script fetch a file through it as the workflow would."""
+def _ports_by_name(container: dict[str, Any]) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in container.get("ports", []) if "name" in p}
+
+
+def _service_routes(service: dict[str, Any], container: dict[str, Any]) -> dict[int, int]:
+    """Service port -> the pod port it reaches (a named targetPort resolved as the kubelet does)."""
+    named = _ports_by_name(container)
+    routes = {}
+    for port in service["spec"]["ports"]:
+        target = port.get("targetPort", port["port"])
+        routes[port["port"]] = named[target] if isinstance(target, str) else int(target)
+    return routes
+
+
+def _loopback_pair() -> tuple[str, str]:
+    """Two loopback addresses of their own (a pod IP and a ClusterIP), so that the fixed ports of the
+    example (2121, 30000-30009) do not collide with anything else running on 127.0.0.1."""
+    import random
+
+    a, b = random.randrange(100, 250), random.randrange(1, 250)
+    return f"127.{a}.{b}.10", f"127.{a}.{b}.20"
+
+
+def test_test_ftp_image_installs_nothing_at_start(etl: Any) -> None:
+    """pyftpdlib comes with the image (pinned by version and hash), not from PyPI when the pod starts,
+    and it is the version the tests run the server command with."""
+    import importlib.metadata
+
+    pod = etl.get("Deployment", "test-ftp")["spec"]["template"]["spec"]
+    for container in pod["containers"] + pod.get("initContainers", []):
+        text = " ".join(container.get("command", []) + container.get("args", []))
+        assert "pip" not in text, f"{container['name']} installs something at start: {text}"
+        assert container["image"] == f"ftpsource-test-ftp:{VERSION}", container["image"]
+    requirements = (DEPLOY / "examples" / "etl" / "test-ftp" / "requirements.txt").read_text(encoding="utf-8")
+    pins = re.findall(r"^pyftpdlib==([\w.]+) --hash=sha256:[0-9a-f]{64}$", requirements, flags=re.M)
+    assert pins == [importlib.metadata.version("pyftpdlib")]
+    dockerfile = (DEPLOY / "examples" / "etl" / "test-ftp" / "Dockerfile").read_text(encoding="utf-8")
+    assert "--require-hashes -r /tmp/requirements.txt" in dockerfile
+    assert re.search(r"^ARG PYTHON_IMAGE=python:[\w.-]+@sha256:[0-9a-f]{64}$", dockerfile, flags=re.M)
+
+
+def test_ftp_through_the_service_as_a_cluster_ip_passes_it(etl: Any, tmp_path: Path) -> None:
+    """Run the test-ftp container's command here, behind a forwarder that passes only the ports the
+    rendered Service declares (what a ClusterIP does), and point ftpsource's own source config and the
+    Workflow's extract step at the forwarder: the control connection and every passive data
+    connection must get through. Then the same with a Service that forwards only port 21, which
+    must fail: the test would catch a Service that forgets the passive range."""
     pytest.importorskip("pyftpdlib")
     pod = etl.get("Deployment", "test-ftp")["spec"]["template"]["spec"]
-    init = pod["initContainers"][0]
-    assert re.search(r"pyftpdlib==[\d.]+", " ".join(init["command"])), "pin the FTP server version"
     container = pod["containers"][0]
     secret_env = {
         e["name"]: secret_value(
@@ -816,57 +909,340 @@ def test_test_ftp_server_command_serves_the_example_credentials(etl: Any, tmp_pa
         for e in container["env"]
         if "valueFrom" in e
     }
-    port = _free_port()
+    pod_ip, cluster_ip = _loopback_pair()
     data = tmp_path / "srv"
     (data / "incoming").mkdir(parents=True)
-    (data / "incoming" / "sales.csv").write_bytes(b"a,b\n1,2\n")
+    payload = b"a,b\n1,2\n"
+    (data / "incoming" / "sales.csv").write_bytes(payload)
     args = []
     for arg in container["args"]:
         arg = re.sub(r"\$\((\w+)\)", lambda m: secret_env[m.group(1)], arg)
-        if arg.startswith("--port="):
-            arg = f"--port={port}"
-        elif arg.startswith("--directory="):
+        if arg.startswith("--directory="):
             arg = f"--directory={data}"
         args.append(arg)
-    assert args != container["args"]
     command = [sys.executable if c == "python" else c for c in container["command"]]
     server = subprocess.Popen(
-        [*command, "--interface=127.0.0.1", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*command, f"--interface={pod_ip}", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+    service = etl.get("Service", "test-ftp")
+    routes = _service_routes(service, container)
     try:
-        _wait_for_port(port, server)
-        with FTP() as ftp:
-            ftp.connect("127.0.0.1", port, timeout=10)
-            ftp.login(secret_env["FTP_USER"], secret_env["FTP_PASSWORD"])
-            assert ftp.nlst("incoming") in (["incoming/sales.csv"], ["sales.csv"])
-        # The Service maps port 21 to the container port the server listens on.
-        service = etl.get("Service", "test-ftp")
-        assert service["spec"]["ports"][0]["port"] == 21
-        assert service["spec"]["ports"][0]["targetPort"] == container["ports"][0]["name"]
-        assert container["ports"][0]["containerPort"] == int(
-            next(a for a in container["args"] if a.startswith("--port=")).split("=")[1]
-        )
+        _wait_for_port(routes[21], server, host=pod_ip)
 
-        extract = next(
-            t for t in etl.get("WorkflowTemplate", "ftpsource-etl")["spec"]["templates"] if t["name"] == "extract"
-        )
-        script = tmp_path / "extract.py"
-        script.write_text(extract["script"]["source"], encoding="utf-8")
-        target = tmp_path / "raw"
-        env = {
-            "SOURCE_URL": f"ftp://127.0.0.1:{port}/incoming/sales.csv",
-            "EXPECTED_SHA256": hashlib.sha256(b"a,b\n1,2\n").hexdigest(),
-            "RAW_PATH": str(target),
-            "FTP_USER": secret_env["FTP_USER"],
-            "FTP_PASSWORD": secret_env["FTP_PASSWORD"],
-        }
-        result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=30)
-        assert result.returncode == 0, result.stderr
-        assert target.read_bytes() == b"a,b\n1,2\n"
-        assert secret_env["FTP_PASSWORD"] not in result.stdout + result.stderr
+        # ftpsource's source config from the EventSource, with the Service's name resolved to the
+        # forwarder, as cluster DNS would.
+        spec = eventsource_events(etl)[("ftpsource-files", "incoming-ftp")]
+        config = yaml.safe_load(spec["config"])
+        url = urlsplit(config["url"])
+        assert url.hostname == service["metadata"]["name"] and url.port in routes
+        mounts = _materialise_pod_files(etl, tmp_path / "pod")
+        credentials_dir = mounts[parse_flags(ftpsource_container(etl)["args"])["credentials-dir"]]
+        hosts = credentials_dir / config["credentials"] / "hosts"
+        assert f"{url.hostname}:{url.port}" in hosts.read_text().split(), "the set must allow its server"
+
+        def check_through(ports: dict[int, int]) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+            with ClusterIPForwarder(cluster_ip, pod_ip, ports) as forwarder:
+                address = f"{cluster_ip}:{forwarder.listening[url.port]}"
+                hosts.write_text(f"{address}\n")
+                # A single `check` sees the file once: only without a stability wait is it complete, and
+                # only a complete file is read (a RETR, a second passive connection after the LIST).
+                cfg = {**config, "url": url._replace(netloc=address).geturl(), "stable_for": "0s"}
+                cfg_file = tmp_path / "source.yaml"
+                cfg_file.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+                check = subprocess.run(
+                    [*FTPSOURCE, "check", str(cfg_file), "--credentials-dir", str(credentials_dir), "--hash", "--json"],
+                    capture_output=True, text=True, timeout=60, env={**os.environ, "FTPSOURCE_LOG_FORMAT": "text"},
+                )  # fmt: skip
+                extract = _run_extract(etl, tmp_path, f"ftp://{address}/incoming/sales.csv", payload, secret_env)
+            return check, {"extract": extract}
+
+        check, extra = check_through(routes)
+        assert check.returncode == 0, check.stdout + check.stderr
+        # With --hash, "emit" means the file was read and hashed: a failed read is a problem instead.
+        files = {f["path"]: f for f in json.loads(check.stdout)["files"]}
+        assert files["sales.csv"]["kind"] == "emit", files
+        extract = extra["extract"]
+        assert extract.returncode == 0, extract.stderr
+        assert secret_env["FTP_PASSWORD"] not in check.stdout + check.stderr + extract.stdout + extract.stderr
+
+        # The same Service without the passive range: what a ClusterIP would then refuse.
+        control_only = {21: routes[21]}
+        check, extra = check_through(control_only)
+        assert check.returncode != 0
+        assert "refused" in (check.stdout + check.stderr).lower(), check.stdout + check.stderr
+        assert extra["extract"].returncode != 0
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        server.communicate(timeout=10)
+
+
+def _run_extract(
+    etl: Any, tmp_path: Path, source_url: str, payload: bytes, secret_env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """The WorkflowTemplate's extract script, run as its pod would run it."""
+    extract = next(
+        t for t in etl.get("WorkflowTemplate", "ftpsource-etl")["spec"]["templates"] if t["name"] == "extract"
+    )
+    script = tmp_path / "extract.py"
+    script.write_text(extract["script"]["source"], encoding="utf-8")
+    target = tmp_path / "raw"
+    target.unlink(missing_ok=True)
+    env = {
+        "SOURCE_URL": source_url,
+        "EXPECTED_SHA256": hashlib.sha256(payload).hexdigest(),
+        "RAW_PATH": str(target),
+        "FTP_USER": secret_env["FTP_USER"],
+        "FTP_PASSWORD": secret_env["FTP_PASSWORD"],
+    }
+    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    if result.returncode == 0:
+        assert target.read_bytes() == payload
+    return result
+
+
+# ----------------------------------------------------------- what a real cluster needs beyond a schema
+
+
+def test_base_ships_no_secret(base: Any, monitoring: Any) -> None:
+    """A placeholder Secret in the base would be a known bearer token on every install that forgot it."""
+    for tree in (base, monitoring):
+        assert tree.of_kind("Secret") == [], [name_of(o) for o in tree.of_kind("Secret")]
+    text = (DEPLOY / "base" / "kustomization.yaml").read_text(encoding="utf-8")
+    for name in PROVIDED_BY_OPERATOR:
+        assert name in text, f"the base should say that it expects Secret {name}"
+
+
+def _generated(tree: Any) -> dict[tuple[str, str], str]:
+    """(kind, name as written) -> rendered name, for every generated object with a content-hash suffix."""
+    kustomization = yaml.safe_load((DEPLOY / "examples" / "etl" / "kustomization.yaml").read_text(encoding="utf-8"))
+    found = {}
+    for kind, key in (("Secret", "secretGenerator"), ("ConfigMap", "configMapGenerator")):
+        for generator in kustomization.get(key, []):
+            if generator.get("options", {}).get("disableNameSuffixHash"):
+                continue
+            (obj,) = [o for o in tree.of_kind(kind) if o["metadata"]["name"].startswith(f"{generator['name']}-")]
+            assert re.fullmatch(rf"{generator['name']}-[a-z0-9]{{10}}", obj["metadata"]["name"])
+            found[(kind, generator["name"])] = obj["metadata"]["name"]
+    return found
+
+
+def _name_fields(node: Any, path: str = "") -> list[tuple[str, str]]:
+    """(path, value) of every field that names another object: `name`, `secretName`, `claimName`."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{path}/{key}"
+            if key in {"name", "secretName"} and isinstance(value, str):
+                found.append((here, value))
+            found += _name_fields(value, here)
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            found += _name_fields(item, f"{path}/{index}")
+    return found
+
+
+def test_generated_names_reach_every_consumer(etl: Any) -> None:
+    """Every reference to a generated Secret or ConfigMap carries its hashed name, in core objects and in
+    Argo's (EventSource authSecret, WorkflowTemplate env and volumes) alike; a reference left with the
+    bare name would point at nothing in the cluster."""
+    generated = _generated(etl)
+    assert {("Secret", "ftpsource-auth"), ("Secret", "test-ftp-credentials"), ("ConfigMap", "etl-transform")} <= set(
+        generated
+    )
+    bare = {name for _, name in generated}
+    used: dict[str, int] = dict.fromkeys(generated.values(), 0)
+    for obj in etl:
+        for path, value in _name_fields(obj):
+            if path == "/metadata/name":
+                continue
+            assert value not in bare, f"{name_of(obj)} {path} names {value}, whose rendered name is hashed"
+            if value in used:
+                used[value] += 1
+    assert all(used.values()), f"generated but never referenced: {[n for n, c in used.items() if not c]}"
+    # The EventSource's every event, and both consumers of the FTP credentials, were rewritten.
+    auth = generated[("Secret", "ftpsource-auth")]
+    assert {spec["authSecret"]["name"] for spec in eventsource_events(etl).values()} == {auth}
+    credentials = generated[("Secret", "test-ftp-credentials")]
+    extract = next(
+        t for t in etl.get("WorkflowTemplate", "ftpsource-etl")["spec"]["templates"] if t["name"] == "extract"
+    )
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in extract["script"]["env"] if "valueFrom" in e}
+    assert refs == {credentials}
+
+
+def test_every_sensor_trigger_is_at_least_once(etl: Any) -> None:
+    """A Sensor restart between receiving an event and running its trigger must not lose the run."""
+    triggers = sensor_triggers(etl)
+    assert triggers
+    for sensor, trigger in triggers:
+        assert trigger.get("atLeastOnce") is True, f"{name_of(sensor)} trigger {trigger['template']['name']}"
+
+
+def _duration_s(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([smhd])", text))
+
+
+def test_finished_workflows_outlive_eventbus_redelivery(etl: Any) -> None:
+    """The "already exists" de-duplication lasts as long as the Workflow object: at least as long as
+    the EventBus keeps (and may redeliver) the event."""
+    (bus,) = etl.of_kind("EventBus")
+    stream = yaml.safe_load(bus["spec"]["jetstream"]["streamConfig"])
+    max_age = _duration_s(stream["maxAge"])
+    assert max_age > 0
+    ttl = etl.get("WorkflowTemplate", "ftpsource-etl")["spec"]["ttlStrategy"]
+    assert set(ttl) == {"secondsAfterCompletion"}, "a shorter TTL for successes or failures would cut it short"
+    assert ttl["secondsAfterCompletion"] >= max_age
+
+
+def test_eventbus_version_is_known_to_every_argo_events_install(etl: Any) -> None:
+    """The JetStream version must be listed in the controller config of the installed Argo Events, or
+    no EventBus is created. The upstream manifests and the Helm chart list different numbered
+    versions; `latest` (the image that the installed release pins) is the name both know."""
+    for bus in etl.of_kind("EventBus"):
+        assert bus["spec"]["jetstream"]["version"] == "latest", name_of(bus)
+        assert bus["spec"]["jetstream"]["replicas"] >= 3, "fewer than 3 replicas lose publishes when one pod goes"
+
+
+def test_argo_pods_are_locked_down_and_sized(etl: Any) -> None:
+    for obj in etl.of_kind("EventSource") + etl.of_kind("Sensor"):
+        template = obj["spec"]["template"]
+        pod = template["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod.get("runAsUser", 1) != 0, name_of(obj)
+        assert pod["seccompProfile"]["type"] == "RuntimeDefault", name_of(obj)
+        container = template["container"]
+        security = container["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False, name_of(obj)
+        assert security["capabilities"]["drop"] == ["ALL"], name_of(obj)
+        assert security["readOnlyRootFilesystem"] is True, name_of(obj)
+        for kind in ("requests", "limits"):
+            assert set(container["resources"][kind]) >= {"cpu", "memory"}, f"{name_of(obj)} {kind}"
+
+
+@pytest.mark.parametrize("tree", all_objects())
+def test_ftpsource_pod_settings_for_a_real_cluster(trees: dict[str, Any], tree: str) -> None:
+    pod = ftpsource_deployment(trees[tree])["spec"]["template"]["spec"]
+    # The `ftpsource` Service would otherwise inject FTPSOURCE_SERVICE_HOST & co. into its settings' prefix.
+    assert pod["enableServiceLinks"] is False
+    flags = parse_flags(ftpsource_container(trees[tree])["args"])
+    # Listening on every address, IPv6 included (with a fallback where the pod has none).
+    assert flags["listen"].startswith("[::]:") and flags["metrics-listen"].startswith("[::]:")
+
+
+def test_local_sources_are_allowed_roots(etl: Any) -> None:
+    """Every `file://` source watches a directory that FTPSOURCE_ALLOW_ROOTS lets it watch."""
+    env = {e["name"]: e.get("value", "") for e in ftpsource_container(etl).get("env", [])}
+    roots = [r for r in env.get("FTPSOURCE_ALLOW_ROOTS", "").split(":") if r]
+    local = [parse_source_config(spec["config"]) for spec in eventsource_events(etl).values()]
+    local = [c for c in local if c.parsed_url.scheme == "file"]
+    assert local and roots
+    for config in local:
+        root = config.parsed_url.root.rstrip("/") + "/"
+        assert any(root.startswith(r.rstrip("/") + "/") for r in roots), (config.parsed_url.root, roots)
+
+
+def test_credential_sets_name_their_servers(etl: Any) -> None:
+    """A set is usable only for the servers its `hosts` file lists: the example's lists its server."""
+    pod = ftpsource_deployment(etl)["spec"]["template"]["spec"]
+    container = ftpsource_container(etl)
+    credentials_dir = parse_flags(container["args"])["credentials-dir"]
+    files = projected_files(volume(pod, mount_for(container, credentials_dir)["name"]))  # type: ignore[index]
+    checked = 0
+    for spec in eventsource_events(etl).values():
+        config = parse_source_config(spec["config"])
+        if not config.credentials:
+            continue
+        secret_name, key = files[f"{config.credentials}/hosts"]
+        hosts = secret_value(etl.get("Secret", secret_name), key).split()
+        url = config.parsed_url
+        assert f"{url.host}:{url.port}" in hosts or url.host in hosts, (url.host, hosts)
+        checked += 1
+    assert checked
+
+
+def test_nothing_names_the_namespace_but_the_kustomization(kustomize_dir: Any, tmp_path: Path) -> None:
+    """Re-namespaced with an overlay, the example must not keep pointing at `ftpsource-etl`: no Service
+    URL, no RoleBinding subject, no object left behind in the old namespace."""
+    overlay = tmp_path / "renamed"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "namespace": "elsewhere",
+                # kustomize takes only relative paths to a base.
+                "resources": [os.path.relpath(DEPLOY / "examples" / "etl", overlay)],
+            }
+        ),
+        encoding="utf-8",
+    )
+    objects = kustomize_dir(overlay)
+    from tests.support.deploy import Tree
+
+    tree = Tree("renamed", objects)
+    assert tree.names("Namespace") == {"elsewhere"}
+    for obj in tree:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace") == "elsewhere", name_of(obj)
+    for binding in tree.of_kind("RoleBinding"):
+        for subject in binding["subjects"]:
+            assert subject.get("namespace", "elsewhere") == "elsewhere", name_of(binding)
+    # Every address: the EventSources' gRPC targets, the sources' URLs, the artifact repository.
+    addresses = []
+    for spec in eventsource_events(tree).values():
+        addresses += [spec["url"], yaml.safe_load(spec["config"])["url"]]
+    repository = tree.get("ConfigMap", "artifact-repositories")
+    addresses += [yaml.safe_load(v)["s3"]["endpoint"] for v in repository["data"].values()]
+    for address in addresses:
+        assert NAMESPACE not in address, address
+
+    # And any `namespace` field, wherever it sits (subjects, references), says the new one.
+    def namespaces(node: Any) -> list[Any]:
+        if isinstance(node, dict):
+            return [v for k, v in node.items() if k == "namespace"] + [n for v in node.values() for n in namespaces(v)]
+        if isinstance(node, list):
+            return [n for item in node for n in namespaces(item)]
+        return []
+
+    assert set(namespaces(objects)) == {"elsewhere"}
+
+
+def test_the_eventsource_is_applied_after_everything_else(etl: Any) -> None:
+    """Sensors see only events published after they first subscribe, so the first install applies
+    everything but the EventSource, waits, then applies the rest; the selector must split it so."""
+    docs = (REPO / "docs" / "deploy.md").read_text(encoding="utf-8")
+    first = "kubectl apply -k deploy/examples/etl -l 'ftpsource.example/apply!=last'"
+    assert first in docs
+    later = [o for o in etl if o["metadata"].get("labels", {}).get("ftpsource.example/apply") == "last"]
+    assert {name_of(o) for o in later} == {name_of(o) for o in etl.of_kind("EventSource")}
+    rest = docs[docs.index(first) :]
+    assert rest.index("sensor") < rest.index("kubectl apply -k deploy/examples/etl\n")
+
+
+def test_deploy_docs_name_the_argo_versions_and_their_commands_parse() -> None:
+    docs = (REPO / "docs" / "deploy.md").read_text(encoding="utf-8")
+    checked = docs[docs.index("**Checked against**") :].split("\n\n")[0]
+    assert re.search(r"Argo Events v1\.\d+", checked) and re.search(r"Argo Workflows v3\.\d+", checked), checked
+    for block in re.findall(r"```sh\n(.*?)```", docs, flags=re.S):
+        result = subprocess.run(["bash", "-n"], input=block, text=True, capture_output=True)
+        assert result.returncode == 0, f"{result.stderr}\n{block}"
+    for block in re.findall(r"```yaml\n(.*?)```", docs, flags=re.S):
+        assert yaml.safe_load(block) is not None
+
+
+def test_the_version_is_the_package_version() -> None:
+    """The image tag and every place quoting the release say what pyproject.toml says."""
+    kustomization = yaml.safe_load((DEPLOY / "base" / "kustomization.yaml").read_text(encoding="utf-8"))
+    (image,) = kustomization["images"]
+    assert image["name"] == "ftpsource" and image["newTag"] == VERSION
+    quoted = []
+    for path in [REPO / "docs" / "deploy.md", REPO / "Dockerfile", *sorted(DEPLOY.rglob("*"))]:
+        if path.is_file() and path.suffix in {"", ".md", ".yaml"}:
+            text = path.read_text(encoding="utf-8")
+            quoted += [(path.name, v) for v in re.findall(r"ftpsource(?:-test-ftp)?:(\d+\.\d+\.\d+)\b", text)]
+    assert quoted, "no image tag quoted anywhere"
+    assert {v for _, v in quoted} == {VERSION}, quoted
 
 
 # ------------------------------------------------------------------------------------------ monitoring
@@ -874,6 +1250,24 @@ def test_test_ftp_server_command_serves_the_example_credentials(etl: Any, tmp_pa
 
 def _rule_groups(monitoring: Any) -> list[dict[str, Any]]:
     return monitoring.get("PrometheusRule", "ftpsource")["spec"]["groups"]
+
+
+def test_monitoring_objects_match_their_schema(monitoring: Any, monitoring_validator: Any) -> None:
+    checked = set()
+    errors = []
+    for obj in monitoring:
+        if obj["kind"] in MONITORING_KINDS:
+            errors += [f"{name_of(obj)}: {e}" for e in monitoring_validator(obj)]
+            checked.add(obj["kind"])
+    assert not errors, "\n".join(errors)
+    assert checked == MONITORING_KINDS
+    # Not vacuous: a misspelt field and a bad duration are caught.
+    monitor = yaml.safe_load(yaml.safe_dump(monitoring.get("PodMonitor", "ftpsource-argo-events")))
+    monitor["spec"]["podMetricsEndpoints"][0]["intreval"] = monitor["spec"]["podMetricsEndpoints"][0].pop("interval")
+    rules = yaml.safe_load(yaml.safe_dump(monitoring.get("PrometheusRule", "ftpsource")))
+    rules["spec"]["groups"][0]["rules"][0]["for"] = "15 minutes"
+    assert any("intreval" in e for e in monitoring_validator(monitor))
+    assert any("for" in e for e in monitoring_validator(rules))
 
 
 def test_servicemonitor_scrapes_the_metrics_port(monitoring: Any) -> None:
@@ -957,6 +1351,22 @@ def test_alerts_fire_when_they_should_and_only_then(monitoring: Any, tmp_path: P
                         "series": 'ftpsource_events_total{source="ok",type="ftpsource.file.ready",reason="new"}',
                         "values": "0+1x40",
                     },
+                    {"series": "ftpsource_event_loop_lag_max_seconds", "values": "0.2x5 3x35"},
+                    {
+                        "series": 'argo_events_events_sent_failed_total{namespace="etl",eventsource_name="files",'
+                        'event_name="incoming-ftp"}',
+                        "values": "0x10 1x30",
+                    },
+                    {
+                        "series": 'argo_events_events_sent_total{namespace="etl",eventsource_name="files",'
+                        'event_name="incoming-ftp"}',
+                        "values": "0+3x40",
+                    },
+                    {
+                        "series": 'argo_events_action_failed_total{namespace="etl",sensor_name="etl",'
+                        'trigger_name="etl-from-ftp"}',
+                        "values": "0x40",
+                    },
                 ],
                 "alert_rule_test": [
                     fired("FtpsourceNoSuccessfulPoll", "10m"),
@@ -972,6 +1382,65 @@ def test_alerts_fire_when_they_should_and_only_then(monitoring: Any, tmp_path: P
                         {**stuck, "type": "ftpsource.file.missing", "severity": "warning"},
                     ),
                     fired("FtpsourceFileRejected", "30m"),
+                    fired("FtpsourceEventLoopLagging", "15m"),
+                    fired("FtpsourceEventLoopLagging", "25m", {"severity": "warning"}),
+                    fired("FtpsourceEventsNotPublished", "8m"),
+                    fired(
+                        "FtpsourceEventsNotPublished",
+                        "12m",
+                        {
+                            "namespace": "etl",
+                            "eventsource_name": "files",
+                            "event_name": "incoming-ftp",
+                            "severity": "critical",
+                        },
+                    ),
+                    fired("FtpsourceEventsNotPublished", "30m"),
+                    fired("FtpsourceTriggerFailing", "30m"),
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test), encoding="utf-8")
+    result = subprocess.run(
+        [promtool, "test", "rules", "test.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_unsettled_alert_fires_for_a_version_left_unsettled_only(monitoring: Any, tmp_path: Path) -> None:
+    """A version delivered at 0 and never settled fires after 6h (+15m); a source that keeps settling
+    (its oldest unsettled version is always recent) and one with nothing unsettled (0) never do."""
+    promtool = _promtool()
+    groups = yaml.safe_load(yaml.safe_dump(_rule_groups(monitoring)))
+    for group in groups:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}), encoding="utf-8")
+    series = "ftpsource_unsettled_oldest_delivered_timestamp_seconds"
+
+    def fired(at: str, *labels: dict[str, str]) -> dict[str, Any]:
+        return {
+            "eval_time": at,
+            "alertname": "FtpsourceVersionsUnsettled",
+            "exp_alerts": [{"exp_labels": lbl} for lbl in labels],
+        }
+
+    test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "5m",
+        "tests": [
+            {
+                "interval": "5m",
+                "input_series": [
+                    {"series": f'{series}{{source="stuck"}}', "values": "1x100"},
+                    {"series": f'{series}{{source="busy"}}', "values": "1+300x100"},
+                    {"series": f'{series}{{source="idle"}}', "values": "0x100"},
+                ],
+                "alert_rule_test": [
+                    fired("6h"),
+                    fired("6h30m", {"source": "stuck", "severity": "warning"}),
+                    fired("8h", {"source": "stuck", "severity": "warning"}),
                 ],
             }
         ],
@@ -1028,14 +1497,12 @@ def test_the_pod_command_runs_the_real_server_end_to_end(etl: Any, tmp_path: Pat
     its probes, then stream the EventSource's local source as Argo would: token from the Secret, config
     from the EventSource. The Sensor's filter and parameter keys must resolve on the real event."""
     import json as json_
-    import os
 
     import grpc
 
     from ftpsource._proto import generic_pb2, generic_pb2_grpc
 
-    # What the image's `ftpsource` console script runs.
-    command = [sys.executable, "-c", "import sys; from ftpsource.cli import main; sys.exit(main(sys.argv[1:]))"]
+    command = FTPSOURCE
     container = ftpsource_container(etl)
     mounts = _materialise_pod_files(etl, tmp_path / "pod")
     grpc_port, metrics_port = _free_port(), _free_port()
@@ -1047,7 +1514,12 @@ def test_the_pod_command_runs_the_real_server_end_to_end(etl: Any, tmp_path: Pat
         elif key == "--metrics-listen":
             value = f"127.0.0.1:{metrics_port}"
         args.append(f"{key}{eq}{_relocate(value, mounts)}" if eq else arg)
-    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    # Paths in the environment (FTPSOURCE_ALLOW_ROOTS is a colon-separated list) move with the mounts.
+    env = {
+        e["name"]: ":".join(_relocate(part, mounts) for part in e["value"].split(":"))
+        for e in container.get("env", [])
+        if "value" in e
+    }
     server = subprocess.Popen(
         [*command, *args],
         env={**os.environ, **env},
@@ -1056,7 +1528,8 @@ def test_the_pod_command_runs_the_real_server_end_to_end(etl: Any, tmp_path: Pat
         text=True,
     )
     output = ""
-    token = secret_value(etl.get("Secret", "ftpsource-auth"), "token")
+    token_file = parse_flags(container["args"])["auth-token-file"]
+    token = (mounts[mount_for(container, token_file)["mountPath"]] / Path(token_file).name).read_text()  # type: ignore[index]
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -27,16 +28,30 @@ def _dockerfile_healthcheck() -> list[str]:
 @pytest.mark.slow
 def test_fresh_venv_install_starts_and_answers_health_checks(tmp_path: Path) -> None:
     venv = tmp_path / "opt-ftpsource"
+    # Without the test run's PYTHONPATH (the source tree), pip would see ftpsource as installed already.
+    clean_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
-    # The builder stage: a wheel of the tree, installed with its dependencies, then bytecode compiled.
+    # The builder stage: the dependencies at their pinned versions, then a wheel of the tree installed
+    # without dependencies, checked, then bytecode compiled.
+    requirements = tmp_path / "requirements.txt"
+    dependencies = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    requirements.write_text("\n".join(dependencies) + "\n")
+    constraints = str(REPO / "constraints.txt")
     subprocess.run(
-        [*pip, "wheel", "--no-deps", "--wheel-dir", str(tmp_path / "wheels"), str(REPO)], check=True, timeout=300
+        [*pip, "install", "-c", constraints, "-r", str(requirements)], check=True, timeout=600, env=clean_env
+    )
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--wheel-dir", str(tmp_path / "wheels"), str(REPO)],
+        check=True,
+        timeout=300,
+        env=clean_env,
     )
     (wheel,) = (tmp_path / "wheels").glob("ftpsource-*.whl")
-    subprocess.run([*pip, "install", str(wheel)], check=True, timeout=600)
+    subprocess.run([*pip, "install", "--no-deps", str(wheel)], check=True, timeout=600, env=clean_env)
+    subprocess.run([*pip, "check"], check=True, timeout=60, env=clean_env)
     subprocess.run([str(venv / "bin" / "python"), "-m", "compileall", "-q", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "ftpsource"), "--help"], check=True, capture_output=True)
+    subprocess.run([str(venv / "bin" / "ftpsource"), "--help"], check=True, capture_output=True, env=clean_env)
 
     # The final stage's CMD, with its paths under tmp and free loopback ports.
     state, creds, auth = tmp_path / "var-lib", tmp_path / "credentials", tmp_path / "auth"
@@ -49,7 +64,7 @@ def test_fresh_venv_install_starts_and_answers_health_checks(tmp_path: Path) -> 
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
     env = {
-        **os.environ,
+        **clean_env,
         "PYTHONDONTWRITEBYTECODE": "1",
         "FTPSOURCE_LOG_FORMAT": "json",
         "FTPSOURCE_METRICS_LISTEN": f"127.0.0.1:{ports[1]}",

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import http.server
 import json
 import logging
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -12,9 +16,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ftpsource import metrics as metrics_module
+from ftpsource.config import ServerSettings
 from ftpsource.logging import JsonFormatter, TextFormatter, setup_logging
+from ftpsource.metrics import Metrics
+from ftpsource.server import start_server
 from tests.support import REQUIRE_REAL_SERVERS
 from tests.support.harness import eventually, run_server, stream_to
 
@@ -214,3 +224,41 @@ def test_setup_logging_picks_json_when_not_a_terminal(capsys: pytest.CaptureFixt
         }
     finally:
         logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
+
+
+def _fetch_at(host: str, port: int, path: str) -> int:
+    with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as r:
+        return int(r.status)
+
+
+async def test_the_any_address_listen_takes_ipv4_and_ipv6(tmp_path: Path) -> None:
+    """`[::]` (what the Deployment listens on) answers on IPv4 and IPv6 alike, gRPC and HTTP."""
+    if not socket.has_ipv6:
+        pytest.skip("this host has no IPv6")
+    # Beyond loopback without a token only on purpose (--no-auth): this test is about the listener.
+    settings = ServerSettings(listen="[::]:0", metrics_listen="[::]:0", state=tmp_path / "state.db", no_auth=True)
+    running = await start_server(settings, Metrics())
+    try:
+        assert running.metrics_port is not None
+        for host in ("127.0.0.1", "[::1]"):
+            assert await asyncio.to_thread(_fetch_at, host, running.metrics_port, "/healthz") == 200
+            async with grpc.aio.insecure_channel(f"{host}:{running.port}") as channel:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await running.stop(1.0)
+
+
+def test_http_listener_falls_back_to_ipv4_without_ipv6(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_ipv6(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
+
+    monkeypatch.setattr(metrics_module._DualStackHTTPServer, "__init__", no_ipv6)
+    server = metrics_module.bind_http("::", 0, http.server.BaseHTTPRequestHandler)
+    try:
+        assert server.socket.family == socket.AF_INET and server.server_address[0] == "0.0.0.0"
+    finally:
+        server.server_close()
+    # A specific IPv6 address that is not there is an error, not a silent IPv4 listener.
+    with pytest.raises(OSError):
+        metrics_module.bind_http("::2", 0, http.server.BaseHTTPRequestHandler)

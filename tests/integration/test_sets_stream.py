@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ftpsource.clock import ShiftedClock
 from ftpsource.store import Store
+from tests.support.deadlines import next_boundary
 from tests.support.harness import all_delivered, run_server, stream_to
 
 
@@ -41,7 +41,7 @@ async def test_set_at_risk_complete_amended_once_across_restart(tmp_path: Path, 
     now = clock()
     # Start just after a boundary so the next deadline is ~10 minutes away: before its warning.
     clock.advance(600 - now % 600 + 5)
-    deadline = datetime.fromtimestamp(clock() - clock() % 600 + 600, UTC)
+    deadline = next_boundary(clock())
     hm = deadline.strftime("%H%M")
     async with run_server(tmp_path, clock=clock) as srv, stream_to(srv.port, config(root)) as stream:
         (root / f"a_{hm}.csv").write_bytes(b"a1")
@@ -84,7 +84,7 @@ async def test_set_at_risk_complete_amended_once_across_restart(tmp_path: Path, 
 async def test_set_incomplete_then_complete_late(tmp_path: Path, root: Path) -> None:
     clock = ShiftedClock()
     clock.advance(600 - clock() % 600 + 5)
-    deadline = datetime.fromtimestamp(clock() - clock() % 600 + 600, UTC)
+    deadline = next_boundary(clock())
     hm = deadline.strftime("%H%M")
     async with run_server(tmp_path, clock=clock) as srv, stream_to(srv.port, config(root)) as stream:
         (root / f"b_{hm}_1.csv").write_bytes(b"b1")

@@ -8,13 +8,13 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from ftpsource.clock import ShiftedClock
 from tests.support.browser import dump_dom, screenshot
+from tests.support.deadlines import next_boundary
 from tests.support.harness import REPO, all_delivered, run_server, stream_to
 
 HOSTILE_PENDING = "<script>alert(1)<script>.csv.gz"
@@ -88,7 +88,7 @@ def _headers(url: str) -> Any:
 async def test_status_page_in_a_real_browser(tmp_path: Path, root: Path) -> None:
     clock = ShiftedClock()
     clock.advance(600 - clock() % 600 + 5)  # just after a boundary: the next deadline is ~10 minutes away
-    first = datetime.fromtimestamp(clock() - clock() % 600 + 600, UTC)
+    first = next_boundary(clock())
     hm = first.strftime("%H%M")
     async with run_server(tmp_path, clock=clock) as srv, stream_to(srv.port, config(root)) as stream:
         base = f"http://127.0.0.1:{srv.metrics_port}"
@@ -123,17 +123,23 @@ async def test_status_page_in_a_real_browser(tmp_path: Path, root: Path) -> None
         assert src["last_ok_poll"] is not None and src["last_ok_poll_age_s"] < 60
         statuses = {(x["kind"], x["name"], x["period"][11:16]): x["status"] for x in src["expected"]}
         t = first.strftime("%H:%M")
-        assert statuses[("file", f"solo_{hm}.csv", t)] == "on time"
+        assert statuses[("file", f"solo_{hm}.csv", t)] == "on_time"
         assert statuses[("set", "done", t)] == "complete"
         assert statuses[("set", "amend", t)] == "amended"
         assert statuses[("set", "late", t)] == "late"
         assert statuses[("set", "gone", t)] == "missing"
-        assert "at risk" in {s for (k, n, _), s in statuses.items() if n == "risky"}
+        assert "at_risk" in {s for (k, n, _), s in statuses.items() if n == "risky"}
         assert statuses[("set", "yearly", "00:00")] == "waiting"
         gone = next(x for x in src["expected"] if x["name"] == "gone" and x["period"][11:16] == t)
         assert gone["missing"] == [f"gone_{hm}.csv", f"gone_{hm}_p*.csv"]
         assert any(e["type"] == "ftpsource.set.amended" for e in doc["events"])
         assert any(e["subject"] == HOSTILE_READY for e in doc["events"])
+
+        # The same counts for Prometheus (and the Grafana dashboard).
+        _, _, metrics = await asyncio.to_thread(_get, f"{base}/metrics")
+        for kind, status in [("file", "on_time"), ("set", "amended"), ("set", "late"), ("set", "complete")]:
+            line = f'ftpsource_expected{{kind="{kind}",source="{src["id"]}",status="{status}"}} 1.0'
+            assert line in metrics.decode(), line
 
         page = await dump_dom(f"{base}/")
         await screenshot(f"{base}/", REPO / ".cache" / "status-page.png")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,8 +22,9 @@ from tests.support import REQUIRE_REAL_SERVERS
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-# CI lays shared/ beside the clone, as it is beside the work tree here.
-SCHEMAS = Path(__file__).resolve().parents[2].parent / "shared" / "schemas"
+# CI lays shared/ beside the clone, as it is beside the work tree here; FTPSOURCE_SCHEMAS overrides
+# that for a checkout that lives elsewhere.
+SCHEMAS = Path(os.environ.get("FTPSOURCE_SCHEMAS") or Path(__file__).resolve().parents[2].parent / "shared" / "schemas")
 REQUIRE_TOOLS = REQUIRE_REAL_SERVERS
 
 # Components (kustomize 3.7) and `labels[].includeTemplates` (kustomize 5.0) are used by deploy/.
@@ -87,3 +92,71 @@ class Tree:
 
 
 TREES = ("base", "overlays/monitoring", "examples/etl")
+
+
+class ClusterIPForwarder:
+    """What a ClusterIP Service does to traffic, on loopback: it answers on ``cluster_ip`` only at the
+    ports the Service declares, and relays each to its target port on ``pod_ip``. A port the Service
+    does not declare is refused, as it is in a cluster.
+
+    ``ports`` maps a Service port to the pod's port. A privileged Service port (below 1024) listens on
+    a free port instead when the tests do not run as root; ``listening[port]`` tells where.
+    """
+
+    def __init__(self, cluster_ip: str, pod_ip: str, ports: dict[int, int]) -> None:
+        self.cluster_ip, self.pod_ip, self.ports = cluster_ip, pod_ip, ports
+        self.listening: dict[int, int] = {}
+        self._servers: list[socket.socket] = []
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> ClusterIPForwarder:
+        for port, target in self.ports.items():
+            try:
+                server = socket.create_server((self.cluster_ip, port))
+            except PermissionError:
+                if port >= 1024:
+                    raise
+                server = socket.create_server((self.cluster_ip, 0))
+            self.listening[port] = server.getsockname()[1]
+            self._servers.append(server)
+            threading.Thread(target=self._accept, args=(server, target), daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for server in self._servers:
+            # A thread blocked in accept() keeps a merely closed socket listening; shutdown wakes it.
+            with contextlib.suppress(OSError):
+                server.shutdown(socket.SHUT_RDWR)
+            server.close()
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+
+    def _accept(self, server: socket.socket, target: int) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return  # closed
+            try:
+                upstream = socket.create_connection((self.pod_ip, target), timeout=10)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._conns.update({client, upstream})
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)  # pass the end of a transfer on: FTP data ends with EOF
+        except OSError:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.close()

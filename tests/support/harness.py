@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,26 +19,35 @@ from typing import Any
 import grpc
 import yaml
 
-from ftpsource._proto import generic_pb2, generic_pb2_grpc
+from ftpsource._proto import generic_pb2, generic_pb2_grpc, settlement_pb2, settlement_pb2_grpc
 from ftpsource.config import ServerSettings
 from ftpsource.metrics import Metrics
 from ftpsource.server import RunningServer, start_server
-from ftpsource.store import open_store_read_only
+from ftpsource.store import VersionRow, open_store_read_only
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @contextlib.asynccontextmanager
 async def run_server(
-    tmp: Path, clock: Callable[[], float] = time.time, **overrides: Any
+    tmp: Path,
+    clock: Callable[[], float] = time.time,
+    *,
+    allow_roots: Sequence[Path] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[RunningServer]:
-    """An in-process server on a free loopback port with its own state file."""
+    """An in-process server on a free loopback port with its own state file.
+
+    Streams may read local directories under ``allow_roots`` only, ``[tmp]`` unless given (``[]``: none),
+    as ``serve --allow-root`` would allow them.
+    """
     # A short keepalive keeps delivery confirmation (keepalive + ping timeout + slack) to ~3 s.
     overrides.setdefault("keepalive_s", 1.0)
     settings = ServerSettings(
         listen="127.0.0.1:0",
         metrics_listen="127.0.0.1:0",
         state=overrides.pop("state", tmp / "state.db"),
+        allow_roots=tuple(allow_roots if allow_roots is not None else [tmp]),
         **overrides,
     )
     running = await start_server(settings, Metrics(), clock=clock)
@@ -153,10 +162,22 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 20.0, what:
 
 
 class ServerProcess:
-    """``ftpsource serve`` as a real subprocess, for kill -9 and SIGTERM tests."""
+    """``ftpsource serve`` as a real subprocess, for kill -9 and SIGTERM tests.
 
-    def __init__(self, state: Path | str, log_path: Path, extra: list[str] | None = None) -> None:
+    Streams may read local directories under ``allow_roots`` (``--allow-root``), the log file's
+    directory (the test's tmp_path) unless given.
+    """
+
+    def __init__(
+        self,
+        state: Path | str,
+        log_path: Path,
+        extra: list[str] | None = None,
+        allow_roots: Sequence[Path] | None = None,
+    ) -> None:
         self.state, self.log_path, self.extra = state, log_path, extra or []
+        roots = allow_roots if allow_roots is not None else [Path(log_path).parent]
+        self.extra += [arg for root in roots for arg in ("--allow-root", str(root))]
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -223,6 +244,33 @@ async def all_delivered(srv: RunningServer, timeout: float = 20.0) -> None:
             store.close()
 
     await eventually(done, timeout, what="outbox to drain")
+
+
+async def settle(
+    port: int, event_id: str, outcome: str, *, token: str | None = None, message: str = ""
+) -> settlement_pb2.SettleResponse:
+    """``ftpsource.v1.Settlement/Settle`` through a real gRPC client; raises ``grpc.aio.AioRpcError``."""
+    outcomes = {
+        "succeeded": settlement_pb2.SUCCEEDED,
+        "failed": settlement_pb2.FAILED,
+        "unspecified": settlement_pb2.OUTCOME_UNSPECIFIED,
+    }
+    metadata = (("authorization", f"Bearer {token}"),) if token is not None else None
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = settlement_pb2_grpc.SettlementStub(channel)
+        request = settlement_pb2.SettleRequest(event_id=event_id, outcome=outcomes[outcome], message=message)
+        reply: settlement_pb2.SettleResponse = await stub.Settle(request, metadata=metadata, timeout=20)
+        return reply
+
+
+def versions(srv: RunningServer, source_id: str, path: str) -> list[VersionRow]:
+    """The state's record of each reported version of ``path`` (read-only, like `state show`)."""
+    settings = srv.app.settings
+    store = open_store_read_only(settings.state, settings.state_password_file)
+    try:
+        return store.versions(source_id, path)
+    finally:
+        store.close()
 
 
 def ready(path: str) -> Callable[[dict[str, Any]], bool]:

@@ -41,10 +41,12 @@ from tests.support import REQUIRE_REAL_SERVERS
 
 __all__ = [
     "REAL_SERVERS_REQUIRED",
+    "CountingListener",
     "FtpServer",
     "SftpServer",
     "TlsFiles",
     "asyncssh_server",
+    "counting_listener",
     "free_port",
     "make_tls_files",
     "openssh_server",
@@ -681,4 +683,30 @@ async def silent_server() -> AsyncIterator[int]:
         server.close()
         for writer in writers:
             writer.close()
+        await server.wait_closed()
+
+
+@dataclass
+class CountingListener:
+    host: str
+    port: int
+    accepts: int = 0
+
+
+@contextlib.asynccontextmanager
+async def counting_listener(host: str = HOST) -> AsyncIterator[CountingListener]:
+    """A TCP listener that counts the connections it accepts (and closes them): proof that nothing
+    was sent to a host."""
+    listener = CountingListener(host, 0)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        listener.accepts += 1
+        writer.close()
+
+    server = await asyncio.start_server(handle, host, 0)
+    listener.port = int(server.sockets[0].getsockname()[1])
+    try:
+        yield listener
+    finally:
+        server.close()
         await server.wait_closed()

@@ -1,4 +1,4 @@
-"""The committed gRPC stubs match proto/generic.proto and Argo's wire names."""
+"""The committed gRPC stubs match proto/*.proto; Argo's wire names and ftpsource's own stay put."""
 
 from __future__ import annotations
 
@@ -6,8 +6,15 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from ftpsource._proto import generic_pb2, generic_pb2_grpc
-from ftpsource._proto.generate import generate
+import pytest
+
+from ftpsource._proto import generic_pb2, generic_pb2_grpc, settlement_pb2, settlement_pb2_grpc
+from ftpsource._proto.generate import PROTOS, generate
+
+_COMMITTED = {
+    "generic": (generic_pb2, generic_pb2_grpc),
+    "settlement": (settlement_pb2, settlement_pb2_grpc),
+}
 
 
 def _load(path: Path, name: str) -> object:
@@ -18,12 +25,20 @@ def _load(path: Path, name: str) -> object:
     return module
 
 
-def test_stubs_are_generated_from_the_current_proto(tmp_path: Path) -> None:
+def test_every_proto_has_committed_stubs() -> None:
+    assert set(PROTOS) == set(_COMMITTED)
+    assert {p.stem for p in (Path(__file__).resolve().parents[2] / "proto").glob("*.proto")} == set(PROTOS)
+
+
+@pytest.mark.parametrize("name", PROTOS)
+def test_stubs_are_generated_from_the_current_proto(tmp_path: Path, name: str) -> None:
+    pb2, pb2_grpc = _COMMITTED[name]
     generate(tmp_path)
-    fresh: Any = _load(tmp_path / "generic_pb2.py", "fresh_generic_pb2")
-    assert fresh.DESCRIPTOR.serialized_pb == generic_pb2.DESCRIPTOR.serialized_pb, "run `make proto`"
-    committed = (Path(generic_pb2_grpc.__file__)).read_text()
-    regenerated = (tmp_path / "generic_pb2_grpc.py").read_text()
+    fresh: Any = _load(tmp_path / f"{name}_pb2.py", f"fresh_{name}_pb2")
+    assert fresh.DESCRIPTOR.serialized_pb == pb2.DESCRIPTOR.serialized_pb, "run `make proto`"
+    assert pb2_grpc.__file__ is not None
+    committed = Path(pb2_grpc.__file__).read_text()
+    regenerated = (tmp_path / f"{name}_pb2_grpc.py").read_text()
     assert _code_lines(committed) == _code_lines(regenerated), "run `make proto`"
 
 
@@ -43,3 +58,18 @@ def test_wire_names_match_argo() -> None:
     assert [(f.name, f.number, f.type) for f in es.fields] == [("name", 1, 9), ("config", 2, 12)]
     ev = d.message_types_by_name["Event"]
     assert [(f.name, f.number, f.type) for f in ev.fields] == [("name", 1, 9), ("payload", 2, 12)]
+
+
+def test_settlement_wire_names() -> None:
+    d = settlement_pb2.DESCRIPTOR
+    assert d.package == "ftpsource.v1"
+    m = d.services_by_name["Settlement"].methods_by_name["Settle"]
+    assert m.input_type.full_name == "ftpsource.v1.SettleRequest"
+    assert not m.server_streaming and not m.client_streaming
+    req = d.message_types_by_name["SettleRequest"]
+    assert [(f.name, f.number) for f in req.fields] == [("event_id", 1), ("outcome", 2), ("message", 3)]
+    assert [(v.name, v.number) for v in d.enum_types_by_name["Outcome"].values] == [
+        ("OUTCOME_UNSPECIFIED", 0),
+        ("SUCCEEDED", 1),
+        ("FAILED", 2),
+    ]
