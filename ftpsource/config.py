@@ -636,5 +636,5 @@ class ServerSettings:
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
     grace_s: float = 10.0
-    keepalive_s: float = 30.0
+    keepalive_s: float = 5.0
     loop_stall_s: float = 30.0

@@ -85,13 +85,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--grace",
         type=float,
         default=float(env("GRACE", "10") or 10),
-        help="seconds to wait for streams to close on SIGTERM",
+        help="seconds to confirm what streams were sent and close them on SIGTERM",
     )
     serve_p.add_argument(
         "--keepalive",
         type=float,
-        default=float(env("KEEPALIVE", "30") or 30),
-        help="seconds between pings to idle clients; unanswered ones are dropped",
+        default=float(env("KEEPALIVE", "5") or 5),
+        help="seconds of client silence before a ping; unanswered ones are dropped (also how soon a "
+        "written event counts as delivered)",
     )
     serve_p.add_argument(
         "--loop-stall",
