@@ -30,6 +30,7 @@ from .credentials import load_credentials
 from .errors import ConfigError, LeaseLost, PermanentSourceError, StateError
 from .loopmon import LoopMonitor
 from .metrics import Metrics, MetricsServer
+from .stage import load_stage_credentials
 from .status import collect
 from .store import AsyncStore, OutboxRow
 from .watcher import Watcher, refresh_unsettled, run_session
@@ -282,6 +283,7 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
             # Off the loop: even a bounded config takes milliseconds to parse, and other streams wait for none of it.
             config = await asyncio.to_thread(parse_source_config, request.config)
             credentials = load_credentials(app.settings.credentials_dir, config.credentials)
+            stage_credentials = load_stage_credentials(app.settings.credentials_dir, config)
         except ConfigError as exc:
             log.warning("rejected config for %s: %s", quote_short(request.name), exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -304,7 +306,16 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
         session.epoch = epoch
         if app.lease_seen(source_id) > epoch:  # announced while our own take was on its way back
             session.superseded = session.elsewhere = True
-        watcher = Watcher(config, source_id, store, credentials, app.metrics, clock=app.clock, epoch=epoch)
+        watcher = Watcher(
+            config,
+            source_id,
+            store,
+            credentials,
+            app.metrics,
+            clock=app.clock,
+            epoch=epoch,
+            stage_credentials=stage_credentials,
+        )
         session.watcher = watcher
         name = request.name
 
