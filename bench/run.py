@@ -1,6 +1,6 @@
 """Run the benchmarks and write their results to ``docs/benchmarks.md``.
 
-    python -m bench.run                  # all seven, full sizes (a few minutes), updates the doc
+    python -m bench.run                  # all of them, full sizes (a few minutes), updates the doc
     python -m bench.run poll memory      # just these; the other rows of the doc are kept
     python -m bench.run --quick          # smaller sizes, prints only (add --write to record them)
     python -m bench.run --list
@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import delivery, hashing, memory, poll, remote
+from . import delivery, hashing, memory, poll, remote, sftp
 from .common import Result, machine_notes, scratch_dir
 from .report import DOC, ORDER, write
 
@@ -35,6 +35,8 @@ BENCHMARKS: dict[str, tuple[Benchmark, str]] = {
     "remote-list": (remote.run_list, "listing 10,000 files on vsftpd vs lftp find (goal: <= 1.5x its time)"),
     "remote-hash": (remote.run_hash, "download + sha256 of 1 GiB from vsftpd vs curl (goal: >= 0.8x its speed)"),
     "remote-unchanged": (remote.run_unchanged, "unchanged polls of 10,000 files on vsftpd (goal: 0 bytes downloaded)"),
+    "sftp-hash": (sftp.run_hash, "download + sha256 of 500 MB from OpenSSH vs rclone cat | openssl (goal: >= 0.9x)"),
+    "sftp-list": (sftp.run_list, "steady listing of 10,000 files on OpenSSH vs rclone lsjson -R (goal: <= 1.5x)"),
 }
 assert tuple(BENCHMARKS) == ORDER
 

@@ -68,6 +68,7 @@ MAX_DURATION_S = 10 * 366 * 86400
 
 DEFAULT_EXCLUDE = ["**/.*", "**/*.part", "**/*.tmp", "**/*.filepart"]
 SCHEMES = ("file", "ftp", "ftps", "sftp")
+DEFAULT_PORTS = {"file": 0, "ftp": 21, "ftps": 21, "sftp": 22}
 TEMPLATE_FIELDS = frozenset({"path", "dir", "name", "stem"})
 # strftime directives that describe a period; anything else in an expect path is a typo.
 STRFTIME_DIRECTIVES = frozenset("aAbBdHIjmMpSUwWyYGuVzZ%")
@@ -356,6 +357,11 @@ class ParsedURL:
     port: int | None
     username: str | None
     root: str
+
+    @property
+    def effective_port(self) -> int:
+        """The port connected to: the URL's, or the scheme's default."""
+        return self.port or DEFAULT_PORTS[self.scheme]
 
     def display(self) -> str:
         """The URL without credentials, as it appears in events."""
@@ -662,10 +668,14 @@ class ServerSettings:
     state_password_file: Path | None = None
     auth_token_file: Path | None = None
     credentials_dir: Path | None = None
+    #: the only local roots a stream may read; none without --allow-root
+    allow_roots: tuple[Path, ...] = ()
+    #: listen beyond loopback without a token, on purpose
+    no_auth: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
     grace_s: float = 10.0
-    keepalive_s: float = 30.0
+    keepalive_s: float = 5.0
     loop_stall_s: float = 30.0

@@ -1,6 +1,8 @@
-"""Credential sets: ``<credentials dir>/<name>/{username,password,private_key,known_hosts,ca.pem}``.
+"""Credential sets: ``<credentials dir>/<name>/{username,password,private_key,known_hosts,ca.pem,hosts}``.
 
 Secrets are held in objects whose ``repr`` never shows them, so an accidental log line cannot leak them.
+``hosts`` binds a set to the hosts it may be sent to (see ``core.hosts``); a set without it is loaded
+with ``hosts=None`` and refused by ``policy.check_credentials_host``.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .core.hosts import HostRule, parse_host_rules
 from .errors import ConfigError
 
 __all__ = ["Credentials", "Secret", "load_credentials"]
@@ -38,7 +41,7 @@ class Secret:
 
 @dataclass(frozen=True)
 class Credentials:
-    """What a credential set provides; every field optional."""
+    """What a credential set provides; every field optional. ``hosts`` is None without a hosts file."""
 
     name: str | None = None
     username: str | None = None
@@ -51,6 +54,7 @@ class Credentials:
     secret_key: Secret | None = field(default=None, repr=False)
     endpoint: str | None = None
     region: str | None = None
+    hosts: tuple[HostRule, ...] | None = None
 
 
 def _read(path: Path) -> str | None:
@@ -58,8 +62,18 @@ def _read(path: Path) -> str | None:
         return path.read_text(encoding="utf-8").rstrip("\r\n")
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise ConfigError([f"credentials: cannot read {path.name} of the credential set ({exc.strerror})"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError([f"credentials: cannot read {path.name} of the credential set ({reason})"]) from None
+
+
+def _hosts(name: str, text: str | None) -> tuple[HostRule, ...] | None:
+    if text is None:
+        return None
+    rules, problems = parse_host_rules(text)
+    if problems:
+        raise ConfigError([f"credentials: hosts file of set {name!r}, {p}" for p in problems])
+    return tuple(rules)
 
 
 def load_credentials(credentials_dir: Path | None, name: str | None) -> Credentials:
@@ -86,4 +100,5 @@ def load_credentials(credentials_dir: Path | None, name: str | None) -> Credenti
         secret_key=Secret(secret_key) if secret_key is not None else None,
         endpoint=_read(base / "endpoint"),
         region=_read(base / "region"),
+        hosts=_hosts(name, _read(base / "hosts")),
     )

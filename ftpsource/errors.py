@@ -4,6 +4,8 @@ Every error ftpsource raises on purpose derives from :class:`FtpsourceError`::
 
     FtpsourceError
     ├── ConfigError              bad source config or server settings; names every bad field
+    │   └── PolicyError              a valid config the operator's policy forbids (a root not allowed,
+    │                                a credential set not bound to the URL's host)
     ├── StateError               the state store (SQLite or PostgreSQL) cannot be opened or written
     │   └── LeaseLost                a newer stream, maybe on another replica, took the source over
     └── SourceError              a protocol adapter failed; ``kind`` labels the metric
@@ -27,6 +29,7 @@ __all__ = [
     "FtpsourceError",
     "LeaseLost",
     "PermanentSourceError",
+    "PolicyError",
     "SourceError",
     "StageError",
     "StateError",
@@ -44,6 +47,10 @@ class ConfigError(FtpsourceError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
         super().__init__("; ".join(self.problems))
+
+
+class PolicyError(ConfigError):
+    """The config is valid, but the operator does not allow it: the server answers ``PERMISSION_DENIED``."""
 
 
 class StateError(FtpsourceError):

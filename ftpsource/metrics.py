@@ -20,7 +20,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from .status import render_html
 
-__all__ = ["Metrics", "MetricsServer", "bind_http"]
+__all__ = ["EXPECTED_SERIES", "Metrics", "MetricsServer", "bind_http"]
+
+#: The (kind, status) label pairs of ``ftpsource_expected``: every one is set, zeros included, so a
+#: panel or an alert sees a status go back to 0.
+EXPECTED_SERIES = tuple(
+    [("file", s) for s in ("waiting", "at_risk", "on_time", "late", "missing")]
+    + [("set", s) for s in ("waiting", "at_risk", "complete", "late", "missing", "amended")]
+)
 
 
 class _DualStackHTTPServer(ThreadingHTTPServer):
@@ -99,6 +106,13 @@ class Metrics:
             "The worst event-loop lag over the last minute.",
             registry=r,
         )
+        self.expected = Gauge(
+            "ftpsource_expected",
+            "Today's expected files and sets (deadline within the last day, ahead, or still waiting) by status:"
+            " waiting, at_risk, on_time, late, missing, complete, amended.",
+            ["source", "kind", "status"],
+            registry=r,
+        )
         self.settlements = Counter(
             "ftpsource_settlements_total",
             "Settle calls that recorded an outcome, by outcome.",
@@ -133,6 +147,9 @@ class Metrics:
         for gauge in self._per_source_gauges:
             with contextlib.suppress(KeyError):
                 gauge.remove(source_id)
+        for kind, status in EXPECTED_SERIES:
+            with contextlib.suppress(KeyError):
+                self.expected.remove(source_id, kind, status)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

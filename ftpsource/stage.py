@@ -31,6 +31,7 @@ from .core.model import Staged
 from .core.stage import StageTarget
 from .credentials import Credentials, load_credentials
 from .errors import ConfigError, StageError
+from .policy import check_endpoint_host
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -64,11 +65,14 @@ def check_stage_credentials(credentials: Credentials) -> None:
 
 
 def load_stage_credentials(credentials_dir: Path | None, config: SourceConfig) -> Credentials | None:
-    """The credential set named by ``stage.credentials`` (None without ``stage``); ``ConfigError`` if unusable."""
+    """The credential set named by ``stage.credentials`` (None without ``stage``). ``ConfigError`` if it
+    lacks keys or an endpoint; ``PolicyError`` unless its ``hosts`` file lists the endpoint's host."""
     if config.stage is None:
         return None
     credentials = load_credentials(credentials_dir, config.stage.credentials)
     check_stage_credentials(credentials)
+    assert credentials.endpoint is not None
+    check_endpoint_host(credentials, credentials.endpoint)
     return credentials
 
 

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from .config import format_duration
 from .core.events import EVENT_TYPES
-from .core.expect import OPEN, rule_key
+from .core.expect import OPEN, file_status, rule_key
 from .core.model import State
-from .core.sets import WAITING, resolve, set_key
+from .core.sets import WAITING, resolve, set_key, set_status, todays
 from .store import AsyncStore
 
 if TYPE_CHECKING:
@@ -30,11 +30,6 @@ __all__ = ["REFRESH_S", "collect", "render_html"]
 REFRESH_S = 5
 PENDING_SHOWN = 50
 EVENTS_SHOWN = 25
-#: Expectations and sets whose deadline is this recent (or still unsettled) are "today's".
-DAY_S = 86400
-
-_FILE_STATUS = {"open": "waiting", "at_risk": "at risk", "met": "on time", "late": "late", "missing": "missing"}
-_SET_STATUS = {"open": "waiting", "at_risk": "at risk", "incomplete": "missing", "complete": "complete", "late": "late"}
 
 
 def _iso(ts: float | None) -> str | None:
@@ -110,7 +105,7 @@ def _live(w: Watcher, now: float) -> dict[str, Any]:
     expected: list[dict[str, Any]] = []
     file_rules = {rule_key(r): r for r in w.config.expect_files}
     for x in w.expectations.values():
-        if x.rule not in file_rules or (x.deadline < now - DAY_S and x.state not in OPEN):
+        if x.rule not in file_rules or not todays(x.deadline, x.state in OPEN, now):
             continue
         rule = file_rules[x.rule]
         expected.append(
@@ -120,7 +115,7 @@ def _live(w: Watcher, now: float) -> dict[str, Any]:
                 "period": x.period,
                 "deadline": _iso(x.deadline),
                 "due_in_s": round(x.deadline - now, 1),
-                "status": _FILE_STATUS.get(x.state, x.state),
+                "status": file_status(x),
                 "warn_at": _iso(None if rule.warn_before_s is None else x.deadline - rule.warn_before_s),
                 "present": [x.path] if x.state in ("met", "late") else [],
                 "missing": [x.path] if x.state in ("open", "at_risk", "missing") else [],
@@ -129,14 +124,13 @@ def _live(w: Watcher, now: float) -> dict[str, Any]:
     set_rules = {set_key(r): r for r in w.config.expect_sets}
     for y in w.sets.values():
         srule = set_rules.get(y.rule)
-        if srule is None or (y.deadline < now - DAY_S and y.state not in WAITING):
+        if srule is None or not todays(y.deadline, y.state in WAITING, now):
             continue
         if y.state in WAITING:
             status = resolve(srule, y.period, w.records)
             present, missing = [m.path for m in status.present], status.missing
         else:
             present, missing = [p for p, _ in y.members], []
-        label = _SET_STATUS.get(y.state, y.state)
         expected.append(
             {
                 "kind": "set",
@@ -144,7 +138,7 @@ def _live(w: Watcher, now: float) -> dict[str, Any]:
                 "period": y.period,
                 "deadline": _iso(y.deadline),
                 "due_in_s": round(y.deadline - now, 1),
-                "status": "amended" if y.generation > 1 else label,
+                "status": set_status(y),
                 "late": y.state == "late",
                 "generation": y.generation,
                 "warn_at": _iso(None if srule.warn_before_s is None else y.deadline - srule.warn_before_s),
@@ -186,7 +180,8 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _badge(label: str) -> str:
+def _badge(status: str) -> str:
+    label = status.replace("_", " ")
     return f'<span class="badge s-{_e(label.replace(" ", "-"))}">{_e(label)}</span>'
 
 

@@ -3,6 +3,11 @@
 Listing is a recursive ``os.scandir`` in a worker thread. inotify (through watchfiles) wakes the poll
 loop early; the periodic full rescan stays as the safety net, because inotify misses events on NFS and
 when its queue overflows.
+
+Nothing outside the root is read or reported: a symlink whose target lies outside the root (its
+real path, every link resolved) is skipped and logged once, linked directories are never descended,
+and every file opened is checked to be inside the root after opening, so a link swapped in between
+listing and reading is not followed out either.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from watchfiles import awatch
 
 from ..core.model import Algorithm, Digest, Entry, Listing, Verifier
 from ..errors import ActionRefused, FileVanished, PermanentSourceError, TransientSourceError
-from .base import CHUNK_SIZE, Adapter, Sink, register
+from .base import CHUNK_SIZE, Adapter, Sink, child_path, register, unlistable_dir
 
 __all__ = ["LocalAdapter"]
 
@@ -62,6 +67,18 @@ def _entry_maker() -> Callable[[str, int, float], Entry]:
 _new_entry = _entry_maker()
 
 
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _opened_path(fd: int, fallback: str) -> str:
+    """The real path of an open file: what was opened, whatever links led there."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # no /proc: resolve the name instead (racy, but still refuses a standing link)
+        return os.path.realpath(fallback)
+
+
 def _open_dir(path: str) -> tuple[int, os._ScandirIterator[str]]:
     """A directory fd and a scandir over it. Scanning through the fd makes each entry's stat an
     fstatat() of its bare name: no full path string per file, no path walk from / in the kernel."""
@@ -81,6 +98,8 @@ class LocalAdapter(Adapter):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.root = self.url.root
+        self.real_root = os.path.realpath(self.root)
+        self._outside_logged: set[str] = set()
         self._changed = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
@@ -113,12 +132,8 @@ class LocalAdapter(Adapter):
                     raise PermanentSourceError(f"root directory {self.root} disappeared", kind="root") from None
                 continue  # removed while walking: its files are gone too
             except OSError as exc:
-                if not rel:
-                    raise PermanentSourceError(
-                        f"root directory {self.root}: {exc.strerror}", kind="permission"
-                    ) from None
-                listing.unlisted_dirs.append(rel)
-                listing.warnings.append(f"cannot list directory {rel!r}: {exc.strerror}")
+                root_error = PermanentSourceError(f"root directory {self.root}: {exc.strerror}", kind="permission")
+                unlistable_dir(listing, rel, str(exc.strerror), root_error)
                 continue
             try:
                 self._scan(it, directory, rel, listing, stack)
@@ -131,11 +146,16 @@ class LocalAdapter(Adapter):
     ) -> None:
         # The hot loop of a poll (once per file): names are bound locally on purpose.
         add, descend, is_reg, new_entry = listing.entries.append, self.path_filter.descend, stat_mod.S_ISREG, _new_entry
+        child = child_path
         with it:
             for de in it:
                 name = de.name
-                rel_path = rel + name
+                rel_path = child(listing, rel, name)
+                if rel_path is None:
+                    continue
                 try:
+                    if de.is_symlink() and not self._link_inside(os.path.join(directory, name), rel_path):
+                        continue
                     if de.is_dir(follow_symlinks=False):
                         if descend(rel_path):
                             stack.append((os.path.join(directory, name), rel_path + "/"))
@@ -150,13 +170,34 @@ class LocalAdapter(Adapter):
                 if is_reg(st.st_mode):
                     add(new_entry(rel_path, st.st_size, st.st_mtime))
 
+    def _link_inside(self, full: str, rel_path: str) -> bool:
+        """Whether a symlink leads to somewhere inside the root; one outside is logged once."""
+        if _inside(os.path.realpath(full), self.real_root):
+            return True
+        if rel_path not in self._outside_logged:
+            self._outside_logged.add(rel_path)
+            log.warning("skipping %r: a symlink to outside the source root", rel_path)
+        return False
+
+    def _open_inside(self, path: str, flags: int = os.O_RDONLY) -> int:
+        """Open a file of the root; ``FileVanished`` when it is (now) somewhere outside the root."""
+        full = os.path.join(self.root, path)
+        fd = os.open(full, flags)
+        if not _inside(_opened_path(fd, full), self.real_root):
+            os.close(fd)
+            raise FileVanished(f"{path}: now leads outside the source root; not read")
+        return fd
+
     async def list(self) -> Listing:
         return await asyncio.to_thread(self._walk)
 
     async def stat(self, path: str) -> Entry | None:
         def _stat() -> Entry | None:
+            full = os.path.join(self.root, path)
             try:
-                st = os.stat(os.path.join(self.root, path))
+                st = os.stat(full)
+                if not _inside(os.path.realpath(full), self.real_root):
+                    return None  # its bytes are not ours to describe
             except (FileNotFoundError, NotADirectoryError):
                 return None
             except OSError as exc:
@@ -167,10 +208,10 @@ class LocalAdapter(Adapter):
 
     # reading -----------------------------------------------------------------------------------------
     async def read(self, path: str) -> AsyncGenerator[bytes, None]:
-        full = os.path.join(self.root, path)
         try:
-            f = await asyncio.to_thread(open, full, "rb")
-        except FileNotFoundError:
+            fd = await asyncio.to_thread(self._open_inside, path)
+            f = os.fdopen(fd, "rb")
+        except (FileNotFoundError, NotADirectoryError):
             raise FileVanished(f"{path}: disappeared before it could be read") from None
         except OSError as exc:
             raise TransientSourceError(f"cannot open {path!r}: {exc.strerror}", kind="io") from None
@@ -188,7 +229,7 @@ class LocalAdapter(Adapter):
     ) -> Digest:
         full = os.path.join(self.root, path)
         try:
-            fd = os.open(full, os.O_RDONLY)
+            fd = self._open_inside(path)
         except (FileNotFoundError, NotADirectoryError):
             raise FileVanished(f"{path}: disappeared before it could be read") from None
         except OSError as exc:

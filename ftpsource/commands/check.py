@@ -24,6 +24,7 @@ from ..core.model import Entry, EventSpec, FileRecord, Listing, State
 from ..core.paths import PathFilter
 from ..credentials import load_credentials
 from ..errors import ConfigError, SourceError
+from ..policy import authorize
 from ..store import is_postgres_url, open_store_read_only
 from .common import STATE_PASSWORD_HELP, add_common, env, read_config
 from .output import PROGRESS_EVERY, Progress, age, dump, table
@@ -244,6 +245,7 @@ async def _check_async(args: argparse.Namespace) -> int:
     cfg = read_config(args.config)
     credentials_dir = args.credentials_dir or env("CREDENTIALS_DIR")
     creds = load_credentials(Path(credentials_dir) if credentials_dir else None, cfg.credentials)
+    authorize(cfg, creds, allowed_roots=None)  # the operator's own config may read its own root
     policy = cfg.policy()
     password_file = args.state_password_file or env("STATE_PASSWORD_FILE")
     known = _known(cfg, args.state or env("STATE"), args.name, Path(password_file) if password_file else None)

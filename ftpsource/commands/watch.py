@@ -8,6 +8,7 @@ import sys
 
 from ..credentials import load_credentials
 from ..metrics import Metrics
+from ..policy import authorize
 from ..stage import load_stage_credentials
 from ..store import AsyncStore, OutboxRow
 from ..watcher import Watcher, run_session
@@ -19,6 +20,7 @@ __all__ = ["add_parser", "run"]
 async def _watch(args: argparse.Namespace) -> int:
     config = read_config(args.config)
     credentials = load_credentials(path_or_none(args.credentials_dir), config.credentials)
+    authorize(config, credentials, allowed_roots=None)  # the operator's own config may read its own root
     stage_credentials = load_stage_credentials(path_or_none(args.credentials_dir), config)
     store = AsyncStore.open(args.state, path_or_none(args.state_password_file))
     source_id = config.source_id(args.name)

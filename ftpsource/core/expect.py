@@ -29,6 +29,7 @@ __all__ = [
     "ExpectPlan",
     "advance",
     "deadlines",
+    "file_status",
     "match_arrival",
     "prunable",
     "rule_key",
@@ -228,3 +229,8 @@ def warn(
             changed.append(x)
             events.append(EventSpec("at_risk", x.path, now, period=x.period, deadline=x.deadline))
     return ExpectPlan(changed, events, next_due)
+
+
+def file_status(x: Expectation) -> str:
+    """How an expected file stands, for people: waiting, at_risk, on_time, late or missing."""
+    return {"open": "waiting", "met": "on_time"}.get(x.state, x.state)

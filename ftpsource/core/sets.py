@@ -29,12 +29,28 @@ from wcmatch import glob as wcglob
 from .expect import deadlines
 from .model import EventSpec, Expectation, ExpectSetSpec, FileRecord, SetMember, SetPeriod
 
-__all__ = ["SetPlan", "SetStatus", "advance_sets", "members_of", "prunable_sets", "resolve", "set_key"]
+__all__ = [
+    "STATUSES",
+    "TODAY_S",
+    "SetPlan",
+    "SetStatus",
+    "advance_sets",
+    "members_of",
+    "prunable_sets",
+    "resolve",
+    "set_key",
+    "set_status",
+    "todays",
+]
 
 #: Settled periods are kept this long after their deadline (for amendments and the status page).
 RETAIN_S = 35 * 86400
 #: States in which a period still waits for members.
 WAITING = frozenset({"open", "at_risk", "incomplete"})
+#: Every status an expected file or set can show (``file_status``, ``set_status``).
+STATUSES = ("waiting", "at_risk", "on_time", "late", "missing", "complete", "amended")
+#: Periods whose deadline is this recent (or still ahead, or still waiting) are "today's".
+TODAY_S = 86400
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 SetEvent = Literal["set_complete", "set_amended", "set_incomplete", "set_at_risk"]
@@ -283,3 +299,16 @@ def prunable_sets(periods: Mapping[tuple[str, str], SetPeriod], now: float) -> l
 def members_of(rule: ExpectSetSpec) -> Sequence[str]:
     """The members as written (templates and patterns), for display."""
     return [m if isinstance(m, str) else f"{m.pattern} ×{m.count}" for m in rule.files]
+
+
+def set_status(y: SetPeriod) -> str:
+    """How a set period stands, for people: waiting, at_risk, missing (incomplete after its grace),
+    complete, late (complete after its grace) or amended (reported again for new member bytes)."""
+    if y.generation > 1:
+        return "amended"
+    return {"open": "waiting", "incomplete": "missing"}.get(y.state, y.state)
+
+
+def todays(deadline: float, waiting: bool, now: float) -> bool:
+    """Whether a period belongs on today's board: due in the last day or later, or still waiting."""
+    return waiting or deadline >= now - TODAY_S

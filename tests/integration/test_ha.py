@@ -24,15 +24,19 @@ def cfg(root: Path, **extra: Any) -> dict[str, Any]:
     return {"url": f"file://{root}", "id": "shared", "stable_for": "200ms", "poll_interval": "60s", **extra}
 
 
-def state(db: PgDatabase) -> dict[str, Any]:
-    return {"state": db.url, "state_password_file": db.password_file}
+def state(db: PgDatabase, root: Path) -> dict[str, Any]:
+    """Settings of one replica: the shared database, and the watched root allowed (``--allow-root``)."""
+    return {"state": db.url, "state_password_file": db.password_file, "allow_roots": [root]}
 
 
 async def test_supersede_across_replicas_aborts_the_older_stream_promptly(tmp_path: Path, pg_db: PgDatabase) -> None:
     root = tmp_path / "in"
     root.mkdir()
     (root / "a").write_bytes(b"1")
-    async with run_server(tmp_path / "r1", **state(pg_db)) as one, run_server(tmp_path / "r2", **state(pg_db)) as two:
+    async with (
+        run_server(tmp_path / "r1", **state(pg_db, root)) as one,
+        run_server(tmp_path / "r2", **state(pg_db, root)) as two,
+    ):
         async with stream_to(one.port, cfg(root)) as old:
             await old.until(ready("a"))
             await all_delivered(one)
@@ -71,7 +75,7 @@ async def test_postgres_restart_not_ready_meanwhile_nothing_lost_resumes_by_itse
     root.mkdir()
     (root / "before").write_bytes(b"1")
     config = cfg(root, poll_interval="300ms")
-    async with run_server(tmp_path, **state(pg_db)) as srv:
+    async with run_server(tmp_path, **state(pg_db, root)) as srv:
         port = srv.metrics_port
         assert port is not None
         stream = await open_stream(srv.port, config)

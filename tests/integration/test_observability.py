@@ -235,7 +235,8 @@ async def test_the_any_address_listen_takes_ipv4_and_ipv6(tmp_path: Path) -> Non
     """`[::]` (what the Deployment listens on) answers on IPv4 and IPv6 alike, gRPC and HTTP."""
     if not socket.has_ipv6:
         pytest.skip("this host has no IPv6")
-    settings = ServerSettings(listen="[::]:0", metrics_listen="[::]:0", state=tmp_path / "state.db")
+    # Beyond loopback without a token only on purpose (--no-auth): this test is about the listener.
+    settings = ServerSettings(listen="[::]:0", metrics_listen="[::]:0", state=tmp_path / "state.db", no_auth=True)
     running = await start_server(settings, Metrics())
     try:
         assert running.metrics_port is not None

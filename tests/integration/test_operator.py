@@ -467,6 +467,7 @@ async def test_check_real_ftp_server(tmp_path: Path, capsys: pytest.CaptureFixtu
         creds = tmp_path / "creds" / "ftp"
         creds.mkdir(parents=True)
         (creds / "password").write_text(ftp.password)
+        (creds / "hosts").write_text(ftp.host)
         cfg = config_file(tmp_path, {"url": ftp.url(), "credentials": "ftp"})
 
         code, out, err = await arun(capsys, "check", cfg, "--credentials-dir", str(tmp_path / "creds"))
@@ -492,6 +493,7 @@ async def test_check_real_sftp_server(tmp_path: Path, capsys: pytest.CaptureFixt
         creds = tmp_path / "creds" / "ssh"
         creds.mkdir(parents=True)
         (creds / "password").write_text(sftp.password)
+        (creds / "hosts").write_text(f"{sftp.host}:{sftp.port}")
         pinned = config_file(tmp_path, {"url": sftp.url(), "credentials": "ssh", "host_key": sftp.fingerprint})
         unpinned = config_file(tmp_path, {"url": sftp.url(), "credentials": "ssh"}, "unpinned.yaml")
 

@@ -131,7 +131,7 @@ async def test_outage_then_catch_up(tmp_path: Path, remote: SourceUnderTest) -> 
         assert src.credentials_dir is not None
         pinned = src.credentials_dir / "pinned"
         pinned.mkdir()
-        for f in ("username", "password"):
+        for f in ("username", "password", "hosts"):
             (pinned / f).write_text((src.credentials_dir / "sftp" / f).read_text())
         config.update(credentials="pinned", host_key=src.server.fingerprint)
     try:

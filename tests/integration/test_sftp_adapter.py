@@ -15,7 +15,8 @@ from typing import Any
 import asyncssh
 import pytest
 
-from ftpsource.adapters import adapter_for
+from ftpsource.adapters import adapter_for, sftp
+from ftpsource.adapters.base import CHUNK_SIZE
 from ftpsource.adapters.sftp import SftpAdapter
 from ftpsource.config import parse_source_config
 from ftpsource.core.model import Entry
@@ -309,6 +310,21 @@ async def test_connection_lost_mid_download_vanishes() -> None:
                     async for _ in stream:
                         pass
             assert (await src.list()).entries[0].path == "big.bin"
+
+
+async def test_downloads_with_reads_ahead_are_whole_and_in_order(sftp_server: SftpServer) -> None:
+    """Pieces are requested ahead; sizes at and around piece boundaries come out whole, in order,
+    and the reads past the end leave nothing behind (the next download on the connection works)."""
+    piece = CHUNK_SIZE
+    sizes = [0, 1, piece - 1, piece, piece + 1, piece * sftp.READS_IN_FLIGHT, piece * (sftp.READS_IN_FLIGHT + 1) + 5]
+    blobs = {f"s{size}.bin": os.urandom(size) for size in sizes}
+    for name, data in blobs.items():
+        (sftp_server.root / name).write_bytes(data)
+    async with make_adapter(sftp_server) as src:
+        for name, data in blobs.items():
+            digest = await src.digest(name, "sha256", None, len(data))
+            assert (digest.value, digest.size) == (hashlib.sha256(data).hexdigest(), len(data)), name
+        assert src.stats["connect"] == 1
 
 
 async def test_abandoned_download_leaves_the_adapter_usable(sftp_server: SftpServer) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from tests.support.files import put
@@ -28,7 +29,10 @@ def s3() -> Iterator[S3Server]:
 
 
 def _creds(tmp: Path, endpoint: str) -> Path:
-    return write_credentials(tmp, "minio", access_key=ACCESS_KEY, secret_key=SECRET_KEY, endpoint=endpoint)
+    host = endpoint.removeprefix("http://")
+    return write_credentials(
+        tmp, "minio", access_key=ACCESS_KEY, secret_key=SECRET_KEY, endpoint=endpoint, hosts=f"{host}\n"
+    )
 
 
 def _config(root: Path, **kw: Any) -> dict[str, Any]:
@@ -163,3 +167,16 @@ async def test_storage_down_the_event_waits_then_arrives_once(tmp_path: Path, ro
             assert [e["subject"] for e in stream.received] == ["a.csv", "sentinel"]
     finally:
         await proxy.close()
+
+
+async def test_stage_credentials_go_only_to_listed_hosts(tmp_path: Path, root: Path, s3: S3Server) -> None:
+    creds = write_credentials(
+        tmp_path, "minio", access_key=ACCESS_KEY, secret_key=SECRET_KEY, endpoint=s3.endpoint, hosts="minio.example\n"
+    )
+    async with run_server(tmp_path, credentials_dir=creds) as srv, stream_to(srv.port, _config(root)) as stream:
+        assert await stream.wait_end() is grpc.StatusCode.PERMISSION_DENIED
+        assert "may not be sent to" in (stream.details or "") and SECRET_KEY not in (stream.details or "")
+    (creds / "minio" / "secret_key").unlink()
+    async with run_server(tmp_path, credentials_dir=creds) as srv, stream_to(srv.port, _config(root)) as stream:
+        assert await stream.wait_end() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "has no secret_key" in (stream.details or "")

@@ -123,17 +123,23 @@ async def test_status_page_in_a_real_browser(tmp_path: Path, root: Path) -> None
         assert src["last_ok_poll"] is not None and src["last_ok_poll_age_s"] < 60
         statuses = {(x["kind"], x["name"], x["period"][11:16]): x["status"] for x in src["expected"]}
         t = first.strftime("%H:%M")
-        assert statuses[("file", f"solo_{hm}.csv", t)] == "on time"
+        assert statuses[("file", f"solo_{hm}.csv", t)] == "on_time"
         assert statuses[("set", "done", t)] == "complete"
         assert statuses[("set", "amend", t)] == "amended"
         assert statuses[("set", "late", t)] == "late"
         assert statuses[("set", "gone", t)] == "missing"
-        assert "at risk" in {s for (k, n, _), s in statuses.items() if n == "risky"}
+        assert "at_risk" in {s for (k, n, _), s in statuses.items() if n == "risky"}
         assert statuses[("set", "yearly", "00:00")] == "waiting"
         gone = next(x for x in src["expected"] if x["name"] == "gone" and x["period"][11:16] == t)
         assert gone["missing"] == [f"gone_{hm}.csv", f"gone_{hm}_p*.csv"]
         assert any(e["type"] == "ftpsource.set.amended" for e in doc["events"])
         assert any(e["subject"] == HOSTILE_READY for e in doc["events"])
+
+        # The same counts for Prometheus (and the Grafana dashboard).
+        _, _, metrics = await asyncio.to_thread(_get, f"{base}/metrics")
+        for kind, status in [("file", "on_time"), ("set", "amended"), ("set", "late"), ("set", "complete")]:
+            line = f'ftpsource_expected{{kind="{kind}",source="{src["id"]}",status="{status}"}} 1.0'
+            assert line in metrics.decode(), line
 
         page = await dump_dom(f"{base}/")
         await screenshot(f"{base}/", REPO / ".cache" / "status-page.png")

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +30,24 @@ REPO = Path(__file__).resolve().parents[2]
 
 @contextlib.asynccontextmanager
 async def run_server(
-    tmp: Path, clock: Callable[[], float] = time.time, **overrides: Any
+    tmp: Path,
+    clock: Callable[[], float] = time.time,
+    *,
+    allow_roots: Sequence[Path] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[RunningServer]:
-    """An in-process server on a free loopback port with its own state file."""
+    """An in-process server on a free loopback port with its own state file.
+
+    Streams may read local directories under ``allow_roots`` only, ``[tmp]`` unless given (``[]``: none),
+    as ``serve --allow-root`` would allow them.
+    """
+    # A short keepalive keeps delivery confirmation (keepalive + ping timeout + slack) to ~3 s.
+    overrides.setdefault("keepalive_s", 1.0)
     settings = ServerSettings(
         listen="127.0.0.1:0",
         metrics_listen="127.0.0.1:0",
         state=overrides.pop("state", tmp / "state.db"),
+        allow_roots=tuple(allow_roots if allow_roots is not None else [tmp]),
         **overrides,
     )
     running = await start_server(settings, Metrics(), clock=clock)
@@ -151,10 +162,22 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 20.0, what:
 
 
 class ServerProcess:
-    """``ftpsource serve`` as a real subprocess, for kill -9 and SIGTERM tests."""
+    """``ftpsource serve`` as a real subprocess, for kill -9 and SIGTERM tests.
 
-    def __init__(self, state: Path | str, log_path: Path, extra: list[str] | None = None) -> None:
+    Streams may read local directories under ``allow_roots`` (``--allow-root``), the log file's
+    directory (the test's tmp_path) unless given.
+    """
+
+    def __init__(
+        self,
+        state: Path | str,
+        log_path: Path,
+        extra: list[str] | None = None,
+        allow_roots: Sequence[Path] | None = None,
+    ) -> None:
         self.state, self.log_path, self.extra = state, log_path, extra or []
+        roots = allow_roots if allow_roots is not None else [Path(log_path).parent]
+        self.extra += [arg for root in roots for arg in ("--allow-root", str(root))]
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -267,7 +290,8 @@ def ready(path: str) -> Callable[[dict[str, Any]], bool]:
 
 
 class Proxy:
-    """A TCP proxy that can refuse and drop connections (``cut``) or silently stop relaying (``freeze``)."""
+    """A TCP proxy that can refuse and drop connections (``cut``), silently stop relaying (``freeze``), or
+    turn the connections open now into dead network paths (``blackhole``)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.target_port = host, port
@@ -275,6 +299,8 @@ class Proxy:
         self.flowing = asyncio.Event()
         self.flowing.set()
         self.conns: set[asyncio.StreamWriter] = set()
+        self.dead: set[asyncio.StreamWriter] = set()
+        self._closing = asyncio.Event()
         self.server: asyncio.Server | None = None
         self.port = 0
 
@@ -294,12 +320,18 @@ class Proxy:
         except OSError:
             writer.close()
             return
-        self.conns.update({writer, up_w})
+        pair = {writer, up_w}
+        self.conns.update(pair)
 
         async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             try:
                 while data := await r.read(65536):
                     await self.flowing.wait()  # frozen: bytes stop here, as on a dead network path
+                    if w in self.dead:
+                        # Blackholed: these bytes never arrive, nothing more is read (the peers' buffers
+                        # fill as on a partitioned network) and neither side sees a FIN or a RST.
+                        await self._closing.wait()
+                        return
                     w.write(data)
                     await w.drain()
             except (ConnectionError, OSError):
@@ -308,7 +340,8 @@ class Proxy:
                 w.close()
 
         await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
-        self.conns.difference_update({writer, up_w})
+        self.conns.difference_update(pair)
+        self.dead.difference_update(pair)
 
     async def cut(self) -> None:
         self.down = True
@@ -322,7 +355,14 @@ class Proxy:
     def freeze(self) -> None:
         self.flowing.clear()
 
+    def blackhole(self) -> None:
+        """The connections open now go dead in both directions, without closing; new ones work."""
+        self.dead.update(self.conns)
+
     async def close(self) -> None:
+        for w in list(self.dead):
+            w.transport.abort()  # a dead path's bytes must not be flushed on the way out
+        self._closing.set()
         self.flowing.set()
         await self.cut()
         assert self.server is not None

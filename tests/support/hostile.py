@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BAD_NAMES", "alias_bomb"]
+__all__ = ["BAD_NAMES", "alias_bomb", "assert_not_leaked"]
 
 
 def alias_bomb(levels: int = 9) -> str:
@@ -17,3 +17,9 @@ def alias_bomb(levels: int = 9) -> str:
 
 #: Names a hostile server may return in a listing; none may ever reach an event.
 BAD_NAMES = ["", ".", "..", "../escape", "a/b", "x\x00y", "cr\rname", "lf\nname"]
+
+
+def assert_not_leaked(secret: str, **places: object) -> None:
+    """``secret`` appears in none of the named texts (events, log records, metrics, error details)."""
+    for where, text in places.items():
+        assert secret not in str(text), f"the secret leaked into {where}"

@@ -29,7 +29,10 @@ class SourceUnderTest:
         return {"url": self.url, **self.extra, **kw}
 
 
-def write_credentials(base: Path, name: str, **files: str | None) -> Path:
+def write_credentials(base: Path, name: str, hosts: str | None = servers.HOST, **files: str | None) -> Path:
+    """A credential set ``name`` under ``base/creds``; ``hosts`` is its hosts file (the loopback address the
+    test servers listen on unless given; None: no hosts file). Returns the credentials directory."""
+    files = {"hosts": hosts, **files}
     d = base / "creds" / name
     d.mkdir(parents=True, exist_ok=True)
     for key, value in files.items():
