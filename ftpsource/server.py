@@ -347,6 +347,7 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
             clock=app.clock,
             epoch=epoch,
             confirm_after_s=confirm_s,
+            retention_s=app.settings.retention_s,
         )
         session.watcher = watcher
         name = request.name
