@@ -29,15 +29,16 @@ async def test_identity_holds_within_the_retention_and_state_is_pruned_after_it(
         first = await stream.until(ready("a.csv"))
         await all_delivered(srv)
         (session,) = srv.app.sessions.all()
-        assert session.watcher is not None
-        records = session.watcher.records
+        watcher = session.watcher
+        assert watcher is not None
+        records = watcher.records
 
         async def polled() -> None:
-            session.watcher.polled.clear()
+            watcher.polled.clear()
             srv.app.wake_all()
-            await eventually(session.watcher.polled.is_set, what="a poll")
-            session.watcher.polled.clear()
-            await eventually(session.watcher.polled.is_set, what="a second poll")
+            await eventually(watcher.polled.is_set, what="a poll")
+            watcher.polled.clear()
+            await eventually(watcher.polled.is_set, what="a second poll")
 
         (root / "a.csv").unlink()
         await polled()
