@@ -46,6 +46,7 @@ RETENTION_S = 35 * 86400.0
 #: pruning transaction may touch, so that pruning a backlog never holds the store for long.
 PRUNE_EVERY_S = 600.0
 PRUNE_BATCH = 500
+MAX_BAD_NAMES_REMEMBERED = 10_000
 RECENT_ERRORS = 10
 
 Clock = Callable[[], float]
@@ -110,6 +111,7 @@ class Watcher:
         self.polled = asyncio.Event()  # set after each complete poll
         self._adapter_factory = adapter_factory
         self._log_extra = {"source": source_id}
+        self._bad_names_seen: set[str] = set()
         self._verify_slots = asyncio.Semaphore(config.max_connections)
         self.confirm_after_s = confirm_after_s
         self.retention_s = retention_s
@@ -206,6 +208,14 @@ class Watcher:
             raise
         for warning in listing.warnings:
             log.warning("listing: %s", warning, extra=self._log_extra)
+        for bad in listing.bad_names:
+            # A hostile or broken server lists the same name on every poll: one warning and one count each.
+            if bad not in self._bad_names_seen:
+                if len(self._bad_names_seen) >= MAX_BAD_NAMES_REMEMBERED:
+                    self._bad_names_seen.clear()
+                self._bad_names_seen.add(bad)
+                log.warning("listing: %s", bad, extra=self._log_extra)
+                self._count_error("bad_name", bad)
         now = self.clock()
         plan = plan_poll(
             listing.entries,
