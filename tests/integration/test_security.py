@@ -114,6 +114,26 @@ async def test_the_issue_attack_reading_the_credentials_directory_is_refused(
     assert_not_leaked(secret, details=details, logs=caplog.text, metrics=metrics)
 
 
+@pytest.mark.parametrize("secret_bytes", [32, 16])  # `openssl rand -hex 32` (a sha256's length), 16 (md5's)
+async def test_sidecar_pointed_at_a_secret_in_an_allowed_root_never_quotes_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, secret_bytes: int
+) -> None:
+    """The same attack where an operator did allow the directory: the ``rejected`` events say which
+    sidecar does not match, never what it holds."""
+    caplog.set_level("DEBUG", logger="ftpsource")
+    secret = secrets.token_hex(secret_bytes)
+    creds = write_credentials(tmp_path / "etc" / "ftpsource", "sales", username="sales", password=secret)
+    config = {"url": f"file://{creds}", "sidecar": "{dir}/password", "reject_after": "0s", **FAST}
+    async with run_server(tmp_path, allow_roots=[creds]) as srv, stream_to(srv.port, config) as stream:
+        rejected = await stream.until(lambda e: e["type"] == "ftpsource.file.rejected")
+        await stream.until(lambda e: e["type"] == "ftpsource.file.rejected" and e is not rejected)
+        metrics = metrics_text(srv.metrics_port)
+    problems = {e["data"]["problem"] for e in stream.received if e["type"] == "ftpsource.file.rejected"}
+    algorithm = "sha256" if secret_bytes == 32 else "md5"
+    assert f"{algorithm} mismatch with sidecar password: the file does not match it" in problems
+    assert_not_leaked(secret, events=json.dumps(stream.received), logs=caplog.text, metrics=metrics)
+
+
 @pytest.mark.parametrize("how", ["outside", "dotdot", "symlinked", "no-allow-root"])
 async def test_file_url_outside_the_allowed_roots_is_permission_denied(tmp_path: Path, how: str) -> None:
     allowed, outside = tmp_path / "allowed", tmp_path / "outside"
