@@ -350,6 +350,7 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
             epoch=epoch,
             stage_credentials=stage_credentials,
             confirm_after_s=confirm_s,
+            retention_s=app.settings.retention_s,
         )
         session.watcher = watcher
         name = request.name

@@ -21,7 +21,7 @@ from dataclasses import replace
 
 from .adapters import Adapter, adapter_for, verify_version
 from .config import SourceConfig
-from .core.detect import VerifyOutcome, VerifyRequest, after_verify, plan_poll
+from .core.detect import VerifyOutcome, VerifyRequest, after_verify, expired_tombstones, plan_poll
 from .core.events import EVENT_TYPES, SourceInfo, encode_event
 from .core.expect import OPEN, advance, file_status, match_arrival, prunable, warn
 from .core.model import EventSpec, Expectation, FileRecord, SetPeriod, State
@@ -41,6 +41,12 @@ VERIFY_BATCH = 64
 DELIVER_BATCH = 128
 FREEZE_AFTER_UPSERTS = 1000
 MIN_RESCAN_S = 0.25
+#: Delivered events and tombstones are kept this long by default (``serve --retention-days``).
+RETENTION_S = 35 * 86400.0
+#: How often (by the source's clock) a source prunes what is past its retention, and how many rows one
+#: pruning transaction may touch, so that pruning a backlog never holds the store for long.
+PRUNE_EVERY_S = 600.0
+PRUNE_BATCH = 500
 MAX_BAD_NAMES_REMEMBERED = 10_000
 RECENT_ERRORS = 10
 
@@ -77,6 +83,7 @@ class Watcher:
         clock: Clock = time.time,
         adapter_factory: Callable[..., Adapter] = adapter_for,
         confirm_after_s: float = 0.0,
+        retention_s: float = RETENTION_S,
         epoch: int | None = None,
         stage_credentials: Credentials | None = None,
     ) -> None:
@@ -109,6 +116,8 @@ class Watcher:
         self._bad_names_seen: set[str] = set()
         self._verify_slots = asyncio.Semaphore(config.max_connections)
         self.confirm_after_s = confirm_after_s
+        self.retention_s = retention_s
+        self._pruned_at: float | None = None
         #: rows written to the stream and not confirmed yet: (seq, when the write completed, monotonic)
         self.unconfirmed: deque[tuple[int, float]] = deque()
         self._write_more = True
@@ -140,6 +149,7 @@ class Watcher:
                         first_start = await self._load()
                     next_due = await self.poll_once(src, first_start=first_start)
                     first_start = False
+                    await self.prune()
                     await self.run_post_actions(src)
                     backoff.reset()
                     delay = self.config.poll_interval_s - (self.clock() - started)
@@ -440,6 +450,28 @@ class Watcher:
         if events:
             await self._refresh_outbox_gauge()
             self.outbox_changed.set()
+
+    async def prune(self) -> int:
+        """Forget what is past its retention, at most every ``PRUNE_EVERY_S``: delivered events (and
+        settled versions) and tombstones, ``PRUNE_BATCH`` rows per transaction. Returns rows dropped."""
+        now = self.clock()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY_S:
+            return 0
+        self._pruned_at = now
+        store, dropped = self.store, 0
+        while True:
+            n = await store.run(
+                store.sync.prune_delivered, self.source_id, now - self.retention_s, PRUNE_BATCH, epoch=self.epoch
+            )
+            dropped += n
+            if n < PRUNE_BATCH:
+                break
+        while paths := expired_tombstones(self.records, now, self.retention_s, PRUNE_BATCH):
+            await self._commit((), paths, (), now)
+            dropped += len(paths)
+        if dropped:
+            log.info("pruned %d rows past their retention", dropped, extra=self._log_extra)
+        return dropped
 
     async def _record_poll(self, ok: bool, error: str | None = None) -> None:
         now = self.clock()
