@@ -636,5 +636,7 @@ class ServerSettings:
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
     grace_s: float = 10.0
-    keepalive_s: float = 30.0
+    keepalive_s: float = 5.0
+    #: how long delivered events and tombstones (reported files that are gone) are kept
+    retention_s: float = 35 * 86400.0
     loop_stall_s: float = 30.0

@@ -21,11 +21,12 @@ from typing import ClassVar, Literal, Self
 from ..config import SourceConfig
 from ..core.detect import VerifyRequest
 from ..core.formats import verifier_for
+from ..core.listing import name_problem, quote_name
 from ..core.model import Algorithm, Digest, Entry, Listing, Verifier
 from ..core.paths import PathFilter
 from ..core.verify import build_verifier
 from ..credentials import Credentials
-from ..errors import ActionRefused, FileVanished
+from ..errors import ActionRefused, FileVanished, SourceError
 
 __all__ = [
     "CHUNK_SIZE",
@@ -33,7 +34,9 @@ __all__ = [
     "AdapterFactory",
     "Verification",
     "adapter_factory",
+    "child_path",
     "register",
+    "unlistable_dir",
     "verify_version",
 ]
 
@@ -170,6 +173,39 @@ class Adapter(abc.ABC):
                 if len(out) > limit:
                     raise FileVanished(f"{path}: larger than {limit} bytes; not a checksum file")
         return bytes(out)
+
+
+def child_path(listing: Listing, rel: str, name: str | bytes, *, is_dir: bool = False) -> str | None:
+    """The relative path of a listed entry of directory ``rel``, or None when it must be skipped.
+
+    Every adapter's names pass here: the entries a directory lists for itself and its parent are
+    dropped quietly; a name that is not UTF-8 or fails ``core.listing.name_problem`` is skipped and
+    described in ``listing.bad_names`` (the watcher warns once and counts ``bad_name``).
+    """
+    if is_dir and name in (".", "..", b".", b".."):
+        return None
+    where = rel.rstrip("/") or "."
+    if isinstance(name, bytes):
+        try:
+            name = name.decode("utf-8")
+        except UnicodeDecodeError:
+            listing.bad_names.append(f"{where}: skipped an entry whose name is not UTF-8: {quote_name(name)}")
+            return None
+    problem = name_problem(name)
+    if problem is not None:
+        listing.bad_names.append(f"{where}: skipped an entry whose name {problem}: {quote_name(name)}")
+        return None
+    return f"{rel.rstrip('/')}/{name}" if rel else name
+
+
+def unlistable_dir(listing: Listing, rel: str, reason: str, root_error: SourceError) -> None:
+    """A directory that could not be listed. The root raises ``root_error`` (a listing without it says
+    nothing); a subdirectory is kept as it was (``unlisted_dirs``, never read as deleted), with a warning."""
+    if not rel:
+        raise root_error
+    rel = rel.rstrip("/")
+    listing.unlisted_dirs.append(rel)
+    listing.warnings.append(f"cannot list directory {rel!r}: {reason}")
 
 
 AdapterFactory = Callable[[SourceConfig, Credentials, PathFilter], Adapter]

@@ -26,7 +26,7 @@ from watchfiles import awatch
 
 from ..core.model import Algorithm, Digest, Entry, Listing, Verifier
 from ..errors import ActionRefused, FileVanished, PermanentSourceError, TransientSourceError
-from .base import CHUNK_SIZE, Adapter, register
+from .base import CHUNK_SIZE, Adapter, child_path, register, unlistable_dir
 
 __all__ = ["LocalAdapter"]
 
@@ -132,12 +132,8 @@ class LocalAdapter(Adapter):
                     raise PermanentSourceError(f"root directory {self.root} disappeared", kind="root") from None
                 continue  # removed while walking: its files are gone too
             except OSError as exc:
-                if not rel:
-                    raise PermanentSourceError(
-                        f"root directory {self.root}: {exc.strerror}", kind="permission"
-                    ) from None
-                listing.unlisted_dirs.append(rel)
-                listing.warnings.append(f"cannot list directory {rel!r}: {exc.strerror}")
+                root_error = PermanentSourceError(f"root directory {self.root}: {exc.strerror}", kind="permission")
+                unlistable_dir(listing, rel, str(exc.strerror), root_error)
                 continue
             try:
                 self._scan(it, directory, rel, listing, stack)
@@ -150,10 +146,13 @@ class LocalAdapter(Adapter):
     ) -> None:
         # The hot loop of a poll (once per file): names are bound locally on purpose.
         add, descend, is_reg, new_entry = listing.entries.append, self.path_filter.descend, stat_mod.S_ISREG, _new_entry
+        child = child_path
         with it:
             for de in it:
                 name = de.name
-                rel_path = rel + name
+                rel_path = child(listing, rel, name)
+                if rel_path is None:
+                    continue
                 try:
                     if de.is_symlink() and not self._link_inside(os.path.join(directory, name), rel_path):
                         continue

@@ -55,6 +55,7 @@ STABLE_FOR = "1s"
 POLL_INTERVAL = "1s"
 GRACE_MIN = 2
 WAIT_S = 15.0  # for any single expected thing
+DEMO_KEEPALIVE_S = 1.0  # loopback: delivery is confirmed about 3 s after a write
 SCRIPT_TIMEOUT_S = 100.0  # for the whole script
 BREAK_ENV = "FTPSOURCE_DEMO_BREAK"  # hidden: "identical" makes step 3 wrong on purpose, to show a failing checklist
 
@@ -394,7 +395,12 @@ class Demo:
         # local directory of this machine. Loopback only, so no token is needed. The metrics port is
         # for the status page (--keep-running prints its URL).
         return ServerSettings(
-            listen=listen, metrics_listen="127.0.0.1:0", state=self.state, credentials_dir=self.creds, allow_roots=()
+            listen=listen,
+            metrics_listen="127.0.0.1:0",
+            state=self.state,
+            credentials_dir=self.creds,
+            allow_roots=(),
+            keepalive_s=DEMO_KEEPALIVE_S,
         )
 
     async def start_ftpsource(self, port: int = 0) -> None:

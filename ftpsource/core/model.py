@@ -117,12 +117,14 @@ class Listing:
 
     ``warnings`` name lines or entries that were skipped. ``unlisted_dirs`` are directories (relative,
     no trailing slash) that could not be read; records under them are kept as they are, never read as
-    deleted. An adapter raises instead when the root itself or the connection fails.
+    deleted. ``bad_names`` describe entries skipped because their name is unusable (``name_problem``).
+    An adapter raises instead when the root itself or the connection fails.
     """
 
     entries: list[Entry]
     warnings: list[str] = field(default_factory=list)
     unlisted_dirs: list[str] = field(default_factory=list)
+    bad_names: list[str] = field(default_factory=list)
 
 
 class Verifier(Protocol):
