@@ -25,7 +25,8 @@ from .core.detect import VerifyOutcome, VerifyRequest, after_verify, expired_tom
 from .core.events import EVENT_TYPES, SourceInfo, encode_event
 from .core.expect import OPEN, advance, file_status, match_arrival, prunable, warn
 from .core.model import EventSpec, Expectation, FileRecord, SetPeriod, State
-from .core.sets import WAITING, advance_sets, prunable_sets, set_status, todays
+from .core.sets import OPEN as SET_OPEN
+from .core.sets import advance_sets, prunable_sets, set_status, todays
 from .core.settle import SettleVersion, render_target, still_the_version
 from .credentials import Credentials
 from .errors import ActionRefused, FileVanished, LeaseLost, PermanentSourceError, SourceError, StageError, StateError
@@ -487,7 +488,7 @@ class Watcher:
     def _count_expected(self, now: float) -> None:
         counts = Counter(
             [("file", file_status(x)) for x in self.expectations.values() if todays(x.deadline, x.state in OPEN, now)]
-            + [("set", set_status(y)) for y in self.sets.values() if todays(y.deadline, y.state in WAITING, now)]
+            + [("set", set_status(y)) for y in self.sets.values() if todays(y.deadline, y.state in SET_OPEN, now)]
         )
         for kind, status in EXPECTED_SERIES:
             self.metrics.expected.labels(self.source_id, kind, status).set(counts[(kind, status)])
