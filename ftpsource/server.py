@@ -31,6 +31,7 @@ from .errors import ConfigError, LeaseLost, PermanentSourceError, PolicyError, S
 from .loopmon import LoopMonitor
 from .metrics import Metrics, MetricsServer
 from .policy import authorize, check_exposure
+from .stage import load_stage_credentials
 from .status import collect
 from .store import AsyncStore, OutboxRow
 from .watcher import Watcher, refresh_unsettled, run_session
@@ -312,6 +313,7 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
         try:
             # Off the loop: parsing takes milliseconds and the policy reads files; other streams wait for neither.
             config, credentials = await asyncio.to_thread(app.admit, request.config)
+            stage_credentials = await asyncio.to_thread(load_stage_credentials, app.settings.credentials_dir, config)
         except PolicyError as exc:
             log.warning("refused stream %s: %s", quote_short(request.name), exc)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
@@ -346,6 +348,7 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
             app.metrics,
             clock=app.clock,
             epoch=epoch,
+            stage_credentials=stage_credentials,
             confirm_after_s=confirm_s,
             retention_s=app.settings.retention_s,
         )

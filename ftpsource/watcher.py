@@ -25,11 +25,13 @@ from .core.detect import VerifyOutcome, VerifyRequest, after_verify, expired_tom
 from .core.events import EVENT_TYPES, SourceInfo, encode_event
 from .core.expect import OPEN, advance, file_status, match_arrival, prunable, warn
 from .core.model import EventSpec, Expectation, FileRecord, SetPeriod, State
-from .core.sets import WAITING, advance_sets, prunable_sets, set_status, todays
+from .core.sets import OPEN as SET_OPEN
+from .core.sets import advance_sets, prunable_sets, set_status, todays
 from .core.settle import SettleVersion, render_target, still_the_version
 from .credentials import Credentials
-from .errors import ActionRefused, FileVanished, LeaseLost, PermanentSourceError, SourceError, StateError
+from .errors import ActionRefused, FileVanished, LeaseLost, PermanentSourceError, SourceError, StageError, StateError
 from .metrics import EXPECTED_SERIES, Metrics
+from .stage import Stager, Upload
 from .store import AsyncStore, NewEvent, OutboxRow, VersionRow
 
 __all__ = ["Backoff", "Watcher", "freeze_long_lived", "refresh_unsettled", "run_session"]
@@ -84,6 +86,7 @@ class Watcher:
         confirm_after_s: float = 0.0,
         retention_s: float = RETENTION_S,
         epoch: int | None = None,
+        stage_credentials: Credentials | None = None,
     ) -> None:
         """``confirm_after_s``: how long a written row must stay on a live stream before it counts as
         delivered (see ``deliver``); 0 when a completed write is itself the evidence (stdout)."""
@@ -122,6 +125,10 @@ class Watcher:
         self._settled = asyncio.Event()
         self._on_success = config.on_success.spec()
         self._on_failure = config.on_failure.spec()
+        self._stage_credentials = stage_credentials
+        self._stager: Stager | None = None
+        self._stage_backoff = Backoff()
+        self._stage_wait_until = 0.0
 
     # detection -------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -131,7 +138,10 @@ class Watcher:
         await self._refresh_outbox_gauge()
         await refresh_unsettled(store, self.metrics, self.source_id)
         backoff = Backoff()
-        async with self._adapter_factory(self.config, self.credentials, self.policy.path_filter) as src:
+        async with (
+            self._adapter_factory(self.config, self.credentials, self.policy.path_filter) as src,
+            self._stage_client() as self._stager,
+        ):
             while True:
                 started = self.clock()
                 min_gap = 0.0
@@ -300,13 +310,60 @@ class Watcher:
         self.polled.set()
         return next_due
 
+    def _stage_client(self) -> contextlib.AbstractAsyncContextManager[Stager | None]:
+        stage = self.config.stage
+        if stage is None:
+            return contextlib.nullcontext()
+        assert self._stage_credentials is not None, "stage needs its credential set"
+        return Stager(stage.target(), self._stage_credentials, self.config.timeout_s)
+
     async def _verify(self, src: Adapter, req: VerifyRequest) -> tuple[VerifyOutcome | None, Expectation | None]:
+        """Verify one version; with ``stage``, its bytes go to the bucket in the same read, and a ready
+        event is made only once its object is complete (a staging failure: nothing now, retried later)."""
+        if self._stager is None:
+            return await self._verify_once(src, req, None)
+        if self.clock() < self._stage_wait_until:
+            return None, None  # object storage failed a moment ago: do not read the file for nothing
+        upload = self._stager.upload(req.entry.size)
+        finished = False
+        try:
+            outcome, met = await self._verify_once(src, req, upload)
+            event = outcome.event if outcome is not None else None
+            if outcome is None or event is None or event.type != "ready" or event.checksum is None:
+                if upload.failed:
+                    self._stage_failed("uploading failed")
+                return outcome, met
+            try:
+                staged = await upload.finish(
+                    source_id=self.source_id, path=event.path, generation=event.generation, sha256=event.checksum
+                )
+            except StageError as exc:
+                self._count_error(exc.kind, f"{event.path}: {exc}")
+                self._stage_failed(str(exc))
+                return None, None
+            finished = True
+            self._stage_backoff.reset()
+            return replace(outcome, event=replace(event, staged=staged)), met
+        finally:
+            if not finished:
+                # Changed while read, same bytes as before, or a failure: nothing stays in the bucket.
+                with contextlib.suppress(StageError):
+                    await asyncio.shield(upload.abort())
+
+    def _stage_failed(self, why: str) -> None:
+        delay = self._stage_backoff.next()
+        self._stage_wait_until = self.clock() + delay
+        log.warning("staging failed (%s); the event waits, retrying in %.1fs", why, delay, extra=self._log_extra)
+
+    async def _verify_once(
+        self, src: Adapter, req: VerifyRequest, sink: Upload | None
+    ) -> tuple[VerifyOutcome | None, Expectation | None]:
         path = req.record.path
         extra = {"source": self.source_id, "path": path}
         policy = self.policy
         async with self._verify_slots:
             try:
-                found = await verify_version(src, req, policy.checksum, policy.validate)
+                found = await verify_version(src, req, policy.checksum, policy.validate, sink)
             except SourceError as exc:
                 self._count_error(exc.kind, f"{path}: {exc}")
                 log.warning("verification failed, will retry: %s", exc, extra=extra)
@@ -448,7 +505,7 @@ class Watcher:
     def _count_expected(self, now: float) -> None:
         counts = Counter(
             [("file", file_status(x)) for x in self.expectations.values() if todays(x.deadline, x.state in OPEN, now)]
-            + [("set", set_status(y)) for y in self.sets.values() if todays(y.deadline, y.state in WAITING, now)]
+            + [("set", set_status(y)) for y in self.sets.values() if todays(y.deadline, y.state in SET_OPEN, now)]
         )
         for kind, status in EXPECTED_SERIES:
             self.metrics.expected.labels(self.source_id, kind, status).set(counts[(kind, status)])

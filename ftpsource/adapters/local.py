@@ -26,7 +26,7 @@ from watchfiles import awatch
 
 from ..core.model import Algorithm, Digest, Entry, Listing, Verifier
 from ..errors import ActionRefused, FileVanished, PermanentSourceError, TransientSourceError
-from .base import CHUNK_SIZE, Adapter, child_path, register, unlistable_dir
+from .base import CHUNK_SIZE, Adapter, Sink, child_path, register, unlistable_dir
 
 __all__ = ["LocalAdapter"]
 
@@ -273,8 +273,16 @@ class LocalAdapter(Adapter):
         return Digest(algorithm, hasher.hexdigest() if hasher else None, "local", total, problem, mtime=after.st_mtime)
 
     async def digest(
-        self, path: str, algorithm: Algorithm | None, verifier: Verifier | None, expected_size: int
+        self,
+        path: str,
+        algorithm: Algorithm | None,
+        verifier: Verifier | None,
+        expected_size: int,
+        sink: Sink | None = None,
     ) -> Digest:
+        if sink is not None:
+            # The bytes must also reach the event loop for the upload: the streaming path does that.
+            return await super().digest(path, algorithm, verifier, expected_size, sink)
         return await asyncio.to_thread(self._digest_sync, path, algorithm, verifier, expected_size)
 
     # settling ------------------------------------------------------------------------------------------

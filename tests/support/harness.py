@@ -273,6 +273,17 @@ def versions(srv: RunningServer, source_id: str, path: str) -> list[VersionRow]:
         store.close()
 
 
+async def ready_events(stream: Stream, *paths: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The ready events of ``paths``, whatever order they arrive in (returned in the order asked)."""
+    got: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    while set(paths) - set(got):
+        event = await stream.next(max(0.01, deadline - time.monotonic()))
+        if event["type"] == "ftpsource.file.ready":
+            got[event["subject"]] = event
+    return [got[p] for p in paths]
+
+
 def ready(path: str) -> Callable[[dict[str, Any]], bool]:
     """Predicate for ``Stream.until``: the ready event of ``path``."""
     return lambda e: e["type"] == "ftpsource.file.ready" and e["data"].get("path") == path
