@@ -145,11 +145,14 @@ class Watcher:
         ):
             while True:
                 started = self.clock()
+                min_gap = 0.0
                 try:
                     if await store.run(store.sync.revision, self.source_id) != self.info.revision:
                         # `ftpsource state forget` ran while we were streaming: start from the store again.
                         first_start = await self._load()
+                    polling_since = time.monotonic()
                     next_due = await self.poll_once(src, first_start=first_start)
+                    poll_took = time.monotonic() - polling_since
                     first_start = False
                     await self.prune()
                     await self.run_post_actions(src)
@@ -158,6 +161,10 @@ class Watcher:
                     if next_due is not None:
                         delay = min(delay, next_due - self.clock())
                     delay = max(delay, MIN_RESCAN_S)
+                    # Changes reported while a file is being written must not run full rescans back to
+                    # back: the next waits at least as long as this one took (and MIN_RESCAN_S), and
+                    # every change reported meanwhile is covered by that one rescan.
+                    min_gap = max(MIN_RESCAN_S, poll_took)
                 except LeaseLost:
                     raise  # a newer stream owns the source now: retrying would only fail again
                 except PermanentSourceError as exc:
@@ -175,7 +182,7 @@ class Watcher:
                         raise
                     except StateError:
                         pass
-                await self._sleep(src, delay)
+                await self._sleep(src, delay, min_gap)
 
     async def _load(self) -> bool:
         """(Re)load this source's records and expectations. Returns whether this is a first start."""
@@ -198,7 +205,10 @@ class Watcher:
         """Re-evaluate now (used when an injected clock jumps)."""
         self._wake.set()
 
-    async def _sleep(self, src: Adapter, delay: float) -> None:
+    async def _sleep(self, src: Adapter, delay: float, min_gap: float = 0.0) -> None:
+        """Until ``delay`` passes, the source reports a change or ``wake`` is called, but not before
+        ``min_gap`` (real time) has passed."""
+        started = time.monotonic()
         changed = asyncio.ensure_future(src.wait_for_change(delay))
         woken = asyncio.ensure_future(self._wake.wait())
         try:
@@ -207,6 +217,9 @@ class Watcher:
             changed.cancel()
             woken.cancel()
             self._wake.clear()
+        rest = min_gap - (time.monotonic() - started)
+        if rest > 0:
+            await asyncio.sleep(rest)
 
     async def poll_once(self, src: Adapter, *, first_start: bool = False) -> float | None:
         """One complete poll. Returns when the next pending file becomes due, if any."""
@@ -228,7 +241,11 @@ class Watcher:
                 log.warning("listing: %s", bad, extra=self._log_extra)
                 self._count_error("bad_name", bad)
         now = self.clock()
-        plan = plan_poll(
+        # Off the loop: comparing a million-file listing with the records takes over a second, and
+        # streams, the status page and other sources must not wait for it. Nothing else changes
+        # ``self.records`` meanwhile: only this task commits.
+        plan = await asyncio.to_thread(
+            plan_poll,
             listing.entries,
             self.records,
             now,
@@ -651,9 +668,10 @@ def freeze_long_lived() -> None:
     """Move what is alive now (above all the file records) out of the cyclic collector's reach.
 
     Records hold no reference cycles. Without this, the ~100,000 new entries of every large listing
-    set off a full collection that walks every record again (about 0.3x a `find` of the tree).
+    set off a full collection that walks every record again (about 0.3x a `find` of the tree). No
+    collection first: with a million records that alone would hold the event loop for a second, and
+    the little garbage frozen with them is not worth it.
     """
-    gc.collect()
     gc.freeze()
 
 

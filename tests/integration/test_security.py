@@ -96,7 +96,7 @@ async def test_credential_set_without_hosts_file_cannot_be_used(tmp_path: Path) 
     assert listener.accepts == 0
 
 
-async def test_the_issue_attack_reading_the_credentials_directory_is_refused(
+async def test_a_file_url_on_the_credentials_directory_with_a_sidecar_on_the_password_is_refused(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``url: file:///etc/ftpsource/credentials`` with ``sidecar: "{dir}/password"``, as written."""
