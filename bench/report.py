@@ -22,6 +22,7 @@ ORDER = (
     "poll",
     "delivery",
     "memory",
+    "retention",
     "remote-list",
     "remote-hash",
     "remote-unchanged",
