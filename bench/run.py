@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import delivery, hashing, memory, poll, remote, sftp
+from . import delivery, hashing, memory, poll, remote, sftp, stage
 from .common import Result, machine_notes, scratch_dir
 from .report import DOC, ORDER, write
 
@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[Benchmark, str]] = {
     "remote-unchanged": (remote.run_unchanged, "unchanged polls of 10,000 files on vsftpd (goal: 0 bytes downloaded)"),
     "sftp-hash": (sftp.run_hash, "download + sha256 of 500 MB from OpenSSH vs rclone cat | openssl (goal: >= 0.9x)"),
     "sftp-list": (sftp.run_list, "steady listing of 10,000 files on OpenSSH vs rclone lsjson -R (goal: <= 1.5x)"),
+    "stage": (stage.run, "hash + stage 1 GiB to S3 (moto) vs boto3 upload_file (goal: <= 1.5x its time)"),
 }
 assert tuple(BENCHMARKS) == ORDER
 
