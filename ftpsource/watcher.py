@@ -342,7 +342,13 @@ class Watcher:
             return await self._verify_once(src, req, None)
         if self.clock() < self._stage_wait_until:
             return None, None  # object storage failed a moment ago: do not read the file for nothing
-        upload = self._stager.upload(req.entry.size)
+        target = self._stager.target
+        final_key = None
+        if not target.needs_digest:
+            # Should the version be new, its generation is the next one: the key is known before reading.
+            rec = req.record
+            final_key = target.key(source_id=self.source_id, path=rec.path, sha256="", generation=rec.generation + 1)
+        upload = self._stager.upload(req.entry.size, final_key)
         finished = False
         try:
             outcome, met = await self._verify_once(src, req, upload)
