@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import config_lag, delivery, hashing, loop_lag, memory, poll, remote, retention, sftp
+from . import config_lag, delivery, hashing, loop_lag, memory, poll, remote, retention, sftp, stage
 from .common import Result, machine_notes, scratch_dir
 from .report import DOC, ORDER, write
 
@@ -40,6 +40,7 @@ BENCHMARKS: dict[str, tuple[Benchmark, str]] = {
     "sftp-hash": (sftp.run_hash, "download + sha256 of 500 MB from OpenSSH vs rclone cat | openssl (goal: >= 0.9x)"),
     "sftp-list": (sftp.run_list, "steady listing of 10,000 files on OpenSSH vs rclone lsjson -R (goal: <= 1.5x)"),
     "config-lag": (config_lag.run, "event-loop lag under hostile stream configs vs tiny bad ones (goal: <= 5x)"),
+    "stage": (stage.run, "hash + stage 1 GiB to S3 (moto) vs boto3 upload_file (goal: <= 1.5x its time)"),
 }
 assert tuple(BENCHMARKS) == ORDER
 

@@ -24,10 +24,11 @@ from .config import SourceConfig
 from .core.detect import VerifyOutcome, VerifyRequest, after_verify, expired_tombstones, plan_poll
 from .core.events import EVENT_TYPES, SourceInfo, encode_event
 from .core.expect import OPEN, advance, file_status, match_arrival, prunable, warn
-from .core.model import EventSpec, Expectation, FileRecord, SetPeriod, State
+from .core.model import EventSpec, Expectation, FileRecord, SetMember, SetPeriod, State
 from .core.sets import OPEN as SET_OPEN
 from .core.sets import advance_sets, prunable_sets, set_status, todays
 from .core.settle import SettleVersion, render_target, still_the_version
+from .core.stage import where_staged
 from .credentials import Credentials
 from .errors import ActionRefused, FileVanished, LeaseLost, PermanentSourceError, SourceError, StageError, StateError
 from .metrics import EXPECTED_SERIES, Metrics
@@ -261,6 +262,7 @@ class Watcher:
         changed = {(x.rule, x.period): x for x in [*exp.changed, *warned.changed]}
         dropped = prunable(self.expectations, now)
         sets = advance_sets(self.config.expect_sets, self.sets, self.records, self.rules_since, now)
+        sets.events = self._with_staged(sets.events)
         await self._commit(
             plan.upserts,
             plan.removals,
@@ -293,7 +295,7 @@ class Watcher:
             if any(o.event is not None and o.event.type == "ready" for o in done):
                 # A member just became ready: report its set now, not a poll later.
                 sets = advance_sets(self.config.expect_sets, self.sets, self.records, self.rules_since, now)
-                await self._commit((), (), sets.events, now, sets=sets.changed)
+                await self._commit((), (), self._with_staged(sets.events), now, sets=sets.changed)
                 next_due = _earliest(next_due, sets.next_due)
             for o in done:
                 rec = o.record
@@ -312,6 +314,22 @@ class Watcher:
         self.polled.set()
         return next_due
 
+    def _with_staged(self, events: list[EventSpec]) -> list[EventSpec]:
+        """Set events list each member's staged object too, when the source stages."""
+        if self.config.stage is None:
+            return events
+        target = self.config.stage.target()
+
+        def member(m: SetMember) -> SetMember:
+            if m.checksum is None:
+                return m
+            where = where_staged(
+                target, source_id=self.source_id, path=m.path, generation=m.generation, sha256=m.checksum, size=m.size
+            )
+            return replace(m, staged=where)
+
+        return [replace(e, members=tuple(member(m) for m in e.members)) if e.members else e for e in events]
+
     def _stage_client(self) -> contextlib.AbstractAsyncContextManager[Stager | None]:
         stage = self.config.stage
         if stage is None:
@@ -326,7 +344,13 @@ class Watcher:
             return await self._verify_once(src, req, None)
         if self.clock() < self._stage_wait_until:
             return None, None  # object storage failed a moment ago: do not read the file for nothing
-        upload = self._stager.upload(req.entry.size)
+        target = self._stager.target
+        final_key = None
+        if not target.needs_digest:
+            # Should the version be new, its generation is the next one: the key is known before reading.
+            rec = req.record
+            final_key = target.key(source_id=self.source_id, path=rec.path, sha256="", generation=rec.generation + 1)
+        upload = self._stager.upload(req.entry.size, final_key)
         finished = False
         try:
             outcome, met = await self._verify_once(src, req, upload)
