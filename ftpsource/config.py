@@ -35,6 +35,7 @@ from pydantic import (
 from .core.detect import Policy
 from .core.paths import PathFilter, Template
 from .core.settle import PostAction, check_target_template, target_excludes
+from .core.stage import DEFAULT_KEY, StageTarget, check_key_template, parse_s3_url
 from .errors import ConfigError
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "ServerSettings",
     "SetPattern",
     "SourceConfig",
+    "StageConfig",
     "format_duration",
     "parse_duration",
     "parse_source_config",
@@ -316,6 +318,38 @@ ExpectEntry = Annotated[
 _UNION_TAGS = frozenset({"expect-file", "expect-set", "member-path", "member-pattern"})
 
 
+class StageConfig(BaseModel):
+    """``stage``: land each ready version's bytes in an S3 bucket, read once with the hashing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str = Field(max_length=MAX_PATH)
+    credentials: str = Field(max_length=MAX_SHORT)
+    key: str = Field(default=DEFAULT_KEY, max_length=MAX_PATH)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parse_s3_url(value)
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return check_key_template(value)
+
+    @field_validator("credentials")
+    @classmethod
+    def _credentials(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value):
+            raise ValueError("must be the name of a directory in the credentials directory")
+        return value
+
+    def target(self) -> StageTarget:
+        bucket, prefix = parse_s3_url(self.url)
+        return StageTarget(bucket, prefix, self.key)
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedURL:
     scheme: str
@@ -402,6 +436,7 @@ class SourceConfig(BaseModel):
     timeout_s: Duration = Field(default=30.0, alias="timeout")
     on_success: OnSuccess = Field(default_factory=OnSuccess)
     on_failure: OnFailure = Field(default_factory=OnFailure)
+    stage: StageConfig | None = None
 
     @field_validator("url")
     @classmethod
@@ -413,6 +448,12 @@ class SourceConfig(BaseModel):
     @classmethod
     def _template(cls, value: str | None) -> str | None:
         return _check_template(value)
+
+    @model_validator(mode="after")
+    def _stage_needs_sha256(self) -> SourceConfig:
+        if self.stage is not None and self.checksum != "sha256":
+            raise ValueError("stage: needs `checksum: sha256` (the staged object is named and checked by it)")
+        return self
 
     @field_validator("poll_interval_s", "timeout_s")
     @classmethod
@@ -636,5 +677,7 @@ class ServerSettings:
     log_format: Literal["json", "text"] = "text"
     log_level: str = "INFO"
     grace_s: float = 10.0
-    keepalive_s: float = 30.0
+    keepalive_s: float = 5.0
+    #: how long delivered events and tombstones (reported files that are gone) are kept
+    retention_s: float = 35 * 86400.0
     loop_stall_s: float = 30.0

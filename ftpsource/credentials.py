@@ -49,6 +49,11 @@ class Credentials:
     private_key: Secret | None = field(default=None, repr=False)
     known_hosts: Path | None = None
     ca_file: Path | None = None
+    #: object storage (``stage``): keys, ``endpoint`` (http(s)://host:port) and optional ``region``
+    access_key: Secret | None = field(default=None, repr=False)
+    secret_key: Secret | None = field(default=None, repr=False)
+    endpoint: str | None = None
+    region: str | None = None
     hosts: tuple[HostRule, ...] | None = None
 
 
@@ -82,6 +87,8 @@ def load_credentials(credentials_dir: Path | None, name: str | None) -> Credenti
         raise ConfigError([f"credentials: no credential set {name!r} in the credentials directory"])
     password = _read(base / "password")
     key = _read(base / "private_key")
+    access_key = _read(base / "access_key")
+    secret_key = _read(base / "secret_key")
     return Credentials(
         name=name,
         username=_read(base / "username"),
@@ -89,5 +96,9 @@ def load_credentials(credentials_dir: Path | None, name: str | None) -> Credenti
         private_key=Secret(key + "\n") if key is not None else None,
         known_hosts=(base / "known_hosts") if (base / "known_hosts").is_file() else None,
         ca_file=(base / "ca.pem") if (base / "ca.pem").is_file() else None,
+        access_key=Secret(access_key) if access_key is not None else None,
+        secret_key=Secret(secret_key) if secret_key is not None else None,
+        endpoint=_read(base / "endpoint"),
+        region=_read(base / "region"),
         hosts=_hosts(name, _read(base / "hosts")),
     )

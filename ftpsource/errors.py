@@ -12,7 +12,8 @@ Every error ftpsource raises on purpose derives from :class:`FtpsourceError`::
         ├── TransientSourceError     worth retrying with backoff (refused, timeout, reset)
         ├── PermanentSourceError     retrying will not help (auth, host key, missing root)
         ├── FileVanished             the file changed or disappeared while being read
-        └── ActionRefused            the server refused a move or delete (target exists, no permission)
+        ├── ActionRefused            the server refused a move or delete (target exists, no permission)
+        └── StageError               object storage (``stage``) failed; the version is read again later
 
 Third-party exceptions are translated at the adapter boundary (``raise SourceError(...) from exc``)
 so nothing above ``ftpsource.sources`` needs to know about aioftp, asyncssh or OSError.
@@ -30,6 +31,7 @@ __all__ = [
     "PermanentSourceError",
     "PolicyError",
     "SourceError",
+    "StageError",
     "StateError",
     "TransientSourceError",
 ]
@@ -92,3 +94,9 @@ class ActionRefused(SourceError):
     """A settled file's move or delete was refused for good (target exists, permission denied)."""
 
     kind = "action"
+
+
+class StageError(SourceError):
+    """Object storage refused or could not be reached while staging; the event waits and it is retried."""
+
+    kind = "stage"

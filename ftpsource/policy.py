@@ -7,6 +7,7 @@ import ipaddress
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .config import ParsedURL, ServerSettings, SourceConfig, quote_short
 from .core.hosts import host_allowed
@@ -16,6 +17,7 @@ from .errors import ConfigError, PolicyError
 __all__ = [
     "authorize",
     "check_credentials_host",
+    "check_endpoint_host",
     "check_exposure",
     "check_local_root",
     "is_loopback_address",
@@ -42,6 +44,30 @@ def check_credentials_host(credentials: Credentials, url: ParsedURL) -> None:
         raise PolicyError(
             [
                 f"credentials: set {credentials.name!r} may not be sent to {quote_short(f'{url.host}:{port}', 80)} "
+                "(not listed in its hosts file)"
+            ]
+        )
+
+
+def check_endpoint_host(credentials: Credentials, endpoint: str) -> None:
+    """Like ``check_credentials_host`` for an HTTP(S) endpoint (object storage for ``stage``)."""
+    parts = urlsplit(endpoint)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise ConfigError([f"credentials: set {credentials.name!r}: endpoint has an invalid port"]) from None
+    host = parts.hostname or ""
+    if credentials.hosts is None:
+        raise PolicyError(
+            [
+                f"credentials: set {credentials.name!r} has no hosts file, so it may not be sent anywhere; "
+                f"add <credentials dir>/{credentials.name}/hosts listing the endpoint's host (host or host:port)"
+            ]
+        )
+    if not host_allowed(list(credentials.hosts), host, port):
+        raise PolicyError(
+            [
+                f"credentials: set {credentials.name!r} may not be sent to {quote_short(f'{host}:{port}', 80)} "
                 "(not listed in its hosts file)"
             ]
         )

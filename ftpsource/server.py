@@ -31,6 +31,7 @@ from .errors import ConfigError, LeaseLost, PermanentSourceError, PolicyError, S
 from .loopmon import LoopMonitor
 from .metrics import Metrics, MetricsServer
 from .policy import authorize, check_exposure
+from .stage import load_stage_credentials
 from .status import collect
 from .store import AsyncStore, OutboxRow
 from .watcher import Watcher, refresh_unsettled, run_session
@@ -48,15 +49,35 @@ _OUTCOMES: dict[int, Outcome] = {settlement_pb2.SUCCEEDED: "succeeded", settleme
 STATUS_TIMEOUT_S = 5.0
 
 
+#: How much longer than the confirmation time a stream whose source failed waits for its last events
+#: to be confirmed before it ends anyway (they then stay in the outbox for the next stream).
+SETTLE_EXTRA_S = 5.0
+#: Added to keepalive + ping timeout before a written event counts as delivered: timer granularity and
+#: the time grpc takes to tell a handler its connection was dropped.
+CONFIRM_SLACK_S = 1.0
+
+
+def ping_timeout_s(keepalive_s: float) -> float:
+    return max(1.0, keepalive_s / 3)
+
+
+def confirm_after_s(keepalive_s: float) -> float:
+    """How long an event must stay written on a live stream to count as delivered: a whole keepalive
+    cycle (the client silent for ``keepalive_s`` gets a ping, unanswered for the ping timeout it is
+    dropped) plus slack. See ``Watcher.deliver`` and docs/decisions.md."""
+    return keepalive_s + ping_timeout_s(keepalive_s) + CONFIRM_SLACK_S
+
+
 def keepalive_options(keepalive_s: float) -> list[tuple[str, int]]:
-    """Ping idle clients every ``keepalive_s`` and drop those that do not answer within a third of it,
-    so a stream whose Argo pod vanished without closing it (node loss, network partition) ends and its
-    unconfirmed events wait for the next stream instead of going into a dead socket."""
+    """Ping a client that has been silent for ``keepalive_s`` and drop it when it does not answer within
+    the ping timeout, so a stream whose Argo pod vanished without closing it (node loss, network
+    partition) ends, and so a stream that stays up proves its client is reading (delivery evidence)."""
     ms = int(keepalive_s * 1000)
+    timeout_ms = int(ping_timeout_s(keepalive_s) * 1000)
     return [
         ("grpc.keepalive_time_ms", ms),
-        ("grpc.keepalive_timeout_ms", max(1000, ms // 3)),
-        ("grpc.http2.ping_timeout_ms", max(1000, ms // 3)),
+        ("grpc.keepalive_timeout_ms", timeout_ms),
+        ("grpc.http2.ping_timeout_ms", timeout_ms),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
         # Without these, pings on a stream that carries no data are throttled to one a minute or less.
@@ -84,6 +105,8 @@ class _Session:
     task: asyncio.Task[None] | None = None
     watcher: Watcher | None = None
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    #: set on shutdown: stop detecting, confirm what was written, then end the stream
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
     #: the session this one waited for, while that wait is not over; a successor waits for it too
     predecessor: _Session | None = None
 
@@ -290,6 +313,7 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
         try:
             # Off the loop: parsing takes milliseconds and the policy reads files; other streams wait for neither.
             config, credentials = await asyncio.to_thread(app.admit, request.config)
+            stage_credentials = await asyncio.to_thread(load_stage_credentials, app.settings.credentials_dir, config)
         except PolicyError as exc:
             log.warning("refused stream %s: %s", quote_short(request.name), exc)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
@@ -315,7 +339,19 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
         session.epoch = epoch
         if app.lease_seen(source_id) > epoch:  # announced while our own take was on its way back
             session.superseded = session.elsewhere = True
-        watcher = Watcher(config, source_id, store, credentials, app.metrics, clock=app.clock, epoch=epoch)
+        confirm_s = confirm_after_s(app.settings.keepalive_s)
+        watcher = Watcher(
+            config,
+            source_id,
+            store,
+            credentials,
+            app.metrics,
+            clock=app.clock,
+            epoch=epoch,
+            stage_credentials=stage_credentials,
+            confirm_after_s=confirm_s,
+            retention_s=app.settings.retention_s,
+        )
         session.watcher = watcher
         name = request.name
 
@@ -324,7 +360,14 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
 
         app.metrics.streams_active.inc()
         log.info("stream opened for %s", config.display_url, extra=extra)
-        task = asyncio.create_task(run_session(watcher, write), name=f"session {source_id}")
+        session_run = run_session(
+            watcher,
+            write,
+            lambda: not context.done(),
+            stop=session.stop,
+            settle_timeout_s=confirm_s + SETTLE_EXTRA_S,
+        )
+        task = asyncio.create_task(session_run, name=f"session {source_id}")
         session.task = task
         if session.superseded:
             task.cancel()
@@ -344,7 +387,7 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
         failure = None if task.cancelled() else task.exception()
         if session.superseded or isinstance(failure, LeaseLost):
             await context.abort(grpc.StatusCode.ABORTED, f"source {source_id}: superseded by a newer stream")
-        if task.cancelled():
+        if task.cancelled() or session.stop.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "server shutting down")
         if isinstance(failure, PermanentSourceError):
             log.error("source failed: %s", failure, extra=extra)
@@ -426,12 +469,17 @@ class RunningServer:
         return self.metrics_server.port if self.metrics_server else None
 
     async def stop(self, grace: float) -> None:
-        """Stop taking streams, end the live ones, wait at most ``grace``, then release the store."""
+        """Stop detecting, confirm what the streams were sent, end them; all within ``grace``.
+
+        Every source stops polling at once and each stream waits until the events written to it are
+        confirmed (``confirm_after_s``), then ends with ``UNAVAILABLE``, so a graceful restart repeats
+        nothing. New streams are refused meanwhile; whatever is still open after ``grace`` is cancelled
+        and its unconfirmed events are sent again by the next server.
+        """
         self.app.serving = False
         await self.health.enter_graceful_shutdown()
         for session in self.app.sessions.all():
-            if session.task is not None:
-                session.task.cancel()
+            session.stop.set()
         await self.server.stop(grace)
         if self.lease_guard is not None:
             self.lease_guard.cancel()

@@ -21,15 +21,16 @@ from dataclasses import replace
 
 from .adapters import Adapter, adapter_for, verify_version
 from .config import SourceConfig
-from .core.detect import VerifyOutcome, VerifyRequest, after_verify, plan_poll
+from .core.detect import VerifyOutcome, VerifyRequest, after_verify, expired_tombstones, plan_poll
 from .core.events import EVENT_TYPES, SourceInfo, encode_event
 from .core.expect import OPEN, advance, file_status, match_arrival, prunable, warn
 from .core.model import EventSpec, Expectation, FileRecord, SetPeriod, State
 from .core.sets import WAITING, advance_sets, prunable_sets, set_status, todays
 from .core.settle import SettleVersion, render_target, still_the_version
 from .credentials import Credentials
-from .errors import ActionRefused, FileVanished, LeaseLost, PermanentSourceError, SourceError, StateError
+from .errors import ActionRefused, FileVanished, LeaseLost, PermanentSourceError, SourceError, StageError, StateError
 from .metrics import EXPECTED_SERIES, Metrics
+from .stage import Stager, Upload
 from .store import AsyncStore, NewEvent, OutboxRow, VersionRow
 
 __all__ = ["Backoff", "Watcher", "freeze_long_lived", "refresh_unsettled", "run_session"]
@@ -38,12 +39,18 @@ log = logging.getLogger(__name__)
 
 VERIFY_BATCH = 64
 DELIVER_BATCH = 128
-CONFIRM_S = 1.0
 FREEZE_AFTER_UPSERTS = 1000
 MIN_RESCAN_S = 0.25
 GAUGES_EVERY_S = 1.0
 LOCAL_VERIFY_SLOTS = 8
 COMMIT_MAX = 1024
+#: Delivered events and tombstones are kept this long by default (``serve --retention-days``).
+RETENTION_S = 35 * 86400.0
+#: How often (by the source's clock) a source prunes what is past its retention, and how many rows one
+#: pruning transaction may touch, so that pruning a backlog never holds the store for long.
+PRUNE_EVERY_S = 600.0
+PRUNE_BATCH = 500
+MAX_BAD_NAMES_REMEMBERED = 10_000
 RECENT_ERRORS = 10
 
 Clock = Callable[[], float]
@@ -78,8 +85,13 @@ class Watcher:
         *,
         clock: Clock = time.time,
         adapter_factory: Callable[..., Adapter] = adapter_for,
+        confirm_after_s: float = 0.0,
+        retention_s: float = RETENTION_S,
         epoch: int | None = None,
+        stage_credentials: Credentials | None = None,
     ) -> None:
+        """``confirm_after_s``: how long a written row must stay on a live stream before it counts as
+        delivered (see ``deliver``); 0 when a completed write is itself the evidence (stdout)."""
         self.config = config
         self.source_id = source_id
         self.store = store
@@ -110,8 +122,20 @@ class Watcher:
         self._verify_slots = asyncio.Semaphore(LOCAL_VERIFY_SLOTS if local else config.max_connections)
         self._gauges_due = 0.0
         self._gauges_stale = False
+        self._bad_names_seen: set[str] = set()
+        self.confirm_after_s = confirm_after_s
+        self.retention_s = retention_s
+        self._pruned_at: float | None = None
+        #: rows written to the stream and not confirmed yet: (seq, when the write completed, monotonic)
+        self.unconfirmed: deque[tuple[int, float]] = deque()
+        self._write_more = True
+        self._settled = asyncio.Event()
         self._on_success = config.on_success.spec()
         self._on_failure = config.on_failure.spec()
+        self._stage_credentials = stage_credentials
+        self._stager: Stager | None = None
+        self._stage_backoff = Backoff()
+        self._stage_wait_until = 0.0
 
     # detection -------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -121,7 +145,10 @@ class Watcher:
         await self._refresh_outbox_gauge()
         await refresh_unsettled(store, self.metrics, self.source_id)
         backoff = Backoff()
-        async with self._adapter_factory(self.config, self.credentials, self.policy.path_filter) as src:
+        async with (
+            self._adapter_factory(self.config, self.credentials, self.policy.path_filter) as src,
+            self._stage_client() as self._stager,
+        ):
             while True:
                 started = self.clock()
                 try:
@@ -130,6 +157,7 @@ class Watcher:
                         first_start = await self._load()
                     next_due = await self.poll_once(src, first_start=first_start)
                     first_start = False
+                    await self.prune()
                     await self.run_post_actions(src)
                     backoff.reset()
                     delay = self.config.poll_interval_s - (self.clock() - started)
@@ -197,6 +225,14 @@ class Watcher:
             raise
         for warning in listing.warnings:
             log.warning("listing: %s", warning, extra=self._log_extra)
+        for bad in listing.bad_names:
+            # A hostile or broken server lists the same name on every poll: one warning and one count each.
+            if bad not in self._bad_names_seen:
+                if len(self._bad_names_seen) >= MAX_BAD_NAMES_REMEMBERED:
+                    self._bad_names_seen.clear()
+                self._bad_names_seen.add(bad)
+                log.warning("listing: %s", bad, extra=self._log_extra)
+                self._count_error("bad_name", bad)
         now = self.clock()
         plan = plan_poll(
             listing.entries,
@@ -310,13 +346,60 @@ class Watcher:
                 next_due = _earliest(next_due, now + self.policy.stable_for_s)
         return pending, next_due
 
+    def _stage_client(self) -> contextlib.AbstractAsyncContextManager[Stager | None]:
+        stage = self.config.stage
+        if stage is None:
+            return contextlib.nullcontext()
+        assert self._stage_credentials is not None, "stage needs its credential set"
+        return Stager(stage.target(), self._stage_credentials, self.config.timeout_s)
+
     async def _verify(self, src: Adapter, req: VerifyRequest) -> tuple[VerifyOutcome | None, Expectation | None]:
+        """Verify one version; with ``stage``, its bytes go to the bucket in the same read, and a ready
+        event is made only once its object is complete (a staging failure: nothing now, retried later)."""
+        if self._stager is None:
+            return await self._verify_once(src, req, None)
+        if self.clock() < self._stage_wait_until:
+            return None, None  # object storage failed a moment ago: do not read the file for nothing
+        upload = self._stager.upload(req.entry.size)
+        finished = False
+        try:
+            outcome, met = await self._verify_once(src, req, upload)
+            event = outcome.event if outcome is not None else None
+            if outcome is None or event is None or event.type != "ready" or event.checksum is None:
+                if upload.failed:
+                    self._stage_failed("uploading failed")
+                return outcome, met
+            try:
+                staged = await upload.finish(
+                    source_id=self.source_id, path=event.path, generation=event.generation, sha256=event.checksum
+                )
+            except StageError as exc:
+                self._count_error(exc.kind, f"{event.path}: {exc}")
+                self._stage_failed(str(exc))
+                return None, None
+            finished = True
+            self._stage_backoff.reset()
+            return replace(outcome, event=replace(event, staged=staged)), met
+        finally:
+            if not finished:
+                # Changed while read, same bytes as before, or a failure: nothing stays in the bucket.
+                with contextlib.suppress(StageError):
+                    await asyncio.shield(upload.abort())
+
+    def _stage_failed(self, why: str) -> None:
+        delay = self._stage_backoff.next()
+        self._stage_wait_until = self.clock() + delay
+        log.warning("staging failed (%s); the event waits, retrying in %.1fs", why, delay, extra=self._log_extra)
+
+    async def _verify_once(
+        self, src: Adapter, req: VerifyRequest, sink: Upload | None
+    ) -> tuple[VerifyOutcome | None, Expectation | None]:
         path = req.record.path
         extra = {"source": self.source_id, "path": path}
         policy = self.policy
         async with self._verify_slots:
             try:
-                found = await verify_version(src, req, policy.checksum, policy.validate)
+                found = await verify_version(src, req, policy.checksum, policy.validate, sink)
             except SourceError as exc:
                 self._count_error(exc.kind, f"{path}: {exc}")
                 log.warning("verification failed, will retry: %s", exc, extra=extra)
@@ -421,6 +504,28 @@ class Watcher:
         if events:
             self.outbox_changed.set()
             await self._refresh_gauges()
+
+    async def prune(self) -> int:
+        """Forget what is past its retention, at most every ``PRUNE_EVERY_S``: delivered events (and
+        settled versions) and tombstones, ``PRUNE_BATCH`` rows per transaction. Returns rows dropped."""
+        now = self.clock()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY_S:
+            return 0
+        self._pruned_at = now
+        store, dropped = self.store, 0
+        while True:
+            n = await store.run(
+                store.sync.prune_delivered, self.source_id, now - self.retention_s, PRUNE_BATCH, epoch=self.epoch
+            )
+            dropped += n
+            if n < PRUNE_BATCH:
+                break
+        while paths := expired_tombstones(self.records, now, self.retention_s, PRUNE_BATCH):
+            await self._commit((), paths, (), now)
+            dropped += len(paths)
+        if dropped:
+            log.info("pruned %d rows past their retention", dropped, extra=self._log_extra)
+        return dropped
 
     async def _record_poll(self, ok: bool, error: str | None = None) -> None:
         now = self.clock()
@@ -527,41 +632,67 @@ class Watcher:
         self.recent_errors.append((self.clock(), kind, message))
 
     # delivery ----------------------------------------------------------------------------------------
-    async def deliver(self, write: Callable[[OutboxRow], Awaitable[None]]) -> None:
-        """Forever: write undelivered outbox rows in order; mark them delivered once confirmed.
+    async def deliver(
+        self, write: Callable[[OutboxRow], Awaitable[None]], alive: Callable[[], bool] = lambda: True
+    ) -> None:
+        """Write undelivered outbox rows in order; mark them delivered on evidence the client has them.
 
-        gRPC has no application acknowledgement and a completed write only means the bytes reached the
-        transport, so a row counts as delivered once the stream has stayed open for ``CONFIRM_S`` after
-        it was written. A stream that ends sooner (client gone, server killed) leaves those rows
-        undelivered, and they are sent first on the next stream: at-least-once, never lost. Consumers
-        can drop the rare duplicate by CloudEvent ``id``.
+        gRPC has no application acknowledgement, and a completed write only means the bytes passed
+        flow control into the transport. The evidence is the stream surviving, after the write, a full
+        keepalive cycle: the server pings whenever the client has been silent for the keepalive time and
+        drops the connection when a ping is not answered within the ping timeout, and a ping is answered
+        only after everything sent before it was read (one ordered byte stream). So a row still on a live
+        stream ``confirm_after_s`` (keepalive + ping timeout + slack) after its write was received by the
+        client's transport; a row written into a dead connection is never confirmed, stays in the outbox
+        and is sent first on the next stream, with the same id (docs/decisions.md, "Delivery").
+
+        Returns when ``alive()`` turns false (the stream is gone; nothing more can be confirmed).
         """
         store = self.store
-        unconfirmed: deque[tuple[int, float]] = deque()
+        pending = self.unconfirmed
         last_seq = 0
         while True:
+            if not alive():
+                return
             now = time.monotonic()
             confirmed = []
-            while unconfirmed and unconfirmed[0][1] <= now - CONFIRM_S:
-                confirmed.append(unconfirmed.popleft()[0])
+            while pending and pending[0][1] + self.confirm_after_s <= now:
+                confirmed.append(pending.popleft()[0])
             if confirmed:
                 await store.run(
                     store.sync.mark_delivered, confirmed, self.clock(), source_id=self.source_id, epoch=self.epoch
                 )
                 await self._refresh_gauges()
             self.outbox_changed.clear()
-            rows = await store.run(store.sync.undelivered, self.source_id, DELIVER_BATCH, last_seq)
+            rows = (
+                await store.run(store.sync.undelivered, self.source_id, DELIVER_BATCH, last_seq)
+                if self._write_more
+                else []
+            )
             for row in rows:
                 await write(row)
-                unconfirmed.append((row.seq, time.monotonic()))
+                pending.append((row.seq, time.monotonic()))
                 last_seq = row.seq
             if rows:
                 continue
-            if self._gauges_stale and not unconfirmed:
-                await self._refresh_gauges(force=True)
-            timeout = None if not unconfirmed else max(0.0, unconfirmed[0][1] + CONFIRM_S - time.monotonic())
+            if not pending:
+                if self._gauges_stale:
+                    await self._refresh_gauges(force=True)
+                self._settled.set()
+            timeout = None if not pending else max(0.0, pending[0][1] + self.confirm_after_s - time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.outbox_changed.wait(), timeout)
+
+    async def settle(self, *, write_rest: bool) -> None:
+        """Until every row written has been confirmed (call once detection has stopped).
+
+        ``write_rest``: also write, and then confirm, what is still in the outbox; otherwise nothing
+        more is written and unwritten rows wait for the next stream.
+        """
+        self._write_more = write_rest
+        self._settled.clear()
+        self.outbox_changed.set()  # wake ``deliver`` to look again
+        await self._settled.wait()
 
 
 def freeze_long_lived() -> None:
@@ -587,20 +718,51 @@ def _earliest(a: float | None, b: float | None) -> float | None:
     return a if b is None else min(a, b)
 
 
-async def run_session(watcher: Watcher, write: Callable[[OutboxRow], Awaitable[None]]) -> None:
-    """Run detection and delivery together until one fails (or the caller cancels)."""
-    tasks = [
-        asyncio.create_task(watcher.deliver(write), name=f"deliver {watcher.source_id}"),
-        asyncio.create_task(watcher.run(), name=f"watch {watcher.source_id}"),
-    ]
+async def run_session(
+    watcher: Watcher,
+    write: Callable[[OutboxRow], Awaitable[None]],
+    alive: Callable[[], bool] = lambda: True,
+    *,
+    stop: asyncio.Event | None = None,
+    settle_timeout_s: float | None = None,
+) -> None:
+    """Run detection and delivery together until detection fails, ``stop`` is set, or the stream goes.
+
+    Either way detection stops first and what was written is confirmed (``Watcher.settle``) before
+    this returns or raises, so ending a stream repeats nothing: on ``stop`` (shutdown) nothing more is
+    written; on a detection failure the rest of the outbox is written and confirmed too, so a source
+    that keeps failing does not send the same event on every reconnect. ``settle_timeout_s`` bounds
+    that wait for a failure; a shutdown's bound is the caller's (it cancels).
+    """
+    deliver = asyncio.create_task(watcher.deliver(write, alive), name=f"deliver {watcher.source_id}")
+    detect = asyncio.create_task(watcher.run(), name=f"watch {watcher.source_id}")
+    stopping = asyncio.create_task((stop or asyncio.Event()).wait(), name=f"stop {watcher.source_id}")
+    tasks = [deliver, detect, stopping]
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            task.result()
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if deliver.done():
+            deliver.result()  # a delivery failure (the state store) is the stream's failure
+            return  # the stream is gone
+        detect.cancel()
+        await asyncio.wait({detect})
+        failure = None if detect.cancelled() else detect.exception()
+        if isinstance(failure, LeaseLost):
+            raise failure  # a newer stream owns the source and its outbox now
+        settled = asyncio.ensure_future(watcher.settle(write_rest=failure is not None))
+        await asyncio.wait(
+            {settled, deliver},
+            timeout=None if failure is None else settle_timeout_s,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        settled.cancel()
+        if deliver.done():
+            deliver.result()
+        if failure is not None:
+            raise failure
     finally:
         for task in tasks:
             task.cancel()
-        # Let both finish their cleanup (closing connections) even if we are cancelled again meanwhile.
+        # Let every task finish its cleanup (closing connections) even if we are cancelled again meanwhile.
         cancelled_again = False
         while not all(task.done() for task in tasks):
             try:

@@ -1,5 +1,12 @@
 from __future__ import annotations
 
+import os
+
+# gRPC's fork handlers run in a child forked while gRPC threads are busy (a keepalive ping, say) and
+# can crash it before it execs: subprocess.run(..., user=...) forks rather than spawns, and pg_ctl
+# died of SIGSEGV that way. The tests never use gRPC in a forked child, so they are off.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -16,24 +16,28 @@ from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import ClassVar, Literal, Self
+from typing import ClassVar, Literal, Protocol, Self
 
 from ..config import SourceConfig
 from ..core.detect import VerifyRequest
 from ..core.formats import verifier_for
+from ..core.listing import name_problem, quote_name
 from ..core.model import Algorithm, Digest, Entry, Listing, Verifier
 from ..core.paths import PathFilter
 from ..core.verify import build_verifier
 from ..credentials import Credentials
-from ..errors import ActionRefused, FileVanished
+from ..errors import ActionRefused, FileVanished, SourceError
 
 __all__ = [
     "CHUNK_SIZE",
     "Adapter",
     "AdapterFactory",
+    "Sink",
     "Verification",
     "adapter_factory",
+    "child_path",
     "register",
+    "unlistable_dir",
     "verify_version",
 ]
 
@@ -100,14 +104,20 @@ class Adapter(abc.ABC):
         return None
 
     async def digest(
-        self, path: str, algorithm: Algorithm | None, verifier: Verifier | None, expected_size: int
+        self,
+        path: str,
+        algorithm: Algorithm | None,
+        verifier: Verifier | None,
+        expected_size: int,
+        sink: Sink | None = None,
     ) -> Digest:
         """Hash (and verify) the whole file by streaming it; never holds it in memory.
 
-        When there is nothing to verify, a server-side hash is used if the adapter has one.
+        ``sink`` also gets every chunk (``stage`` uploads them). When there is nothing to verify or
+        upload, a server-side hash is used if the adapter has one.
         Raises ``FileVanished`` when the file shrinks, grows or disappears while being read.
         """
-        if algorithm is not None and verifier is None:
+        if algorithm is not None and verifier is None and sink is None:
             value = await self.server_digest(path, algorithm)
             if value is not None:
                 return Digest(algorithm, value, "server", expected_size)
@@ -136,6 +146,8 @@ class Adapter(abc.ABC):
                 async for chunk in chunks:
                     await room.acquire()
                     chunks_q.put(chunk)
+                    if sink is not None:
+                        await sink.write(chunk)
         finally:
             chunks_q.put(None)
             size = await asyncio.shield(worker)
@@ -170,6 +182,45 @@ class Adapter(abc.ABC):
                 if len(out) > limit:
                     raise FileVanished(f"{path}: larger than {limit} bytes; not a checksum file")
         return bytes(out)
+
+
+class Sink(Protocol):
+    """Gets every chunk a digest reads, in order (the stage upload)."""
+
+    async def write(self, chunk: bytes) -> None: ...
+
+
+def child_path(listing: Listing, rel: str, name: str | bytes, *, is_dir: bool = False) -> str | None:
+    """The relative path of a listed entry of directory ``rel``, or None when it must be skipped.
+
+    Every adapter's names pass here: the entries a directory lists for itself and its parent are
+    dropped quietly; a name that is not UTF-8 or fails ``core.listing.name_problem`` is skipped and
+    described in ``listing.bad_names`` (the watcher warns once and counts ``bad_name``).
+    """
+    if is_dir and name in (".", "..", b".", b".."):
+        return None
+    where = rel.rstrip("/") or "."
+    if isinstance(name, bytes):
+        try:
+            name = name.decode("utf-8")
+        except UnicodeDecodeError:
+            listing.bad_names.append(f"{where}: skipped an entry whose name is not UTF-8: {quote_name(name)}")
+            return None
+    problem = name_problem(name)
+    if problem is not None:
+        listing.bad_names.append(f"{where}: skipped an entry whose name {problem}: {quote_name(name)}")
+        return None
+    return f"{rel.rstrip('/')}/{name}" if rel else name
+
+
+def unlistable_dir(listing: Listing, rel: str, reason: str, root_error: SourceError) -> None:
+    """A directory that could not be listed. The root raises ``root_error`` (a listing without it says
+    nothing); a subdirectory is kept as it was (``unlisted_dirs``, never read as deleted), with a warning."""
+    if not rel:
+        raise root_error
+    rel = rel.rstrip("/")
+    listing.unlisted_dirs.append(rel)
+    listing.warnings.append(f"cannot list directory {rel!r}: {reason}")
 
 
 AdapterFactory = Callable[[SourceConfig, Credentials, PathFilter], Adapter]
@@ -207,7 +258,7 @@ class Verification:
 
 
 async def verify_version(
-    adapter: Adapter, req: VerifyRequest, checksum: Algorithm | None, validate: bool
+    adapter: Adapter, req: VerifyRequest, checksum: Algorithm | None, validate: bool, sink: Sink | None = None
 ) -> Verification:
     """Read a version once: its sidecar (if any), then every byte through the hash and verifiers.
 
@@ -223,7 +274,7 @@ async def verify_version(
             content = None
         verifier, sidecar_problem = build_verifier(verifier, content, path, req.sidecar_path)
     try:
-        digest = await adapter.digest(path, checksum, verifier, req.entry.size)
+        digest = await adapter.digest(path, checksum, verifier, req.entry.size, sink)
     except FileVanished as exc:
         return Verification(None, await adapter.stat(path), sidecar_problem, str(exc))
     if digest.mtime is not None:

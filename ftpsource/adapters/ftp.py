@@ -30,13 +30,10 @@ from datetime import UTC, date, datetime
 
 import aioftp
 
-from ..config import SourceConfig
 from ..core.listing import ListEntry, parse_list_line, parse_mdtm, parse_mlsx_line
 from ..core.model import Algorithm, Entry, Listing
-from ..core.paths import PathFilter
-from ..credentials import Credentials
 from ..errors import ActionRefused, FileVanished, PermanentSourceError, SourceError, TransientSourceError
-from .base import CHUNK_SIZE, register
+from .base import CHUNK_SIZE, child_path, register, unlistable_dir
 from .remote import RemoteAdapter
 
 __all__ = ["FtpAdapter"]
@@ -191,18 +188,8 @@ class FtpAdapter(RemoteAdapter):
 
     scheme = "ftp"
 
-    def __init__(
-        self,
-        config: SourceConfig,
-        credentials: Credentials,
-        path_filter: PathFilter,
-        *,
-        timeout_s: float | None = None,
-        hash_timeout_s: float | None = None,
-    ) -> None:
-        super().__init__(config, credentials, path_filter, timeout_s=timeout_s)
-        # A server hash reads the whole file before it answers.
-        self.hash_timeout_s = hash_timeout_s if hash_timeout_s is not None else 10 * self.timeout_s
+    def _setup(self) -> None:
+        credentials = self.credentials
         self._tls = self.url.scheme == "ftps"
         self._user = self.url.username or credentials.username or "anonymous"
         self._password = credentials.password.reveal() if credentials.password is not None else ""
@@ -216,8 +203,6 @@ class FtpAdapter(RemoteAdapter):
         self._list_command = "LIST -a"
         self._mdtm_ok = True
         self._memo: dict[str, _Memo] = {}
-        #: commands sent, for debugging
-        self.stats: collections.Counter[str] = collections.Counter()
 
     # errors ------------------------------------------------------------------------------------------
     def _translate_protocol(self, exc: BaseException, action: str) -> SourceError | None:
@@ -422,17 +407,17 @@ class FtpAdapter(RemoteAdapter):
             except aioftp.StatusCodeError as exc:
                 if not _refused(exc):
                     raise
-                if not rel and not entered:
-                    raise PermanentSourceError(
-                        f"{where}: root directory {self.url.root!r} cannot be entered: {_reply(exc)}", kind="root"
-                    ) from exc
-                if not rel:
+                root_error: SourceError
+                if entered:
                     # The root exists but its listing was refused: retry later, never read it as empty.
-                    raise TransientSourceError(
+                    root_error = TransientSourceError(
                         f"{where}: listing the root directory failed: {_reply(exc)}", kind="list"
-                    ) from exc
-                listing.unlisted_dirs.append(rel)
-                listing.warnings.append(f"cannot list directory {rel!r}: {_reply(exc)}")
+                    )
+                else:
+                    root_error = PermanentSourceError(
+                        f"{where}: root directory {self.url.root!r} cannot be entered: {_reply(exc)}", kind="root"
+                    )
+                unlistable_dir(listing, rel, _reply(exc), root_error)
                 continue
             for raw in data.split(b"\n"):
                 raw = raw.rstrip(b"\r")
@@ -445,7 +430,7 @@ class FtpAdapter(RemoteAdapter):
                     try:
                         line = raw.decode("utf-8")
                     except UnicodeDecodeError:
-                        listing.warnings.append(f"{rel or '.'}: skipped an entry whose name is not UTF-8: {raw!r}")
+                        child_path(listing, rel, raw)  # described as a bad name
                         continue
                     try:
                         entry = parse_mlsx_line(line) if is_mlsd else parse_list_line(line, now=now)
@@ -453,12 +438,11 @@ class FtpAdapter(RemoteAdapter):
                         listing.warnings.append(f"{rel or '.'}: skipped a line that could not be parsed ({exc})")
                         continue
                 parsed[key] = entry
-                if entry is None or entry.name in (".", ".."):
+                if entry is None or entry.kind not in ("file", "dir"):
+                    continue  # links, devices, and MLSD's entries for the directory itself and its parent
+                child = child_path(listing, rel, entry.name, is_dir=entry.kind == "dir")
+                if child is None:
                     continue
-                if "/" in entry.name or "\r" in entry.name or "\n" in entry.name:
-                    listing.warnings.append(f"{rel or '.'}: skipped an entry with an unusable name {entry.name!r}")
-                    continue
-                child = f"{rel}/{entry.name}" if rel else entry.name
                 if entry.kind == "dir":
                     if self.path_filter.descend(child):
                         queue.append(child)

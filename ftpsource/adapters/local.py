@@ -26,7 +26,7 @@ from watchfiles import awatch
 
 from ..core.model import Algorithm, Digest, Entry, Listing, Verifier
 from ..errors import ActionRefused, FileVanished, PermanentSourceError, TransientSourceError
-from .base import CHUNK_SIZE, Adapter, register
+from .base import CHUNK_SIZE, Adapter, Sink, child_path, register, unlistable_dir
 
 __all__ = ["LocalAdapter"]
 
@@ -132,12 +132,8 @@ class LocalAdapter(Adapter):
                     raise PermanentSourceError(f"root directory {self.root} disappeared", kind="root") from None
                 continue  # removed while walking: its files are gone too
             except OSError as exc:
-                if not rel:
-                    raise PermanentSourceError(
-                        f"root directory {self.root}: {exc.strerror}", kind="permission"
-                    ) from None
-                listing.unlisted_dirs.append(rel)
-                listing.warnings.append(f"cannot list directory {rel!r}: {exc.strerror}")
+                root_error = PermanentSourceError(f"root directory {self.root}: {exc.strerror}", kind="permission")
+                unlistable_dir(listing, rel, str(exc.strerror), root_error)
                 continue
             try:
                 self._scan(it, directory, rel, listing, stack)
@@ -150,10 +146,13 @@ class LocalAdapter(Adapter):
     ) -> None:
         # The hot loop of a poll (once per file): names are bound locally on purpose.
         add, descend, is_reg, new_entry = listing.entries.append, self.path_filter.descend, stat_mod.S_ISREG, _new_entry
+        child = child_path
         with it:
             for de in it:
                 name = de.name
-                rel_path = rel + name
+                rel_path = child(listing, rel, name)
+                if rel_path is None:
+                    continue
                 try:
                     if de.is_symlink() and not self._link_inside(os.path.join(directory, name), rel_path):
                         continue
@@ -274,8 +273,16 @@ class LocalAdapter(Adapter):
         return Digest(algorithm, hasher.hexdigest() if hasher else None, "local", total, problem, mtime=after.st_mtime)
 
     async def digest(
-        self, path: str, algorithm: Algorithm | None, verifier: Verifier | None, expected_size: int
+        self,
+        path: str,
+        algorithm: Algorithm | None,
+        verifier: Verifier | None,
+        expected_size: int,
+        sink: Sink | None = None,
     ) -> Digest:
+        if sink is not None:
+            # The bytes must also reach the event loop for the upload: the streaming path does that.
+            return await super().digest(path, algorithm, verifier, expected_size, sink)
         return await asyncio.to_thread(self._digest_sync, path, algorithm, verifier, expected_size)
 
     # settling ------------------------------------------------------------------------------------------

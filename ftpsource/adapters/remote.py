@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Iterator
@@ -33,9 +34,14 @@ class RemoteAdapter(Adapter):
         path_filter: PathFilter,
         *,
         timeout_s: float | None = None,
+        hash_timeout_s: float | None = None,
     ) -> None:
         super().__init__(config, credentials, path_filter)
         self.timeout_s = timeout_s if timeout_s is not None else config.timeout_s
+        # A server hash reads the whole file before it answers.
+        self.hash_timeout_s = hash_timeout_s if hash_timeout_s is not None else 10 * self.timeout_s
+        #: protocol requests sent, for debugging
+        self.stats: collections.Counter[str] = collections.Counter()
         self._host = self.url.host
         self._port = self.url.effective_port
         secrets = (credentials.password, credentials.private_key)
@@ -43,6 +49,11 @@ class RemoteAdapter(Adapter):
         self._secrets = [s.reveal() for s in secrets if s is not None and len(s.reveal()) >= 3]
         self._slots = asyncio.Semaphore(config.max_connections)
         self._closed = False
+        self._setup()
+
+    @abc.abstractmethod
+    def _setup(self) -> None:
+        """The protocol's own connection state, set up at the end of ``__init__``."""
 
     def _where(self) -> str:
         return f"{self.url.scheme}://{self._host}:{self._port}"

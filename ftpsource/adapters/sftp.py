@@ -24,12 +24,9 @@ import asyncssh
 from asyncssh.constants import FILEXFER_TYPE_DIRECTORY, FILEXFER_TYPE_REGULAR, FILEXFER_TYPE_SYMLINK
 from asyncssh.encryption import get_default_encryption_algs
 
-from ..config import SourceConfig
 from ..core.model import Entry, Listing
-from ..core.paths import PathFilter
-from ..credentials import Credentials
 from ..errors import ActionRefused, FileVanished, PermanentSourceError, SourceError, TransientSourceError
-from .base import CHUNK_SIZE, register
+from .base import CHUNK_SIZE, child_path, register, unlistable_dir
 from .remote import RemoteAdapter
 
 __all__ = ["SftpAdapter"]
@@ -88,21 +85,11 @@ class SftpAdapter(RemoteAdapter):
 
     scheme = "sftp"
 
-    def __init__(
-        self,
-        config: SourceConfig,
-        credentials: Credentials,
-        path_filter: PathFilter,
-        *,
-        timeout_s: float | None = None,
-    ) -> None:
-        super().__init__(config, credentials, path_filter, timeout_s=timeout_s)
-        self._user = self.url.username or credentials.username
+    def _setup(self) -> None:
+        self._user = self.url.username or self.credentials.username
         self._connect_lock = asyncio.Lock()
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
-        #: requests sent, for debugging
-        self.stats: collections.Counter[str] = collections.Counter()
 
     # errors ------------------------------------------------------------------------------------------
     def _translate_protocol(self, exc: BaseException, action: str) -> SourceError | None:
@@ -303,6 +290,11 @@ class SftpAdapter(RemoteAdapter):
                 async with asyncio.timeout(min(self.timeout_s, 5.0)):
                     await iterator.aclose()  # type: ignore[attr-defined]
 
+    def _root_unlistable(self, exc: asyncssh.SFTPError) -> PermanentSourceError:
+        return PermanentSourceError(
+            f"{self._where()}: root directory {self.url.root!r} cannot be listed: {exc.reason}", kind="root"
+        )
+
     async def list(self) -> Listing:
         listing = Listing([])
         where = self._where()
@@ -312,9 +304,7 @@ class SftpAdapter(RemoteAdapter):
                 async with asyncio.timeout(self.timeout_s):
                     attrs = await sftp.stat(root)
             except _GONE as exc:
-                raise PermanentSourceError(
-                    f"{where}: root directory {root!r} cannot be listed: {exc.reason}", kind="root"
-                ) from exc
+                raise self._root_unlistable(exc) from exc
             if attrs.type != FILEXFER_TYPE_DIRECTORY:
                 raise PermanentSourceError(f"{where}: root {root!r} is not a directory", kind="root")
             queue: collections.deque[str] = collections.deque([""])
@@ -323,25 +313,14 @@ class SftpAdapter(RemoteAdapter):
                 try:
                     names = await self._read_dir(sftp, self._abs(rel))
                 except _GONE as exc:
-                    if not rel:
-                        raise PermanentSourceError(
-                            f"{where}: root directory {root!r} cannot be listed: {exc.reason}", kind="root"
-                        ) from exc
-                    listing.unlisted_dirs.append(rel)
-                    listing.warnings.append(f"cannot list directory {rel!r}: {exc.reason}")
+                    unlistable_dir(listing, rel, str(exc.reason), self._root_unlistable(exc))
                     continue
                 for item in names:
-                    raw = item.filename
-                    name_bytes = raw if isinstance(raw, bytes) else raw.encode("utf-8")
-                    if name_bytes in (b".", b".."):
-                        continue
-                    try:
-                        name = name_bytes.decode("utf-8")
-                    except UnicodeDecodeError:
-                        listing.warnings.append(f"{rel or '.'}: skipped an entry whose name is not UTF-8: {raw!r}")
-                        continue
-                    child = f"{rel}/{name}" if rel else name
                     kind = item.attrs.type
+                    # Servers list "." and ".." as directories; a regular file of that name is hostile.
+                    child = child_path(listing, rel, item.filename, is_dir=kind != FILEXFER_TYPE_REGULAR)
+                    if child is None:
+                        continue
                     if kind == FILEXFER_TYPE_DIRECTORY:
                         if self.path_filter.descend(child):
                             queue.append(child)

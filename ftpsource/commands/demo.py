@@ -55,6 +55,7 @@ STABLE_FOR = "1s"
 POLL_INTERVAL = "1s"
 GRACE_MIN = 2
 WAIT_S = 15.0  # for any single expected thing
+DEMO_KEEPALIVE_S = 1.0  # loopback: delivery is confirmed about 3 s after a write
 SCRIPT_TIMEOUT_S = 100.0  # for the whole script
 BREAK_ENV = "FTPSOURCE_DEMO_BREAK"  # hidden: "identical" makes step 3 wrong on purpose, to show a failing checklist
 
@@ -64,9 +65,15 @@ BEHAVIOURS: tuple[tuple[str, str], ...] = (
     ("partial", "2. partial upload not reported; the complete file reported once (new)"),
     ("identical", "3. identical re-upload: nothing emitted"),
     ("corrected", "4. corrected re-upload: reupload, generation 2"),
-    ("late", "5. expected file missing at its deadline, then ready with late: true"),
-    ("restart", "6. restart: the file uploaded while down reported once, nothing re-sent"),
+    ("set", "5. files expected together: one set.complete once every member is in"),
+    ("late", "6. expected file missing at its deadline, then ready with late: true"),
+    ("set_late", "7. a set at risk before its deadline, incomplete after it, then complete with late: true"),
+    ("restart", "8. restart: the file uploaded while down reported once, nothing re-sent"),
 )
+#: The two sets of the demo config: one completes on time, one is warned about and completes late.
+SET_ON_TIME = ("daily-master", ("orders_%Y%m%d.csv", "customers_%Y%m%d.csv"))
+SET_LATE = ("daily-stock", ("stock_%Y%m%d.csv", "prices_%Y%m%d.csv"))
+WARN_MIN = 5
 OTHER = "other"
 
 _ABSENT = object()
@@ -80,7 +87,7 @@ class Expected:
     """One event the script waits for: its type and path, plus fields it must carry."""
 
     behaviour: str
-    type: str  # short type: ready | missing | rejected | deleted
+    type: str  # short type: ready | missing | rejected | deleted | at_risk | set.complete | set.at_risk | ...
     path: str
     note: str
     want: Mapping[str, object] = field(default_factory=dict)
@@ -102,7 +109,7 @@ def _short(value: object) -> str:
 
 
 def short_type(event: Mapping[str, Any]) -> str:
-    return str(event.get("type", "")).removeprefix("ftpsource.file.")
+    return str(event.get("type", "")).removeprefix("ftpsource.").removeprefix("file.")
 
 
 class Checklist:
@@ -205,6 +212,8 @@ def describe_event(event: Mapping[str, Any]) -> str:
     kind = short_type(event)
     if kind == "missing":
         return f"deadline {_hhmm(data.get('deadline'))} passed without it"
+    if kind.startswith("set."):
+        return _describe_set(kind, data)
     parts = []
     if kind == "ready":
         parts.append(f"{data.get('reason')} gen {data.get('generation')}")
@@ -220,6 +229,18 @@ def describe_event(event: Mapping[str, Any]) -> str:
     if data.get("problem"):
         parts.append(f"problem: {data['problem']}")
     return "  ".join(parts)
+
+
+def _describe_set(kind: str, data: Mapping[str, Any]) -> str:
+    deadline = _hhmm(data.get("deadline"))
+    members = data.get("members") or data.get("present") or []
+    names = ", ".join(str(m.get("path")) for m in members if isinstance(m, dict)) or "none"
+    if kind in ("set.at_risk", "set.incomplete"):
+        missing = ", ".join(str(m) for m in data.get("missing") or [])
+        when = "before" if kind == "set.at_risk" else "after"
+        return f"{when} its {deadline} deadline: missing {missing}; present: {names}"
+    late = f"late: true, after {deadline}" if data.get("late") else f"on time for {deadline}"
+    return f"gen {data.get('generation')}  {late}  members: {names}"
 
 
 def _csv(rng: random.Random, rows: int, header: str) -> bytes:
@@ -363,13 +384,23 @@ class Demo:
         )
         if expect:
             text += f'expect:\n  - path: "sales_%Y%m%d.csv"\n    schedule: "0 6 * * *"\n    grace: {GRACE_MIN}m\n'
+            for (name, files), warn in ((SET_ON_TIME, ""), (SET_LATE, f"    warn_before: {WARN_MIN}m\n")):
+                members = ", ".join(f'"{f}"' for f in files)
+                text += f'  - set: {name}\n    files: [{members}]\n    schedule: "0 6 * * *"\n    grace: {GRACE_MIN}m\n'
+                text += warn
         return text
 
     def server_settings(self, listen: str) -> ServerSettings:
         # The demo's one source is behind FTP: like `serve` without --allow-root, no stream may read a
-        # local directory of this machine. Loopback only, so no token is needed.
+        # local directory of this machine. Loopback only, so no token is needed. The metrics port is
+        # for the status page (--keep-running prints its URL).
         return ServerSettings(
-            listen=listen, metrics_listen=None, state=self.state, credentials_dir=self.creds, allow_roots=()
+            listen=listen,
+            metrics_listen="127.0.0.1:0",
+            state=self.state,
+            credentials_dir=self.creds,
+            allow_roots=(),
+            keepalive_s=DEMO_KEEPALIVE_S,
         )
 
     async def start_ftpsource(self, port: int = 0) -> None:
@@ -428,7 +459,7 @@ class Demo:
 
     def _show(self, event: dict[str, Any]) -> None:
         kind, path = short_type(event), str(event.get("subject", ""))
-        head = f"  {self.elapsed():+6.1f}s  {kind:<9} {path:<22} {describe_event(event)}"
+        head = f"  {self.elapsed():+6.1f}s  {kind:<14} {path:<22} {describe_event(event)}"
         if self.free_mode:
             self.line(head)
             return
@@ -490,6 +521,14 @@ class Demo:
         await self.start_ftpsource()
         self.reader = Store(self.state)
         self.header()
+        name, files = SET_LATE
+        self.check.expect(
+            "set_late",
+            "set.at_risk",
+            name,
+            f"{WARN_MIN} min before its deadline, nothing there",
+            {"set": name, "missing": [self.day.strftime(f) for f in files], "present": []},
+        )
         await self.connect()
         # The first poll has run once the source is registered with a successful listing.
         if not await self.until(
@@ -512,7 +551,7 @@ class Demo:
             self.line(f"    {text}")
         self.line("")
         self.line(f"  The server runs on a demo clock starting at {start:%Y-%m-%d %H:%M:%S} UTC, so the 06:00")
-        self.line("  deadline is near; step 5 fast-forwards it. Uploads are real FTP transfers.")
+        self.line("  deadline is near; step 6 fast-forwards it. Uploads are real FTP transfers.")
         if self.broken:
             self.line(f"  ({BREAK_ENV}={self.broken}: a step is deliberately wrong; the demo must fail)")
         self.line("")
@@ -630,10 +669,58 @@ class Demo:
         await self.upload("report.csv", v2)
         await self.wait(exp)
 
+    async def step_set(self) -> None:
+        name, files = SET_ON_TIME
+        paths = [self.day.strftime(f) for f in files]
+        self.section(
+            "5. Files expected together",
+            f"The config expects the set {name} ({', '.join(files)}) by 06:00.",
+            "Each member gets its own ready event; the set gets one set.complete, with every member,",
+            "once all are in.",
+        )
+        self.check.active = "set"
+        data = {p: _csv(random.Random(p), 50, "date,key,row,value") for p in paths}
+        for path in paths:
+            self.check.expect("set", "ready", path, "a member", {"generation": 1, "checksum.value": sha256(data[path])})
+        done = self.check.expect(
+            "set",
+            "set.complete",
+            name,
+            "every member in, before the deadline",
+            {"set": name, "generation": 1, "late": False, "deadline": f"{self.day:%Y-%m-%dT%H:%M:%S}Z"},
+        )
+        for path in paths:
+            self.say(f"uploading {path}")
+            await self.upload(path, data[path])
+        if await self.wait(done):
+            got = sorted(m["path"] for m in done.event["data"]["members"]) if done.event else []
+            if got != sorted(paths):
+                self.check.fail("set", f"set.complete lists {got}, expected {sorted(paths)}")
+
+    async def step_set_late(self) -> None:
+        name, files = SET_LATE
+        paths = [self.day.strftime(f) for f in files]
+        self.section(
+            "7. A set at risk, then late",
+            f"{name} was reported at risk when the demo started ({WARN_MIN} min before its 06:00 deadline)",
+            "and incomplete when the clock passed deadline + grace. Its members arrive now.",
+        )
+        self.check.active = "set_late"
+        data = {p: _csv(random.Random(p), 50, "date,key,row,value") for p in paths}
+        for path in paths:
+            self.check.expect("set_late", "ready", path, "a member", {"generation": 1})
+        done = self.check.expect(
+            "set_late", "set.complete", name, "complete, after its grace", {"set": name, "generation": 1, "late": True}
+        )
+        for path in paths:
+            self.say(f"uploading {path}")
+            await self.upload(path, data[path])
+        await self.wait(done)
+
     async def step_late(self) -> None:
         name = f"sales_{self.day:%Y%m%d}.csv"
         self.section(
-            "5. Expected file missing at its deadline, then arriving late",
+            "6. Expected file missing at its deadline, then arriving late",
             f"The config expects sales_%Y%m%d.csv every day by 06:00 UTC (+{GRACE_MIN}m grace): today {name}.",
             "It has not arrived. Rather than wait, the demo fast-forwards the server's clock.",
         )
@@ -645,6 +732,14 @@ class Demo:
             name,
             "not there at its deadline",
             {"expected_path": name, "deadline": f"{self.day:%Y-%m-%dT%H:%M:%S}Z"},
+        )
+        set_name, set_files = SET_LATE
+        self.check.expect(
+            "set_late",
+            "set.incomplete",
+            set_name,
+            "its grace passed with members missing",
+            {"set": set_name, "missing": [self.day.strftime(f) for f in set_files]},
         )
         late = self.check.expect(
             "late",
@@ -668,7 +763,7 @@ class Demo:
 
     async def step_restart(self) -> None:
         self.section(
-            "6. Restart in the middle: nothing lost, nothing repeated",
+            "8. Restart in the middle: nothing lost, nothing repeated",
             "The gRPC server stops; a file arrives while it is down; a new server starts on the same",
             "state file and the client reconnects (Argo retries every 5 s).",
         )
@@ -716,7 +811,9 @@ class Demo:
             self.step_partial,
             self.step_identical,
             self.step_corrected,
+            self.step_set,
             self.step_late,
+            self.step_set_late,
             self.step_restart,
         ):
             await step()
@@ -745,6 +842,9 @@ class Demo:
         self.line("The servers stay up; Ctrl-C stops them and deletes the temporary files.")
         self.line(f"  FTP server   127.0.0.1:{p}, user {USER}, password {pw}  (files in {self.ftp_root})")
         self.line(f"  ftpsource    gRPC 127.0.0.1:{self.grpc_port}; this client keeps printing its events below")
+        if self.running is not None and self.running.metrics_port:
+            self.line(f"  status page  http://127.0.0.1:{self.running.metrics_port}/  (sources, pending files, today's")
+            self.line("               expectations and sets, latest events; /status.json for scripts)")
         self.line("Upload a file:")
         self.line(f"  lftp -u {USER},{pw} -p {p} 127.0.0.1 -e 'put file.csv; bye'")
         self.line(f"  curl -T file.csv ftp://{USER}:{pw}@127.0.0.1:{p}/")

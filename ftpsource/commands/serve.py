@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         grace_s=args.grace,
         keepalive_s=args.keepalive,
+        retention_s=args.retention_days * 86400.0,
         loop_stall_s=args.loop_stall,
     )
     if (settings.tls_cert is None) != (settings.tls_key is None):
@@ -85,13 +86,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--grace",
         type=float,
         default=float(env("GRACE", "10") or 10),
-        help="seconds to wait for streams to close on SIGTERM",
+        help="seconds to confirm what streams were sent and close them on SIGTERM",
     )
     serve_p.add_argument(
         "--keepalive",
         type=float,
-        default=float(env("KEEPALIVE", "30") or 30),
-        help="seconds between pings to idle clients; unanswered ones are dropped",
+        default=float(env("KEEPALIVE", "5") or 5),
+        help="seconds of client silence before a ping; unanswered ones are dropped (also how soon a "
+        "written event counts as delivered)",
+    )
+    serve_p.add_argument(
+        "--retention-days",
+        type=float,
+        default=float(env("RETENTION_DAYS", "35") or 35),
+        help="days to keep delivered events and tombstones of deleted files (identical bytes uploaded "
+        "again within this time are not reported again)",
     )
     serve_p.add_argument(
         "--loop-stall",

@@ -9,6 +9,7 @@ import sys
 from ..credentials import load_credentials
 from ..metrics import Metrics
 from ..policy import authorize
+from ..stage import load_stage_credentials
 from ..store import AsyncStore, OutboxRow
 from ..watcher import Watcher, run_session
 from .common import STATE_HELP, STATE_PASSWORD_HELP, add_common, env, path_or_none, read_config
@@ -20,8 +21,10 @@ async def _watch(args: argparse.Namespace) -> int:
     config = read_config(args.config)
     credentials = load_credentials(path_or_none(args.credentials_dir), config.credentials)
     authorize(config, credentials, allowed_roots=None)  # the operator's own config may read its own root
+    stage_credentials = load_stage_credentials(path_or_none(args.credentials_dir), config)
     store = AsyncStore.open(args.state, path_or_none(args.state_password_file))
-    watcher = Watcher(config, config.source_id(args.name), store, credentials, Metrics())
+    source_id = config.source_id(args.name)
+    watcher = Watcher(config, source_id, store, credentials, Metrics(), stage_credentials=stage_credentials)
 
     async def write(row: OutboxRow) -> None:
         sys.stdout.write(row.payload.decode("utf-8") + "\n")

@@ -34,9 +34,11 @@ __all__ = [
     "VerifyOutcome",
     "VerifyRequest",
     "after_verify",
+    "expired_tombstones",
     "marker_releases",
     "observe",
     "plan_poll",
+    "tombstone",
 ]
 
 
@@ -138,6 +140,27 @@ def marker_releases(marker: Entry | None, entry: Entry) -> bool:
     return marker is not None and marker.mtime >= entry.mtime
 
 
+def tombstone(rec: FileRecord, now: float) -> FileRecord:
+    """A reported file's record once it is gone: ``stable_since`` becomes the time it went, which is
+    what its retention counts from (see ``expired_tombstones``)."""
+    return replace(rec, state=State.DELETED, stable_since=now)
+
+
+def expired_tombstones(
+    records: Mapping[str, FileRecord], now: float, retention_s: float, limit: int | None = None
+) -> list[str]:
+    """Paths whose tombstone is older than ``retention_s`` (at most ``limit``): forgetting them bounds
+    the state. Identical bytes uploaded again after that are reported again, as a new file."""
+    cutoff = now - retention_s
+    out: list[str] = []
+    for path, rec in records.items():
+        if rec.state is State.DELETED and rec.stable_since < cutoff:
+            out.append(path)
+            if limit is not None and len(out) >= limit:
+                break
+    return out
+
+
 def _due(due: float | None, at: float) -> float:
     return at if due is None or at < due else due
 
@@ -234,12 +257,12 @@ def plan_poll(
             # now a marker or sidecar): forget it quietly, it was not deleted. A reported version keeps
             # a tombstone so widening the filters again does not report the same bytes twice.
             if rec.state in (State.READY, State.REJECTED):
-                plan.upserts.append(replace(rec, state=State.DELETED))
+                plan.upserts.append(tombstone(rec, now))
             elif rec.state is not State.DELETED:
                 plan.removals.append(path)
             continue
         if rec.state in (State.READY, State.REJECTED):
-            plan.upserts.append(replace(rec, state=State.DELETED))
+            plan.upserts.append(tombstone(rec, now))
             if policy.deletes and rec.state is State.READY:
                 plan.events.append(
                     EventSpec(

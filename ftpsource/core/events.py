@@ -141,6 +141,9 @@ def _data(info: SourceInfo, spec: EventSpec) -> dict[str, Any]:
     )
     if spec.type == "rejected":
         data["problem"] = spec.problem
+    if spec.staged is not None:
+        s = spec.staged
+        data["staged"] = {"url": s.url, "bucket": s.bucket, "key": s.key, "size": s.size, "sha256": s.sha256}
     return data
 
 

@@ -290,12 +290,9 @@ class _ZipVerifier:
             return None  # one part of a split archive; its directory refers to other parts
         cd_start = base + records_start - cd_size  # file offset; cd_offset is smaller if data was prepended
         if cd_start < 0 or cd_offset > cd_start:
-            return (
-                f"zip: central directory (offset {cd_offset}, size {cd_size}) does not fit in the file "
-                f"before its end record"
-            )
+            return "zip: central directory does not fit in the file before its end record"
         if entries and not cd_size:
-            return f"zip: end record lists {entries} entries but the central directory is empty"
+            return "zip: end record lists entries but the central directory is empty"
         rel = cd_start - base
         if cd_size and rel >= 0:
             return _check_central_directory(tail, rel, records_start, entries)
@@ -317,7 +314,7 @@ def _find_end_record(tail: bytes) -> tuple[int, str | None]:
         (comment_length,) = struct.unpack_from("<H", tail, first + 20)
         extra = len(tail) - (first + _EOCD_SIZE + comment_length)
         if extra > 0:
-            return -1, f"zip: {extra} bytes of unexpected data after the end record"
+            return -1, "zip: unexpected data after the end record"
     return -1, "zip: no central directory (end record missing)"
 
 
@@ -327,14 +324,14 @@ def _check_central_directory(tail: bytes, start: int, end: int, entries: int) ->
     pos = start
     while pos < end:
         if pos + _CENTRAL_HEADER_SIZE > end or tail[pos : pos + 4] != _CENTRAL_HEADER:
-            return f"zip: central directory is corrupt (entry {count + 1} has no header signature)"
+            return "zip: central directory is corrupt (an entry has no header signature)"
         name, extra, comment = _CENTRAL_LENGTHS.unpack_from(tail, pos + 28)
         pos += _CENTRAL_HEADER_SIZE + name + extra + comment
         count += 1
     if pos != end:
         return "zip: central directory is corrupt (entries overrun its size)"
     if count != entries:
-        return f"zip: central directory has {count} entries but the end record says {entries}"
+        return "zip: central directory and end record disagree on the number of entries"
     return None
 
 
@@ -370,8 +367,10 @@ class _ParquetVerifier:
         if self._tail[4:] != self._head:
             return "truncated parquet: missing PAR1 magic at the end (footer not written)"
         (footer_length,) = struct.unpack_from("<L", self._tail)
-        if footer_length == 0 or 4 + footer_length + 8 > self._size:
-            return f"parquet: footer length {footer_length} does not fit in the file ({self._size} bytes)"
+        if footer_length == 0:
+            return "parquet: empty footer"
+        if 4 + footer_length + 8 > self._size:
+            return f"parquet: footer length does not fit in the file ({self._size} bytes)"
         return None
 
 
@@ -408,6 +407,9 @@ _BSD_NAMES: dict[str, Algorithm] = {"sha256": "sha256", "sha2-256": "sha256", "m
 
 # coreutils: <hex><space><' ' text | '*' binary><name>; a single space (BSD ``-r``) is accepted too.
 _GNU_LINE = re.compile(r"([0-9A-Fa-f]+)(?:[ \t]([ *]?)(.*))?", re.DOTALL)
+_KNOWN_ALGORITHMS = frozenset(
+    {"sha1", "sha224", "sha384", "sha512", "sha512-224", "sha512-256", "sha3-256", "sha3-512", "blake2b", "sm3"}
+)
 _BSD_START = re.compile(r"([A-Za-z0-9-]+) ?\(")
 _BSD_END = re.compile(r" ?= ?([0-9A-Fa-f]+)")
 _ESCAPE = re.compile(r"\\(.)", re.DOTALL)
@@ -512,9 +514,10 @@ def _digest(line: _Line, target: str) -> SidecarDigest:
     if line.tag is not None:
         tagged = _BSD_NAMES.get(line.tag)
         if tagged is None:
+            # Named only when it is a known algorithm: the tag is text read from the watched file.
+            named = f" {line.tag.upper()}" if line.tag.lower() in _KNOWN_ALGORITHMS else ""
             raise SidecarError(
-                f"sidecar: unsupported algorithm {line.tag.upper()} for {target!r} in line {line.number} "
-                "(expected sha256 or md5)"
+                f"sidecar: unsupported algorithm{named} for {target!r} in line {line.number} (expected sha256 or md5)"
             )
         if algorithm != tagged:
             raise SidecarError(

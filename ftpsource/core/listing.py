@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-__all__ = ["ListEntry", "parse_list_line", "parse_mdtm", "parse_mlsx_line"]
+__all__ = ["ListEntry", "name_problem", "parse_list_line", "parse_mdtm", "parse_mlsx_line", "quote_name"]
 
 Kind = Literal["file", "dir", "link", "other"]
 
@@ -203,3 +203,25 @@ def parse_list_line(line: str, *, now: datetime | None = None) -> ListEntry | No
     if entry.name in (".", ".."):
         return None
     return entry
+
+
+_NAME_CHARS = (("/", "contains '/'"), ("\0", "contains NUL"), ("\r", "contains CR"), ("\n", "contains LF"))
+QUOTE_NAME_MAX = 60
+
+
+def name_problem(name: str) -> str | None:
+    """Why a name from a listing (any server, any protocol) cannot be one component of a relative
+    path, or None when it can. Such a name never reaches an event: consumers build output paths from
+    ``data.path``, and ``..`` or a ``/`` in it would lead them out of their own directories."""
+    if name in ("", ".", ".."):
+        return f"is {name!r}"
+    for char, problem in _NAME_CHARS:
+        if char in name:
+            return problem
+    return None
+
+
+def quote_name(name: str | bytes) -> str:
+    """A name for a log line: its repr, cut short (a hostile server can send a megabyte)."""
+    text = repr(name)
+    return text if len(text) <= QUOTE_NAME_MAX else text[: QUOTE_NAME_MAX - 1] + "…"

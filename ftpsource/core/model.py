@@ -25,6 +25,7 @@ __all__ = [
     "SetMember",
     "SetPatternSpec",
     "SetPeriod",
+    "Staged",
     "State",
     "Verifier",
     "version_identity",
@@ -62,6 +63,17 @@ class FileRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Staged:
+    """Where a version's bytes were landed in object storage (``data.staged`` of its ready event)."""
+
+    url: str
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
 class EventSpec:
     """A decided event, before it is encoded as a CloudEvent (events.py)."""
 
@@ -92,6 +104,7 @@ class EventSpec:
     deadline: float | None = None
     late: bool = False
     late_seconds: float | None = None
+    staged: Staged | None = None
     #: set events: ``path`` is the set's name; ``members`` the present member files, ``missing`` the
     #: member paths or patterns not (fully) there
     members: tuple[SetMember, ...] = ()
@@ -117,12 +130,14 @@ class Listing:
 
     ``warnings`` name lines or entries that were skipped. ``unlisted_dirs`` are directories (relative,
     no trailing slash) that could not be read; records under them are kept as they are, never read as
-    deleted. An adapter raises instead when the root itself or the connection fails.
+    deleted. ``bad_names`` describe entries skipped because their name is unusable (``name_problem``).
+    An adapter raises instead when the root itself or the connection fails.
     """
 
     entries: list[Entry]
     warnings: list[str] = field(default_factory=list)
     unlisted_dirs: list[str] = field(default_factory=list)
+    bad_names: list[str] = field(default_factory=list)
 
 
 class Verifier(Protocol):

@@ -29,7 +29,8 @@ class SidecarVerifier:
         actual = self._hasher.hexdigest()
         if actual == self._expected:
             return None
-        return f"{self._algorithm} mismatch with sidecar {self._sidecar_name}: expected {self._expected}, got {actual}"
+        # Says which sidecar, never what it holds: its content may be anything the uploader chose.
+        return f"{self._algorithm} mismatch with sidecar {self._sidecar_name}: the file does not match it"
 
 
 class CombinedVerifier:

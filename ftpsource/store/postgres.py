@@ -34,6 +34,7 @@ from ..core.settle import Outcome
 from ..errors import LeaseLost, StateError
 from . import versions as v_sql
 from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, RecentEvent, SettleResult, SourceRow, VersionRow
+from .retention import PRUNE_OUTBOX, PRUNE_VERSIONS
 from .sqlite import SCHEMA_VERSION
 
 __all__ = ["LEASE_CHANNEL", "PostgresStore", "is_postgres_url", "redact_url"]
@@ -572,6 +573,15 @@ class PostgresStore:
             if source_id is not None:
                 self._fence(db, source_id, epoch)
             db.execute("UPDATE outbox SET delivered=%s WHERE seq = ANY(%s)", (now, seqs))
+
+    def prune_delivered(self, source_id: str, before: float, limit: int, *, epoch: int | None = None) -> int:
+        """Drop at most ``limit`` delivered events (and settled versions) from before ``before``, in
+        one short transaction. Returns how many rows went; call again until it returns less."""
+        with self._tx() as db:
+            self._fence(db, source_id, epoch)
+            n = db.execute(_pg(PRUNE_OUTBOX), (source_id, before, before, limit)).rowcount
+            n += db.execute(_pg(PRUNE_VERSIONS), (source_id, before, limit)).rowcount
+        return int(n)
 
     def undelivered_count(self, source_id: str) -> int:
         rows = self._query("SELECT COUNT(*) FROM outbox WHERE source_id=%s AND delivered IS NULL", (source_id,))

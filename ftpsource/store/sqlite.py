@@ -31,6 +31,7 @@ from ..core.settle import Outcome
 from ..errors import LeaseLost, StateError
 from . import versions as v_sql
 from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, RecentEvent, SettleResult, SourceRow, VersionRow
+from .retention import PRUNE_OUTBOX, PRUNE_VERSIONS
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 
@@ -447,6 +448,15 @@ class Store:
             if source_id is not None:
                 self._fence(db, source_id, epoch)
             db.executemany("UPDATE outbox SET delivered=? WHERE seq=?", ((now, s) for s in seqs))
+
+    def prune_delivered(self, source_id: str, before: float, limit: int, *, epoch: int | None = None) -> int:
+        """Drop at most ``limit`` delivered events (and settled versions) from before ``before``, in
+        one short transaction. Returns how many rows went; call again until it returns less."""
+        with self._tx() as db:
+            self._fence(db, source_id, epoch)
+            n = db.execute(PRUNE_OUTBOX, (source_id, before, before, limit)).rowcount
+            n += db.execute(PRUNE_VERSIONS, (source_id, before, limit)).rowcount
+        return int(n)
 
     def undelivered_count(self, source_id: str) -> int:
         return int(

@@ -1117,6 +1117,11 @@ def test_argo_pods_are_locked_down_and_sized(etl: Any) -> None:
         assert security["readOnlyRootFilesystem"] is True, name_of(obj)
         for kind in ("requests", "limits"):
             assert set(container["resources"][kind]) >= {"cpu", "memory"}, f"{name_of(obj)} {kind}"
+        # A read-only root still needs a writable /tmp: Argo's argoWorkflow trigger writes the Workflow
+        # to a temporary file for `argo submit`.
+        tmp = mount_for(container, "/tmp/x")
+        assert tmp is not None and tmp["mountPath"] == "/tmp" and not tmp.get("readOnly"), name_of(obj)
+        assert "emptyDir" in volume(template, tmp["name"]), name_of(obj)
 
 
 @pytest.mark.parametrize("tree", all_objects())

@@ -108,3 +108,27 @@ def test_fresh_venv_install_starts_and_answers_health_checks(tmp_path: Path) -> 
     assert proc.returncode == 0, err.decode()
     assert b"t0ken" not in err
     assert not list(state.glob("**/*.pyc")), "the running server wrote bytecode (read-only root would fail)"
+
+
+@pytest.mark.slow
+def test_test_ftp_image_install_step_verifies_its_hash(tmp_path: Path) -> None:
+    """The example FTP server image's RUN step: pyftpdlib by version and hash, then its entry point."""
+    dockerfile = (REPO / "deploy" / "examples" / "etl" / "test-ftp" / "Dockerfile").read_text()
+    assert "pip install --require-hashes -r /tmp/requirements.txt" in dockerfile
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    clean_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    requirements = REPO / "deploy" / "examples" / "etl" / "test-ftp" / "requirements.txt"
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [*pip, "install", "--require-hashes", "-r", str(requirements)], check=True, timeout=300, env=clean_env
+    )
+    entrypoint = re.search(r'^ENTRYPOINT \["python", "-m", "(\w+)"\]$', dockerfile, flags=re.M)
+    assert entrypoint is not None
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", entrypoint.group(1), "--help"],
+        capture_output=True,
+        text=True,
+        env=clean_env,
+    )
+    assert result.returncode == 0 and "--range" in result.stdout, result.stderr

@@ -6,11 +6,14 @@ bytes in the "identical" step) start together, so the two take the time of one.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,11 +46,11 @@ class Run:
         return self.result
 
 
-def _start(**extra_env: str) -> Run:
+def _start(*args: str, **extra_env: str) -> Run:
     env = {k: v for k, v in os.environ.items() if k not in ("FTPSOURCE_LOG_LEVEL", "FTPSOURCE_DEMO_BREAK")}
     env.update(PYTHONIOENCODING="utf-8", PYTHONUNBUFFERED="1", **extra_env)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ftpsource.cli", "demo"],
+        [sys.executable, "-m", "ftpsource.cli", "demo", *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -60,7 +63,12 @@ def _start(**extra_env: str) -> Run:
 
 @pytest.fixture(scope="module")
 def runs() -> Iterator[dict[str, Run]]:
-    started = {"good": _start(), "broken": _start(FTPSOURCE_DEMO_BREAK="identical")}
+    # The demo mostly waits (for uploads to settle): three at once cost little more than one.
+    started = {
+        "good": _start(),
+        "broken": _start(FTPSOURCE_DEMO_BREAK="identical"),
+        "keep": _start("--keep-running"),
+    }
     yield started
     for run in started.values():
         if run.proc.poll() is None:
@@ -76,12 +84,39 @@ def test_demo_shows_every_behaviour_in_under_a_minute(runs: dict[str, Run]) -> N
     assert "✗" not in out, out
     assert "identical bytes: nothing emitted" in out
     assert "fast-forwarding the demo clock" in out
+    # the sets: one complete on time, one at risk, incomplete, then complete late
+    assert re.search(r"set\.complete +daily-master .*on time", out), out
+    assert re.search(r"set\.at_risk +daily-stock", out) and re.search(r"set\.incomplete +daily-stock", out), out
+    assert re.search(r"set\.complete +daily-stock .*late: true", out), out
     match = re.search(r"total time (\d+(?:\.\d+)?) s", out)
     assert match is not None, out
     assert float(match.group(1)) < 60
     assert wall < 60, f"the demo took {wall:.1f}s"
     assert "Traceback" not in out + err, err
     assert err.strip() == "", err
+
+
+def test_keep_running_prints_the_status_page_url(runs: dict[str, Run]) -> None:
+    proc = runs["keep"].proc
+    assert proc.stdout is not None
+    seen: list[str] = []
+    while True:
+        line = proc.stdout.readline()
+        assert line, "the demo ended without printing a status page URL:\n" + "".join(seen)
+        seen.append(line)
+        found = re.search(r"status page +(http://127\.0\.0\.1:\d+/)", line)
+        if found:
+            break
+    with urllib.request.urlopen(found.group(1), timeout=10) as response:
+        page = response.read().decode()
+    assert "daily-master" in page and "daily-stock" in page and "ftpsource status" in page
+    with urllib.request.urlopen(found.group(1) + "status.json", timeout=10) as response:
+        doc = json.load(response)
+    statuses = {(x["name"], x["status"]) for s in doc["sources"] for x in s["expected"]}
+    assert ("daily-master", "complete") in statuses and ("daily-stock", "late") in statuses
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "stopping" in out
 
 
 def test_demo_fails_when_a_step_goes_wrong(runs: dict[str, Run]) -> None:

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import grpc
 import pytest
 
@@ -23,8 +24,8 @@ from ftpsource.errors import ConfigError, FileVanished
 from ftpsource.metrics import Metrics
 from ftpsource.server import start_server
 from tests.support.harness import eventually, open_stream, ready, run_server, stream_to
-from tests.support.hostile import alias_bomb, assert_not_leaked
-from tests.support.servers import counting_listener
+from tests.support.hostile import BAD_NAMES, alias_bomb, assert_not_leaked
+from tests.support.servers import asyncssh_server, counting_listener
 from tests.support.sources import write_credentials
 
 FAST = {"stable_for": "300ms", "poll_interval": "5s"}
@@ -113,6 +114,26 @@ async def test_the_issue_attack_reading_the_credentials_directory_is_refused(
     assert_not_leaked(secret, details=details, logs=caplog.text, metrics=metrics)
 
 
+@pytest.mark.parametrize("secret_bytes", [32, 16])  # `openssl rand -hex 32` (a sha256's length), 16 (md5's)
+async def test_sidecar_pointed_at_a_secret_in_an_allowed_root_never_quotes_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, secret_bytes: int
+) -> None:
+    """The same attack where an operator did allow the directory: the ``rejected`` events say which
+    sidecar does not match, never what it holds."""
+    caplog.set_level("DEBUG", logger="ftpsource")
+    secret = secrets.token_hex(secret_bytes)
+    creds = write_credentials(tmp_path / "etc" / "ftpsource", "sales", username="sales", password=secret)
+    config = {"url": f"file://{creds}", "sidecar": "{dir}/password", "reject_after": "0s", **FAST}
+    async with run_server(tmp_path, allow_roots=[creds]) as srv, stream_to(srv.port, config) as stream:
+        rejected = await stream.until(lambda e: e["type"] == "ftpsource.file.rejected")
+        await stream.until(lambda e: e["type"] == "ftpsource.file.rejected" and e is not rejected)
+        metrics = metrics_text(srv.metrics_port)
+    problems = {e["data"]["problem"] for e in stream.received if e["type"] == "ftpsource.file.rejected"}
+    algorithm = "sha256" if secret_bytes == 32 else "md5"
+    assert f"{algorithm} mismatch with sidecar password: the file does not match it" in problems
+    assert_not_leaked(secret, events=json.dumps(stream.received), logs=caplog.text, metrics=metrics)
+
+
 @pytest.mark.parametrize("how", ["outside", "dotdot", "symlinked", "no-allow-root"])
 async def test_file_url_outside_the_allowed_roots_is_permission_denied(tmp_path: Path, how: str) -> None:
     allowed, outside = tmp_path / "allowed", tmp_path / "outside"
@@ -169,10 +190,7 @@ async def test_symlinks_out_of_the_root_are_neither_read_nor_reported_and_logged
         def polled_thrice() -> bool:
             nonlocal text
             text = metrics_text(srv.metrics_port)
-            return any(
-                line.startswith("ftpsource_polls_total{") and 'outcome="ok"' in line and float(line.split()[-1]) >= 3
-                for line in text.splitlines()
-            )
+            return _polls_ok(text) >= 3
 
         await eventually(polled_thrice, what="three polls")
         (root / "sentinel").write_bytes(b"s")
@@ -240,3 +258,57 @@ async def test_no_auth_serves_beyond_loopback_on_purpose(tmp_path: Path) -> None
         assert running.port > 0
     finally:
         await running.stop(0.5)
+
+
+# --- a malicious FTP/SFTP server ------------------------------------------------------------------
+
+
+def _lying_listing(path: bytes, names: list[asyncssh.SFTPName]) -> list[asyncssh.SFTPName]:
+    """The root's listing, plus every hostile name as a regular file and one as a directory."""
+    if path.rstrip(b"/") not in (b"", b"."):
+        return names
+    now = int(time.time()) - 60
+
+    def fake(name: bytes, mode: int) -> asyncssh.SFTPName:
+        attrs = asyncssh.SFTPAttrs(type=None, size=5, permissions=mode, mtime=now, atime=now)
+        return asyncssh.SFTPName(name, b"", attrs)
+
+    fakes = [fake(n.encode("utf-8", "surrogatepass"), 0o100644) for n in BAD_NAMES]
+    return [*names, *fakes, fake(b"\xff-not-utf8.csv", 0o100644), fake(b"../up", 0o040755)]
+
+
+async def test_hostile_sftp_server_names_are_skipped_warned_once_counted_never_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="ftpsource")
+    async with asyncssh_server(names_hook=_lying_listing) as ssh:
+        (ssh.root / "ok.csv").write_bytes(b"fine\n")
+        creds = write_credentials(
+            tmp_path, "sftp", username=ssh.username, password=ssh.password, known_hosts=ssh.known_hosts.read_text()
+        )
+        config = {"url": ssh.url(), "credentials": "sftp", "stable_for": "200ms", "poll_interval": "300ms"}
+        async with run_server(tmp_path, credentials_dir=creds) as srv, stream_to(srv.port, config) as stream:
+            await stream.until(ready("ok.csv"))
+            text = ""
+
+            def polled_thrice() -> bool:
+                nonlocal text
+                text = metrics_text(srv.metrics_port)
+                return _polls_ok(text) >= 3
+
+            await eventually(polled_thrice, what="three polls")
+    expected_bad = len(BAD_NAMES) + 2
+    assert [e["data"]["path"] for e in stream.received] == ["ok.csv"]
+    bad_count = [line for line in text.splitlines() if 'kind="bad_name"' in line and "source_errors_total{" in line]
+    assert len(bad_count) == 1 and float(bad_count[0].split()[-1]) == expected_bad
+    warnings = [r.getMessage() for r in caplog.records if "skipped an entry whose name" in r.getMessage()]
+    assert len(warnings) == expected_bad  # once each, not once per poll
+    assert all(len(w) < 200 and "\n" not in w and "\r" not in w for w in warnings)
+
+
+def _polls_ok(metrics: str) -> float:
+    return sum(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("ftpsource_polls_total{") and 'outcome="ok"' in line
+    )

@@ -41,6 +41,8 @@ async def run_server(
     Streams may read local directories under ``allow_roots`` only, ``[tmp]`` unless given (``[]``: none),
     as ``serve --allow-root`` would allow them.
     """
+    # A short keepalive keeps delivery confirmation (keepalive + ping timeout + slack) to ~3 s.
+    overrides.setdefault("keepalive_s", 1.0)
     settings = ServerSettings(
         listen="127.0.0.1:0",
         metrics_listen="127.0.0.1:0",
@@ -271,13 +273,25 @@ def versions(srv: RunningServer, source_id: str, path: str) -> list[VersionRow]:
         store.close()
 
 
+async def ready_events(stream: Stream, *paths: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The ready events of ``paths``, whatever order they arrive in (returned in the order asked)."""
+    got: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    while set(paths) - set(got):
+        event = await stream.next(max(0.01, deadline - time.monotonic()))
+        if event["type"] == "ftpsource.file.ready":
+            got[event["subject"]] = event
+    return [got[p] for p in paths]
+
+
 def ready(path: str) -> Callable[[dict[str, Any]], bool]:
     """Predicate for ``Stream.until``: the ready event of ``path``."""
     return lambda e: e["type"] == "ftpsource.file.ready" and e["data"].get("path") == path
 
 
 class Proxy:
-    """A TCP proxy that can refuse and drop connections (``cut``) or silently stop relaying (``freeze``)."""
+    """A TCP proxy that can refuse and drop connections (``cut``), silently stop relaying (``freeze``), or
+    turn the connections open now into dead network paths (``blackhole``)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.target_port = host, port
@@ -285,6 +299,8 @@ class Proxy:
         self.flowing = asyncio.Event()
         self.flowing.set()
         self.conns: set[asyncio.StreamWriter] = set()
+        self.dead: set[asyncio.StreamWriter] = set()
+        self._closing = asyncio.Event()
         self.server: asyncio.Server | None = None
         self.port = 0
 
@@ -304,12 +320,18 @@ class Proxy:
         except OSError:
             writer.close()
             return
-        self.conns.update({writer, up_w})
+        pair = {writer, up_w}
+        self.conns.update(pair)
 
         async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             try:
                 while data := await r.read(65536):
                     await self.flowing.wait()  # frozen: bytes stop here, as on a dead network path
+                    if w in self.dead:
+                        # Blackholed: these bytes never arrive, nothing more is read (the peers' buffers
+                        # fill as on a partitioned network) and neither side sees a FIN or a RST.
+                        await self._closing.wait()
+                        return
                     w.write(data)
                     await w.drain()
             except (ConnectionError, OSError):
@@ -318,7 +340,8 @@ class Proxy:
                 w.close()
 
         await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
-        self.conns.difference_update({writer, up_w})
+        self.conns.difference_update(pair)
+        self.dead.difference_update(pair)
 
     async def cut(self) -> None:
         self.down = True
@@ -332,7 +355,14 @@ class Proxy:
     def freeze(self) -> None:
         self.flowing.clear()
 
+    def blackhole(self) -> None:
+        """The connections open now go dead in both directions, without closing; new ones work."""
+        self.dead.update(self.conns)
+
     async def close(self) -> None:
+        for w in list(self.dead):
+            w.transport.abort()  # a dead path's bytes must not be flushed on the way out
+        self._closing.set()
         self.flowing.set()
         await self.cut()
         assert self.server is not None

@@ -528,6 +528,8 @@ def _write_known_hosts(path: Path, port: int, host_key: asyncssh.SSHKey) -> None
 
 #: called before a directory is read: ``hook(sftp_server, path_bytes)``; may abort the connection.
 ScandirHook = Callable[[asyncssh.SFTPServer, bytes], None]
+#: rewrites what a directory listing returns: ``hook(path_bytes, names) -> names`` (a hostile server).
+NamesHook = Callable[[bytes, list[asyncssh.SFTPName]], list[asyncssh.SFTPName]]
 
 
 class _SSHServer(asyncssh.SSHServer):
@@ -553,8 +555,13 @@ class _SSHServer(asyncssh.SSHServer):
 
 
 @contextlib.asynccontextmanager
-async def asyncssh_server(*, scandir_hook: ScandirHook | None = None) -> AsyncIterator[SftpServer]:
-    """An in-process asyncssh SFTP server chrooted to a temp dir, password and public-key auth."""
+async def asyncssh_server(
+    *, scandir_hook: ScandirHook | None = None, names_hook: NamesHook | None = None
+) -> AsyncIterator[SftpServer]:
+    """An in-process asyncssh SFTP server chrooted to a temp dir, password and public-key auth.
+
+    ``names_hook`` lets a test make it lie in directory listings, as a hostile server would.
+    """
     with _tempdir("ftpsource-asyncssh-") as base:
         root = _data_root(base)
         username, password = "bob", "sftp-" + secrets.token_urlsafe(8)
@@ -566,7 +573,12 @@ async def asyncssh_server(*, scandir_hook: ScandirHook | None = None) -> AsyncIt
             async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
                 if hook is not None:
                     hook(self, path)
-                async for name in super().scandir(path):
+                if names_hook is None:
+                    async for name in super().scandir(path):
+                        yield name
+                    return
+                names = [name async for name in super().scandir(path)]
+                for name in names_hook(path, names):
                     yield name
 
         def sftp_factory(chan: asyncssh.SSHServerChannel[bytes]) -> asyncssh.SFTPServer:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ftpsource.core.detect import Policy, after_verify, plan_poll
+from ftpsource.core.detect import Policy, after_verify, expired_tombstones, plan_poll
 from ftpsource.core.model import Digest, Entry, EventSpec, FileRecord, State
 from ftpsource.core.paths import PathFilter, Template
 
@@ -395,3 +395,26 @@ def test_files_the_filters_no_longer_select_are_forgotten_not_deleted(
     # Widening the filters again: the same bytes are not reported a second time.
     sim.pol = policy(deletes=True)
     assert sim.poll(3 * S) == [] and sim.poll(4 * S) == []
+
+
+def test_tombstones_expire_after_the_retention_and_identity_holds_until_then() -> None:
+    sim = Sim.new()
+    sim.write("a", b"same bytes", 0.0)
+    sim.poll(0.0)
+    assert kinds(sim.poll(S)) == [("ready", "a", "new", 1)]
+    del sim.files["a"]
+    sim.poll(100.0)
+    assert sim.records["a"].state is State.DELETED and sim.records["a"].stable_since == 100.0
+    retention = 1000.0
+    assert expired_tombstones(sim.records, 1099.0, retention) == []
+    sim.write("a", b"same bytes", 0.0)  # back within the retention: recognised, nothing emitted
+    sim.poll(1050.0)
+    assert sim.poll(1050.0 + S) == []
+    del sim.files["a"]
+    sim.poll(2000.0)
+    assert expired_tombstones(sim.records, 3001.0, retention) == ["a"]
+    assert expired_tombstones({**sim.records, "b": sim.records["a"]}, 3001.0, retention, limit=1) == ["a"]
+    del sim.records["a"]  # what the watcher commits
+    sim.write("a", b"same bytes", 0.0)  # back after the retention: a new file again
+    sim.poll(3100.0)
+    assert kinds(sim.poll(3100.0 + S)) == [("ready", "a", "new", 1)]

@@ -187,9 +187,14 @@ INVALID: list[tuple[str, str, bytes, str]] = [
         corrupt(ZIP_PLAIN, zip_end(ZIP_PLAIN)[2]),
         "zip: central directory is corrupt",
     ),
-    ("zip-entry-count-wrong", "a.zip", with_end(ZIP_PLAIN, entries=3), "2 entries but the end record says 3"),
+    (
+        "zip-entry-count-wrong",
+        "a.zip",
+        with_end(ZIP_PLAIN, entries=3),
+        "central directory and end record disagree on the number of entries",
+    ),
     ("zip-entries-without-directory", "a.zip", with_end(ZIP_EMPTY, entries=1), "central directory is empty"),
-    ("zip-trailing-data", "a.zip", ZIP_PLAIN + b"junk", "4 bytes of unexpected data after the end record"),
+    ("zip-trailing-data", "a.zip", ZIP_PLAIN + b"junk", "zip: unexpected data after the end record"),
     ("zip-comment-cut", "a.zip", ZIP[:-3], "zip: no central directory (end record missing)"),
     ("zip64-locator-without-record", "a.zip", ZIP64[:-98] + ZIP64[-42:], "zip: zip64 end record missing"),
     (
@@ -225,7 +230,7 @@ INVALID: list[tuple[str, str, bytes, str]] = [
         "parquet-zero-footer",
         "a.parquet",
         b"PAR1" + b"x" * 20 + struct.pack("<L", 0) + b"PAR1",
-        "footer length 0",
+        "parquet: empty footer",
     ),
 ]
 

@@ -389,3 +389,42 @@ def test_postgres_schema_from_the_url_options_also_when_read_only(pg_db: PgDatab
             True,
             None,
         )
+
+
+def test_prune_drops_delivered_events_past_the_cutoff_in_bounded_batches(opener: Opener) -> None:
+    s = opener()
+    s.begin_source("src", "file:///x", 1.0)
+    s.commit("src", (), (), [NewEvent(f"old{i}", "ready", f"o{i}", b"{}") for i in range(7)], now=10.0)
+    s.commit("src", (), (), [NewEvent("pending", "ready", "p", b"{}")], now=10.0)
+    s.commit("src", (), (), [NewEvent("recent", "ready", "r", b"{}")], now=500.0)
+    rows = {r.event_id: r.seq for r in s.undelivered("src")}
+    s.mark_delivered([seq for eid, seq in rows.items() if eid.startswith("old")], 20.0)
+    s.mark_delivered([rows["recent"]], 510.0)
+    assert s.prune_delivered("src", 100.0, 3) == 3  # one small transaction at a time
+    assert s.prune_delivered("src", 100.0, 3) == 3
+    assert s.prune_delivered("src", 100.0, 3) == 1
+    assert s.prune_delivered("src", 100.0, 3) == 0
+    # Never pruned: what is not delivered yet (however old), and what is newer than the cut-off.
+    assert [r.event_id for r in s.undelivered("src")] == ["pending"]
+    assert [h.event_id for h in s.history("src", "r")] == ["recent"]
+    assert s.history("src", "o0") == []
+
+
+def test_prune_keeps_the_event_of_a_version_waiting_to_be_settled(opener: Opener) -> None:
+    from ftpsource.core.settle import PostAction, SettleVersion
+
+    s = opener()
+    s.begin_source("src", "file:///x", 1.0)
+    for n, path in enumerate(["a.csv", "b.csv"], start=1):
+        version = SettleVersion(path, 1, n, 100.0, f"sum{n}", PostAction("move", "done/{name}"), PostAction("none"))
+        s.commit("src", (), (), [NewEvent(f"id{n}", "ready", path, b"{}", version)], now=10.0)
+    s.mark_delivered([r.seq for r in s.undelivered("src")], 20.0)
+    assert s.settle("id2", "succeeded", "", 30.0).status == "accepted"
+    s.prune_delivered("src", 100.0, 100)
+    assert [h.event_id for h in s.history("src", "a.csv")] == ["id1"]  # unsettled: its event is kept
+    assert s.unsettled("src")[0] == 1
+    assert s.history("src", "b.csv") == []  # settled: its event goes ...
+    assert [v.event_id for v in s.versions("src", "b.csv")] == ["id2"]  # ... its version waits for its move
+    s.finish_action("id2", "done", None, "done/b.csv", 40.0)
+    s.prune_delivered("src", 100.0, 100)
+    assert s.versions("src", "b.csv") == [] and [v.event_id for v in s.versions("src", "a.csv")] == ["id1"]

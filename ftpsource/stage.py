@@ -1,0 +1,270 @@
+"""``stage``: land a version's bytes in S3-compatible object storage during the read that hashes them.
+
+The bytes go up as a multipart upload while they are read (memory stays at one part), under a
+temporary key below the prefix (``.ftpsource-incoming/``), because the final key of a
+content-addressed object is known only after the last byte. Once the version is found ready, the
+upload is completed and copied server-side to its final key, which carries the SHA-256 as object
+metadata; if the final key already holds those bytes, nothing is copied. A version that changed while
+being read, or was not new, has its multipart upload aborted: nothing is left in the bucket. Files no
+bigger than one part are sent in one PUT at the end.
+
+What this relies on, as MinIO and S3 document it: path-style addressing, multipart parts of at least
+5 MiB except the last and at most 10,000 parts, ``CopyObject`` up to 5 GiB (``UploadPartCopy``
+beyond), ``AbortMultipartUpload`` discarding the parts, and user metadata (``x-amz-meta-*``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import aiobotocore.session
+from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .config import SourceConfig
+from .core.model import Staged
+from .core.stage import StageTarget
+from .credentials import Credentials, load_credentials
+from .errors import ConfigError, StageError
+from .policy import check_endpoint_host
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import CopySourceTypeDef
+
+__all__ = ["PART_SIZE", "Stager", "Upload", "check_stage_credentials", "load_stage_credentials"]
+
+PART_SIZE = 8 * 1024 * 1024
+MAX_PARTS = 9_000  # below S3's 10,000, so a file that grew a little still fits
+COPY_LIMIT = 5 * 1024**3
+COPY_PART = 512 * 1024 * 1024
+INCOMING = ".ftpsource-incoming"
+
+
+def check_stage_credentials(credentials: Credentials) -> None:
+    """A stage credential set needs keys and an endpoint; raises ``ConfigError`` naming what is missing."""
+    missing = [
+        name
+        for name, value in (
+            ("access_key", credentials.access_key),
+            ("secret_key", credentials.secret_key),
+            ("endpoint", credentials.endpoint),
+        )
+        if value is None
+    ]
+    if missing:
+        raise ConfigError([f"stage.credentials: set {credentials.name!r} has no {', '.join(missing)}"])
+    endpoint = credentials.endpoint or ""
+    if not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(["stage.credentials: endpoint must be an http:// or https:// URL"])
+
+
+def load_stage_credentials(credentials_dir: Path | None, config: SourceConfig) -> Credentials | None:
+    """The credential set named by ``stage.credentials`` (None without ``stage``). ``ConfigError`` if it
+    lacks keys or an endpoint; ``PolicyError`` unless its ``hosts`` file lists the endpoint's host."""
+    if config.stage is None:
+        return None
+    credentials = load_credentials(credentials_dir, config.stage.credentials)
+    check_stage_credentials(credentials)
+    assert credentials.endpoint is not None
+    check_endpoint_host(credentials, credentials.endpoint)
+    return credentials
+
+
+def _describe(exc: BaseException, action: str) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"object storage: {action}: {error.get('Code', 'error')} {error.get('Message', '')}".strip()
+    if isinstance(exc, TimeoutError):
+        return f"object storage: {action}: timed out"
+    return f"object storage: {action}: {type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def _errors(action: str) -> Iterator[None]:
+    try:
+        yield
+    except StageError:
+        raise
+    except (ClientError, BotoCoreError, OSError, TimeoutError) as exc:
+        raise StageError(_describe(exc, action)) from exc
+
+
+class Stager:
+    """One S3 client for a source. ``async with Stager(...) as stager: upload = stager.upload(size)``."""
+
+    def __init__(self, target: StageTarget, credentials: Credentials, timeout_s: float) -> None:
+        check_stage_credentials(credentials)
+        self.target = target
+        self._credentials = credentials
+        self._timeout_s = timeout_s
+        self._client_cm: Any = None
+        self.client: S3Client | None = None
+
+    async def __aenter__(self) -> Self:
+        creds = self._credentials
+        assert creds.access_key is not None and creds.secret_key is not None
+        config = AioConfig(
+            s3={"addressing_style": "path"},
+            connect_timeout=self._timeout_s,
+            read_timeout=self._timeout_s,
+            retries={"max_attempts": 2, "mode": "standard"},
+            # The SHA-256 ftpsource computes is the integrity check; no second checksum per request.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        session = aiobotocore.session.get_session()
+        self._client_cm = session.create_client(
+            "s3",
+            endpoint_url=creds.endpoint,
+            region_name=creds.region or "us-east-1",
+            aws_access_key_id=creds.access_key.reveal(),
+            aws_secret_access_key=creds.secret_key.reveal(),
+            verify=str(creds.ca_file) if creds.ca_file is not None else True,
+            config=config,
+        )
+        self.client = await self._client_cm.__aenter__()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._client_cm is not None:
+            await self._client_cm.__aexit__(exc_type, exc, tb)
+        self.client = None
+
+    def upload(self, expected_size: int) -> Upload:
+        assert self.client is not None, "use the Stager as an async context manager"
+        return Upload(self.client, self.target, expected_size)
+
+
+class Upload:
+    """The bytes of one read on their way to the bucket; ``finish`` or ``abort`` ends it."""
+
+    def __init__(self, client: S3Client, target: StageTarget, expected_size: int) -> None:
+        self._client = client
+        self._target = target
+        base = f"{target.prefix}/{INCOMING}" if target.prefix else INCOMING
+        self._temp_key = f"{base}/{uuid.uuid4().hex}"
+        # Parts grow with the file so that even a large one stays under S3's part count.
+        self._part_size = max(PART_SIZE, -(-expected_size // MAX_PARTS))
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self.size = 0
+        #: set when object storage failed during the read (the caller backs off before the next try)
+        self.failed = False
+
+    async def write(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        self.size += len(chunk)
+        if len(self._buffer) >= self._part_size:
+            await self._send_part(bytes(self._buffer[: self._part_size]))
+            del self._buffer[: self._part_size]
+
+    async def _send_part(self, body: bytes) -> None:
+        bucket = self._target.bucket
+        self.failed = True  # until this part is in
+        with _errors("uploading"):
+            if self._upload_id is None:
+                created = await self._client.create_multipart_upload(Bucket=bucket, Key=self._temp_key)
+                self._upload_id = created["UploadId"]
+            number = len(self._parts) + 1
+            sent = await self._client.upload_part(
+                Bucket=bucket, Key=self._temp_key, UploadId=self._upload_id, PartNumber=number, Body=body
+            )
+            self._parts.append({"ETag": sent["ETag"], "PartNumber": number})
+        self.failed = False
+
+    async def finish(self, *, source_id: str, path: str, generation: int, sha256: str) -> Staged:
+        """Make the object complete under its final key and return where it is."""
+        target, client = self._target, self._client
+        key = target.key(source_id=source_id, path=path, sha256=sha256, generation=generation)
+        staged = Staged(f"s3://{target.bucket}/{key}", target.bucket, key, self.size, sha256)
+        if await self._holds(key, sha256):
+            await self.abort()  # those bytes are there already: upload nothing more
+            return staged
+        metadata = {"sha256": sha256}
+        if self._upload_id is None:
+            with _errors("uploading"):
+                await client.put_object(Bucket=target.bucket, Key=key, Body=bytes(self._buffer), Metadata=metadata)
+            self._buffer.clear()
+            return staged
+        if self._buffer:
+            await self._send_part(bytes(self._buffer))
+            self._buffer.clear()
+        with _errors("completing the upload"):
+            await client.complete_multipart_upload(
+                Bucket=target.bucket,
+                Key=self._temp_key,
+                UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},  # type: ignore[typeddict-item]
+            )
+        self._upload_id = None
+        try:
+            await self._copy(key, metadata)
+        finally:
+            with contextlib.suppress(ClientError, BotoCoreError, OSError, TimeoutError):
+                await client.delete_object(Bucket=target.bucket, Key=self._temp_key)
+        return staged
+
+    async def _holds(self, key: str, sha256: str) -> bool:
+        with _errors("checking the object"):
+            try:
+                head = await self._client.head_object(Bucket=self._target.bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+        return head.get("Metadata", {}).get("sha256") == sha256 and head.get("ContentLength") == self.size
+
+    async def _copy(self, key: str, metadata: dict[str, str]) -> None:
+        bucket, client = self._target.bucket, self._client
+        source: CopySourceTypeDef = {"Bucket": bucket, "Key": self._temp_key}
+        with _errors("copying to the final key"):
+            if self.size <= COPY_LIMIT:
+                await client.copy_object(
+                    Bucket=bucket, Key=key, CopySource=source, Metadata=metadata, MetadataDirective="REPLACE"
+                )
+                return
+            created = await client.create_multipart_upload(Bucket=bucket, Key=key, Metadata=metadata)
+            upload_id = created["UploadId"]
+            parts = []
+            try:
+                for number, start in enumerate(range(0, self.size, COPY_PART), start=1):
+                    end = min(start + COPY_PART, self.size) - 1
+                    copied = await client.upload_part_copy(
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        CopySource=source,
+                        CopySourceRange=f"bytes={start}-{end}",
+                    )
+                    parts.append({"ETag": copied["CopyPartResult"]["ETag"], "PartNumber": number})
+                await client.complete_multipart_upload(
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                )
+            except BaseException:
+                with contextlib.suppress(ClientError, BotoCoreError, OSError, TimeoutError):
+                    await client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+                raise
+
+    async def abort(self) -> None:
+        """Leave nothing behind: the parts sent so far are discarded."""
+        self._buffer.clear()
+        upload_id, self._upload_id = self._upload_id, None
+        if upload_id is None:
+            return
+        with _errors("aborting the upload"):
+            await self._client.abort_multipart_upload(
+                Bucket=self._target.bucket, Key=self._temp_key, UploadId=upload_id
+            )

@@ -1,0 +1,62 @@
+"""Retention through a real gRPC stream, with an injected clock: what is pruned, and what is not."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from ftpsource.clock import ShiftedClock
+from ftpsource.watcher import PRUNE_EVERY_S
+from tests.support.harness import all_delivered, eventually, ready, run_server, stream_to
+
+HOUR = 3600.0
+
+
+def rows(state: Path, table: str) -> int:
+    db = sqlite3.connect(f"file:{state}?mode=ro", uri=True)
+    try:
+        return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+    finally:
+        db.close()
+
+
+async def test_identity_holds_within_the_retention_and_state_is_pruned_after_it(tmp_path: Path, root: Path) -> None:
+    clock = ShiftedClock()
+    config = {"url": f"file://{root}", "stable_for": "200ms", "poll_interval": "300ms"}
+    async with run_server(tmp_path, clock=clock, retention_s=2 * HOUR) as srv, stream_to(srv.port, config) as stream:
+        state = Path(srv.app.settings.state)
+        (root / "a.csv").write_bytes(b"same bytes")
+        first = await stream.until(ready("a.csv"))
+        await all_delivered(srv)
+        (session,) = srv.app.sessions.all()
+        watcher = session.watcher
+        assert watcher is not None
+        records = watcher.records
+
+        async def polled() -> None:
+            watcher.polled.clear()
+            srv.app.wake_all()
+            await eventually(watcher.polled.is_set, what="a poll")
+            watcher.polled.clear()
+            await eventually(watcher.polled.is_set, what="a second poll")
+
+        (root / "a.csv").unlink()
+        await polled()
+        assert records["a.csv"].state.value == "deleted"
+        clock.advance(HOUR)  # within the retention: the same bytes are recognised
+        (root / "a.csv").write_bytes(b"same bytes")
+        (root / "marker.txt").write_bytes(b"m")
+        await stream.until(ready("marker.txt"))
+        await all_delivered(srv)
+        assert [e["subject"] for e in stream.received].count("a.csv") == 1
+        (root / "a.csv").unlink()
+        await polled()
+        clock.advance(2 * HOUR + PRUNE_EVERY_S)  # past the retention (and the pruning period)
+        await polled()
+        assert "a.csv" not in records  # the tombstone is gone ...
+        assert rows(state, "outbox") == 0  # delivered events went too
+        assert rows(state, "files") == 1  # ... only marker.txt is remembered
+        (root / "a.csv").write_bytes(b"same bytes")  # so the same bytes are a new file again
+        again = await stream.until(ready("a.csv"))
+        assert again["data"]["reason"] == "new" and again["data"]["generation"] == 1
+        assert again["id"] == first["id"]  # the same version: the same deterministic id

@@ -1,0 +1,182 @@
+"""``stage``: the bytes read for hashing land in object storage (moto's S3 server on loopback), and the
+ready event carries where; through a real gRPC client."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.support.files import put
+from tests.support.harness import Proxy, eventually, ready, ready_events, run_server, stream_to
+from tests.support.s3 import ACCESS_KEY, SECRET_KEY, S3Server, moto_s3
+from tests.support.sources import write_credentials
+
+BUCKET = "etl-raw"
+
+
+@pytest.fixture
+def s3() -> Iterator[S3Server]:
+    with moto_s3(BUCKET) as server:
+        yield server
+
+
+def _creds(tmp: Path, endpoint: str) -> Path:
+    host = endpoint.removeprefix("http://")
+    return write_credentials(
+        tmp, "minio", access_key=ACCESS_KEY, secret_key=SECRET_KEY, endpoint=endpoint, hosts=f"{host}\n"
+    )
+
+
+def _config(root: Path, **kw: Any) -> dict[str, Any]:
+    return {
+        "url": f"file://{root}",
+        "id": "landing",
+        "stable_for": "300ms",
+        "poll_interval": "300ms",
+        "stage": {"url": f"s3://{BUCKET}/landing", "credentials": "minio"},
+        **kw,
+    }
+
+
+async def test_staged_object_holds_the_reported_bytes_once(tmp_path: Path, root: Path, s3: S3Server) -> None:
+    big = os.urandom(9 * 1024 * 1024 + 123)  # more than one part: a multipart upload, then a copy
+    async with (
+        run_server(tmp_path, credentials_dir=_creds(tmp_path, s3.endpoint)) as srv,
+        stream_to(srv.port, _config(root)) as stream,
+    ):
+        put(root, "big.bin", big)
+        event = await stream.until(ready("big.bin"))
+        staged, checksum = event["data"]["staged"], event["data"]["checksum"]["value"]
+        assert checksum == hashlib.sha256(big).hexdigest()
+        assert staged == {
+            "url": f"s3://{BUCKET}/landing/sha256/{checksum}",
+            "bucket": BUCKET,
+            "key": f"landing/sha256/{checksum}",
+            "size": len(big),
+            "sha256": checksum,
+        }
+        landed = s3.objects(BUCKET)
+        assert list(landed) == [staged["key"]]  # the temporary upload is gone
+        assert hashlib.sha256(landed[staged["key"]]).hexdigest() == checksum
+        head = s3.client.head_object(Bucket=BUCKET, Key=staged["key"])
+        assert head["Metadata"]["sha256"] == checksum
+
+        # The same bytes under another name: the same object, not uploaded again; a small file: one PUT.
+        put(root, "copy/of-big.bin", big)
+        put(root, "small.csv", b"a,b\n1,2\n")
+        again, small = await ready_events(stream, "copy/of-big.bin", "small.csv")
+        assert again["data"]["staged"]["key"] == staged["key"]
+        assert s3.client.get_object(Bucket=BUCKET, Key=small["data"]["staged"]["key"])["Body"].read() == b"a,b\n1,2\n"
+        assert sorted(s3.objects(BUCKET)) == sorted([staged["key"], small["data"]["staged"]["key"]])
+        assert s3.multipart_uploads(BUCKET) == []
+        assert SECRET_KEY not in str(stream.received)
+
+
+async def test_key_template_and_sha256_required(tmp_path: Path, root: Path, s3: S3Server) -> None:
+    stage = {"url": f"s3://{BUCKET}/in", "credentials": "minio", "key": "{source_id}/{path}/g{generation}"}
+    async with (
+        run_server(tmp_path, credentials_dir=_creds(tmp_path, s3.endpoint)) as srv,
+        stream_to(srv.port, _config(root, stage=stage)) as stream,
+    ):
+        put(root, "d/a.csv", b"v1")
+        first = await stream.until(ready("d/a.csv"))
+        assert first["data"]["staged"]["key"] == "in/landing/d/a.csv/g1"
+        put(root, "d/a.csv", b"v2 bytes", mtime=time.time() + 5)
+        second = await stream.until(ready("d/a.csv"))
+        assert second["data"]["staged"]["key"] == "in/landing/d/a.csv/g2"
+        assert s3.objects(BUCKET) == {"in/landing/d/a.csv/g1": b"v1", "in/landing/d/a.csv/g2": b"v2 bytes"}
+    async with run_server(tmp_path, credentials_dir=_creds(tmp_path, s3.endpoint)) as srv:
+        bad = await _first_error(srv.port, _config(root, checksum="md5"))
+        assert "stage: needs `checksum: sha256`" in bad
+
+
+async def _first_error(port: int, config: dict[str, Any]) -> str:
+    async with stream_to(port, config) as stream:
+        await stream.wait_end()
+        return stream.details or ""
+
+
+async def test_a_file_changed_while_staged_leaves_nothing(tmp_path: Path, root: Path, s3: S3Server) -> None:
+    host, port = s3.endpoint.removeprefix("http://").split(":")
+    proxy = await Proxy.start(host, int(port))
+    config = _config(root, stable_for="2s")
+    try:
+        async with (
+            run_server(tmp_path, credentials_dir=_creds(tmp_path, f"http://127.0.0.1:{proxy.port}")) as srv,
+            stream_to(srv.port, config) as stream,
+        ):
+            proxy.freeze()  # the first part's upload stalls half-way through the read
+            put(root, "grow.bin", os.urandom(20 * 1024 * 1024), mtime=time.time() - 60)
+            await eventually(lambda: bool(proxy.conns), 30, "the upload to start")
+            with (root / "grow.bin").open("ab") as f:
+                f.write(b"more bytes after the read began")
+            proxy.restore()
+            # The read sees the change: the multipart upload is aborted and no event is made.
+            await eventually(lambda: s3.multipart_uploads(BUCKET) == [] and s3.objects(BUCKET) == {}, 1.5, "the abort")
+            assert stream.received == []
+            # The new version is staged once it is stable, and only it.
+            event = await stream.until(ready("grow.bin"))
+            final = (root / "grow.bin").read_bytes()
+            assert event["data"]["checksum"]["value"] == hashlib.sha256(final).hexdigest()
+            assert list(s3.objects(BUCKET).values()) == [final]
+            assert len(stream.received) == 1
+    finally:
+        await proxy.close()
+
+
+async def test_storage_down_the_event_waits_then_arrives_once(tmp_path: Path, root: Path, s3: S3Server) -> None:
+    host, port = s3.endpoint.removeprefix("http://").split(":")
+    proxy = await Proxy.start(host, int(port))
+    try:
+        async with (
+            run_server(tmp_path, credentials_dir=_creds(tmp_path, f"http://127.0.0.1:{proxy.port}")) as srv,
+            stream_to(srv.port, _config(root)) as stream,
+        ):
+            await proxy.cut()
+            put(root, "a.csv", b"while the store was down")
+            await eventually(
+                lambda: (
+                    (
+                        srv.app.metrics.registry.get_sample_value(
+                            "ftpsource_source_errors_total", {"source": "landing", "kind": "stage"}
+                        )
+                        or 0
+                    )
+                    >= 1
+                ),
+                20,
+                "a staging failure",
+            )
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(stream.events.get(), 1.0)
+            proxy.restore()
+            event = await stream.until(ready("a.csv"))
+            assert s3.client.get_object(Bucket=BUCKET, Key=event["data"]["staged"]["key"])["Body"].read() == (
+                b"while the store was down"
+            )
+            put(root, "sentinel", b"s")
+            await stream.until(ready("sentinel"))
+            assert [e["subject"] for e in stream.received] == ["a.csv", "sentinel"]
+    finally:
+        await proxy.close()
+
+
+async def test_stage_credentials_go_only_to_listed_hosts(tmp_path: Path, root: Path, s3: S3Server) -> None:
+    creds = write_credentials(
+        tmp_path, "minio", access_key=ACCESS_KEY, secret_key=SECRET_KEY, endpoint=s3.endpoint, hosts="minio.example\n"
+    )
+    async with run_server(tmp_path, credentials_dir=creds) as srv, stream_to(srv.port, _config(root)) as stream:
+        assert await stream.wait_end() is grpc.StatusCode.PERMISSION_DENIED
+        assert "may not be sent to" in (stream.details or "") and SECRET_KEY not in (stream.details or "")
+    (creds / "minio" / "secret_key").unlink()
+    async with run_server(tmp_path, credentials_dir=creds) as srv, stream_to(srv.port, _config(root)) as stream:
+        assert await stream.wait_end() is grpc.StatusCode.INVALID_ARGUMENT
+        assert "has no secret_key" in (stream.details or "")
