@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import delivery, hashing, memory, poll, remote, sftp
+from . import config_lag, delivery, hashing, memory, poll, remote, retention, sftp, stage
 from .common import Result, machine_notes, scratch_dir
 from .report import DOC, ORDER, write
 
@@ -32,11 +32,14 @@ BENCHMARKS: dict[str, tuple[Benchmark, str]] = {
     "poll": (poll.run, "steady-state poll of 100,000 files vs find -printf (goal: <= 3x its time)"),
     "delivery": (delivery.run, "10,000 new files to a gRPC client (goal: <= stable_for + 10 s)"),
     "memory": (memory.run, "RSS with 100,000 tracked files (goal: < 200 MB)"),
+    "retention": (retention.run, "a simulated year of 10,000 files a day: state and RSS flat (goal: <= 1.1x)"),
     "remote-list": (remote.run_list, "listing 10,000 files on vsftpd vs lftp find (goal: <= 1.5x its time)"),
     "remote-hash": (remote.run_hash, "download + sha256 of 1 GiB from vsftpd vs curl (goal: >= 0.8x its speed)"),
     "remote-unchanged": (remote.run_unchanged, "unchanged polls of 10,000 files on vsftpd (goal: 0 bytes downloaded)"),
     "sftp-hash": (sftp.run_hash, "download + sha256 of 500 MB from OpenSSH vs rclone cat | openssl (goal: >= 0.9x)"),
     "sftp-list": (sftp.run_list, "steady listing of 10,000 files on OpenSSH vs rclone lsjson -R (goal: <= 1.5x)"),
+    "config-lag": (config_lag.run, "event-loop lag under hostile stream configs vs tiny bad ones (goal: <= 5x)"),
+    "stage": (stage.run, "hash + stage 1 GiB to S3 (moto) vs boto3 upload_file (goal: <= 1.5x its time)"),
 }
 assert tuple(BENCHMARKS) == ORDER
 

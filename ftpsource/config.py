@@ -60,6 +60,10 @@ __all__ = [
 MAX_CONFIG_BYTES = 64 * 1024
 #: Mappings and lists nested deeper than this are refused (the real schema nests three levels).
 MAX_DEPTH = 12
+#: At most this many YAML nodes (keys, values, lists, mappings); the full schema needs a few hundred.
+MAX_NODES = 2048
+#: At most this many keys in a mapping or items in a list.
+MAX_ITEMS = 128
 #: At most this many problems are listed; the rest are counted.
 MAX_PROBLEMS = 20
 #: A bad value is quoted in an error by at most this many characters.
@@ -577,9 +581,13 @@ _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def _check_events(raw: str) -> None:
     """Refuse what a source config never needs and an attacker uses: anchors and aliases (a few
-    hundred bytes of nested aliases expand into gigabytes), tags, and deep nesting. One pass over the
-    parser's events, before anything is built."""
-    depth = 0
+    hundred bytes of nested aliases expand into gigabytes), tags, deep nesting and thousands of
+    values (building them costs the allocations that set off the garbage collector, which holds the
+    interpreter, event loop included, for tens of milliseconds). One pass over the parser's events,
+    before anything is built."""
+    nodes = 0
+    # Per open collection: [is a mapping, nodes in it so far] (a mapping holds two per key).
+    open_collections: list[list[int]] = []
     for event in yaml.parse(raw, Loader=_Loader):
         where = f" at line {event.start_mark.line + 1}" if event.start_mark is not None else ""
         if isinstance(event, yaml.AliasEvent):
@@ -591,20 +599,30 @@ def _check_events(raw: str) -> None:
         )
         if explicit_tag and getattr(event, "tag", None) is not None:
             raise ConfigError([f"config: YAML tags (!tag) are not allowed{where}"])
+        if isinstance(event, yaml.NodeEvent):
+            nodes += 1
+            if nodes > MAX_NODES:
+                raise ConfigError([f"config: more than {MAX_NODES} keys and values{where}"])
+            if open_collections:
+                parent = open_collections[-1]
+                parent[1] += 1
+                if parent[1] > (2 * MAX_ITEMS if parent[0] else MAX_ITEMS):
+                    what = "keys in a mapping" if parent[0] else "items in a list"
+                    raise ConfigError([f"config: more than {MAX_ITEMS} {what}{where}"])
         if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
+            open_collections.append([isinstance(event, yaml.MappingStartEvent), 0])
+            if len(open_collections) > MAX_DEPTH:
                 raise ConfigError([f"config: nested more than {MAX_DEPTH} levels deep{where}"])
         elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
+            open_collections.pop()
 
 
 def _check_keys(data: object, loc: str = "") -> None:
     """Every mapping key must be a string (``1: x``, ``null: x`` and ``true: x`` are typos or tricks)."""
+    where = f"{loc}: " if loc else "config: "
     if isinstance(data, dict):
         for key, value in data.items():
             if not isinstance(key, str):
-                where = f"{loc}: " if loc else "config: "
                 raise ConfigError([f"{where}keys must be strings, got {quote_short(key)}"])
             _check_keys(value, f"{loc}.{_loc_part(key)}" if loc else _loc_part(key))
     elif isinstance(data, list):

@@ -16,6 +16,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,11 @@ from .watcher import Watcher, refresh_unsettled, run_session
 __all__ = ["App", "EventingServicer", "Sessions", "SettlementServicer", "Superseded", "serve", "start_server"]
 
 log = logging.getLogger(__name__)
+
+# One thread admits streams (parses configs, reads credential sets), one at a time: Python code in a
+# thread still takes turns with the event loop for the GIL, and a burst of large configs parsed on
+# many threads at once would leave the loop one turn in many.
+_ADMISSION = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ftpsource-admit")
 
 SERVICE_NAME = "generic.Eventing"
 SETTLEMENT_SERVICE = "ftpsource.v1.Settlement"
@@ -312,8 +318,11 @@ class EventingServicer(generic_pb2_grpc.EventingServicer):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         try:
             # Off the loop: parsing takes milliseconds and the policy reads files; other streams wait for neither.
-            config, credentials = await asyncio.to_thread(app.admit, request.config)
-            stage_credentials = await asyncio.to_thread(load_stage_credentials, app.settings.credentials_dir, config)
+            loop = asyncio.get_running_loop()
+            config, credentials = await loop.run_in_executor(_ADMISSION, app.admit, request.config)
+            stage_credentials = await loop.run_in_executor(
+                _ADMISSION, load_stage_credentials, app.settings.credentials_dir, config
+            )
         except PolicyError as exc:
             log.warning("refused stream %s: %s", quote_short(request.name), exc)
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))

@@ -18,6 +18,7 @@ from .config import format_duration
 from .core.events import EVENT_TYPES
 from .core.expect import OPEN, file_status, rule_key
 from .core.model import State
+from .core.sets import OPEN as SET_OPEN
 from .core.sets import WAITING, resolve, set_key, set_status, todays
 from .store import AsyncStore
 
@@ -124,7 +125,7 @@ def _live(w: Watcher, now: float) -> dict[str, Any]:
     set_rules = {set_key(r): r for r in w.config.expect_sets}
     for y in w.sets.values():
         srule = set_rules.get(y.rule)
-        if srule is None or not todays(y.deadline, y.state in WAITING, now):
+        if srule is None or not todays(y.deadline, y.state in SET_OPEN, now):
             continue
         if y.state in WAITING:
             status = resolve(srule, y.period, w.records)

@@ -24,9 +24,11 @@ from .config import SourceConfig
 from .core.detect import VerifyOutcome, VerifyRequest, after_verify, expired_tombstones, plan_poll
 from .core.events import EVENT_TYPES, SourceInfo, encode_event
 from .core.expect import OPEN, advance, file_status, match_arrival, prunable, warn
-from .core.model import EventSpec, Expectation, FileRecord, SetPeriod, State
-from .core.sets import WAITING, advance_sets, prunable_sets, set_status, todays
+from .core.model import EventSpec, Expectation, FileRecord, SetMember, SetPeriod, State
+from .core.sets import OPEN as SET_OPEN
+from .core.sets import advance_sets, prunable_sets, set_status, todays
 from .core.settle import SettleVersion, render_target, still_the_version
+from .core.stage import where_staged
 from .credentials import Credentials
 from .errors import ActionRefused, FileVanished, LeaseLost, PermanentSourceError, SourceError, StageError, StateError
 from .metrics import EXPECTED_SERIES, Metrics
@@ -151,11 +153,14 @@ class Watcher:
         ):
             while True:
                 started = self.clock()
+                min_gap = 0.0
                 try:
                     if await store.run(store.sync.revision, self.source_id) != self.info.revision:
                         # `ftpsource state forget` ran while we were streaming: start from the store again.
                         first_start = await self._load()
+                    polling_since = time.monotonic()
                     next_due = await self.poll_once(src, first_start=first_start)
+                    poll_took = time.monotonic() - polling_since
                     first_start = False
                     await self.prune()
                     await self.run_post_actions(src)
@@ -164,6 +169,10 @@ class Watcher:
                     if next_due is not None:
                         delay = min(delay, next_due - self.clock())
                     delay = max(delay, MIN_RESCAN_S)
+                    # Changes reported while a file is being written must not run full rescans back to
+                    # back: the next waits at least as long as this one took (and MIN_RESCAN_S), and
+                    # every change reported meanwhile is covered by that one rescan.
+                    min_gap = max(MIN_RESCAN_S, poll_took)
                 except LeaseLost:
                     raise  # a newer stream owns the source now: retrying would only fail again
                 except PermanentSourceError as exc:
@@ -181,7 +190,7 @@ class Watcher:
                         raise
                     except StateError:
                         pass
-                await self._sleep(src, delay)
+                await self._sleep(src, delay, min_gap)
 
     async def _load(self) -> bool:
         """(Re)load this source's records and expectations. Returns whether this is a first start."""
@@ -204,7 +213,10 @@ class Watcher:
         """Re-evaluate now (used when an injected clock jumps)."""
         self._wake.set()
 
-    async def _sleep(self, src: Adapter, delay: float) -> None:
+    async def _sleep(self, src: Adapter, delay: float, min_gap: float = 0.0) -> None:
+        """Until ``delay`` passes, the source reports a change or ``wake`` is called, but not before
+        ``min_gap`` (real time) has passed."""
+        started = time.monotonic()
         changed = asyncio.ensure_future(src.wait_for_change(delay))
         woken = asyncio.ensure_future(self._wake.wait())
         try:
@@ -213,6 +225,9 @@ class Watcher:
             changed.cancel()
             woken.cancel()
             self._wake.clear()
+        rest = min_gap - (time.monotonic() - started)
+        if rest > 0:
+            await asyncio.sleep(rest)
 
     async def poll_once(self, src: Adapter, *, first_start: bool = False) -> float | None:
         """One complete poll. Returns when the next pending file becomes due, if any."""
@@ -234,7 +249,11 @@ class Watcher:
                 log.warning("listing: %s", bad, extra=self._log_extra)
                 self._count_error("bad_name", bad)
         now = self.clock()
-        plan = plan_poll(
+        # Off the loop: comparing a million-file listing with the records takes over a second, and
+        # streams, the status page and other sources must not wait for it. Nothing else changes
+        # ``self.records`` meanwhile: only this task commits.
+        plan = await asyncio.to_thread(
+            plan_poll,
             listing.entries,
             self.records,
             now,
@@ -249,6 +268,7 @@ class Watcher:
         changed = {(x.rule, x.period): x for x in [*exp.changed, *warned.changed]}
         dropped = prunable(self.expectations, now)
         sets = advance_sets(self.config.expect_sets, self.sets, self.records, self.rules_since, now)
+        sets.events = self._with_staged(sets.events)
         await self._commit(
             plan.upserts,
             plan.removals,
@@ -336,7 +356,7 @@ class Watcher:
         if any(o.event is not None and o.event.type == "ready" for o in done):
             # A member just became ready: report its set now, not a poll later.
             sets = advance_sets(self.config.expect_sets, self.sets, self.records, self.rules_since, now)
-            await self._commit((), (), sets.events, now, sets=sets.changed)
+            await self._commit((), (), self._with_staged(sets.events), now, sets=sets.changed)
             next_due = _earliest(next_due, sets.next_due)
         for o in done:
             rec = o.record
@@ -345,6 +365,22 @@ class Watcher:
             elif rec.state is State.PENDING:
                 next_due = _earliest(next_due, now + self.policy.stable_for_s)
         return pending, next_due
+
+    def _with_staged(self, events: list[EventSpec]) -> list[EventSpec]:
+        """Set events list each member's staged object too, when the source stages."""
+        if self.config.stage is None:
+            return events
+        target = self.config.stage.target()
+
+        def member(m: SetMember) -> SetMember:
+            if m.checksum is None:
+                return m
+            where = where_staged(
+                target, source_id=self.source_id, path=m.path, generation=m.generation, sha256=m.checksum, size=m.size
+            )
+            return replace(m, staged=where)
+
+        return [replace(e, members=tuple(member(m) for m in e.members)) if e.members else e for e in events]
 
     def _stage_client(self) -> contextlib.AbstractAsyncContextManager[Stager | None]:
         stage = self.config.stage
@@ -360,7 +396,13 @@ class Watcher:
             return await self._verify_once(src, req, None)
         if self.clock() < self._stage_wait_until:
             return None, None  # object storage failed a moment ago: do not read the file for nothing
-        upload = self._stager.upload(req.entry.size)
+        target = self._stager.target
+        final_key = None
+        if not target.needs_digest:
+            # Should the version be new, its generation is the next one: the key is known before reading.
+            rec = req.record
+            final_key = target.key(source_id=self.source_id, path=rec.path, sha256="", generation=rec.generation + 1)
+        upload = self._stager.upload(req.entry.size, final_key)
         finished = False
         try:
             outcome, met = await self._verify_once(src, req, upload)
@@ -553,7 +595,7 @@ class Watcher:
     def _count_expected(self, now: float) -> None:
         counts = Counter(
             [("file", file_status(x)) for x in self.expectations.values() if todays(x.deadline, x.state in OPEN, now)]
-            + [("set", set_status(y)) for y in self.sets.values() if todays(y.deadline, y.state in WAITING, now)]
+            + [("set", set_status(y)) for y in self.sets.values() if todays(y.deadline, y.state in SET_OPEN, now)]
         )
         for kind, status in EXPECTED_SERIES:
             self.metrics.expected.labels(self.source_id, kind, status).set(counts[(kind, status)])
@@ -699,9 +741,10 @@ def freeze_long_lived() -> None:
     """Move what is alive now (above all the file records) out of the cyclic collector's reach.
 
     Records hold no reference cycles. Without this, the ~100,000 new entries of every large listing
-    set off a full collection that walks every record again (about 0.3x a `find` of the tree).
+    set off a full collection that walks every record again (about 0.3x a `find` of the tree). No
+    collection first: with a million records that alone would hold the event loop for a second, and
+    the little garbage frozen with them is not worth it.
     """
-    gc.collect()
     gc.freeze()
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from .model import EventSpec, SetMember, version_identity
+from .model import EventSpec, SetMember, Staged, version_identity
 
 __all__ = ["EVENT_TYPES", "SourceInfo", "encode_event", "event_id", "rfc3339"]
 
@@ -78,14 +78,21 @@ def _checksum(
     return {"algorithm": info.algorithm, "value": value, "method": method or "download"}
 
 
+def _staged(s: Staged) -> dict[str, Any]:
+    return {"url": s.url, "bucket": s.bucket, "key": s.key, "size": s.size, "sha256": s.sha256}
+
+
 def _member(info: SourceInfo, m: SetMember) -> dict[str, Any]:
-    return {
+    member = {
         "path": m.path,
         "url": info.file_url(m.path),
         "size": m.size,
         "checksum": _checksum(info, m.checksum, None, with_method=False),
         "generation": m.generation,
     }
+    if m.staged is not None:
+        member["staged"] = _staged(m.staged)
+    return member
 
 
 def _data(info: SourceInfo, spec: EventSpec) -> dict[str, Any]:
@@ -142,8 +149,7 @@ def _data(info: SourceInfo, spec: EventSpec) -> dict[str, Any]:
     if spec.type == "rejected":
         data["problem"] = spec.problem
     if spec.staged is not None:
-        s = spec.staged
-        data["staged"] = {"url": s.url, "bucket": s.bucket, "key": s.key, "size": s.size, "sha256": s.sha256}
+        data["staged"] = _staged(spec.staged)
     return data
 
 

@@ -230,6 +230,7 @@ class SetMember:
     checksum: str | None
     mtime: float
     generation: int
+    staged: Staged | None = None  # with ``stage``: where this version's bytes are (core.stage.staged)
 
 
 @dataclass(frozen=True, slots=True)

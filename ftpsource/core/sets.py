@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
@@ -30,12 +30,11 @@ from .expect import deadlines
 from .model import EventSpec, Expectation, ExpectSetSpec, FileRecord, SetMember, SetPeriod
 
 __all__ = [
-    "STATUSES",
+    "OPEN",
     "TODAY_S",
     "SetPlan",
     "SetStatus",
     "advance_sets",
-    "members_of",
     "prunable_sets",
     "resolve",
     "set_key",
@@ -45,10 +44,9 @@ __all__ = [
 
 #: Settled periods are kept this long after their deadline (for amendments and the status page).
 RETAIN_S = 35 * 86400
-#: States in which a period still waits for members.
+#: States in which a period still waits for members; the first two are before deadline + grace.
 WAITING = frozenset({"open", "at_risk", "incomplete"})
-#: Every status an expected file or set can show (``file_status``, ``set_status``).
-STATUSES = ("waiting", "at_risk", "on_time", "late", "missing", "complete", "amended")
+OPEN = frozenset({"open", "at_risk"})
 #: Periods whose deadline is this recent (or still ahead, or still waiting) are "today's".
 TODAY_S = 86400
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -296,11 +294,6 @@ def prunable_sets(periods: Mapping[tuple[str, str], SetPeriod], now: float) -> l
     return [x for x in periods.values() if x.deadline < now - RETAIN_S and x.deadline < newest[x.rule]]
 
 
-def members_of(rule: ExpectSetSpec) -> Sequence[str]:
-    """The members as written (templates and patterns), for display."""
-    return [m if isinstance(m, str) else f"{m.pattern} ×{m.count}" for m in rule.files]
-
-
 def set_status(y: SetPeriod) -> str:
     """How a set period stands, for people: waiting, at_risk, missing (incomplete after its grace),
     complete, late (complete after its grace) or amended (reported again for new member bytes)."""
@@ -310,5 +303,6 @@ def set_status(y: SetPeriod) -> str:
 
 
 def todays(deadline: float, waiting: bool, now: float) -> bool:
-    """Whether a period belongs on today's board: due in the last day or later, or still waiting."""
+    """Whether a period belongs on today's board: due in the last day or later, or still before its
+    deadline + grace (``waiting``)."""
     return waiting or deadline >= now - TODAY_S

@@ -11,7 +11,17 @@ import re
 import string
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_KEY", "KEY_FIELDS", "StageTarget", "check_key_template", "parse_s3_url", "render_key"]
+from .model import Staged
+
+__all__ = [
+    "DEFAULT_KEY",
+    "KEY_FIELDS",
+    "StageTarget",
+    "check_key_template",
+    "parse_s3_url",
+    "render_key",
+    "where_staged",
+]
 
 DEFAULT_KEY = "sha256/{sha256}"
 KEY_FIELDS = frozenset({"source_id", "path", "name", "sha256", "generation"})
@@ -71,3 +81,10 @@ def render_key(target: StageTarget, *, source_id: str, path: str, sha256: str, g
     values = {"source_id": source_id, "path": path, "name": name, "sha256": sha256, "generation": generation}
     key = target.key_template.format(**values)
     return f"{target.prefix}/{key}" if target.prefix else key
+
+
+def where_staged(target: StageTarget, *, source_id: str, path: str, generation: int, sha256: str, size: int) -> Staged:
+    """Where a staged version's bytes are: the key is rendered from the version alone, so this is the
+    same ``Staged`` its ready event carried (as long as the ``stage`` config has not changed since)."""
+    key = target.key(source_id=source_id, path=path, sha256=sha256, generation=generation)
+    return Staged(f"s3://{target.bucket}/{key}", target.bucket, key, size, sha256)

@@ -3,8 +3,10 @@ Debian's vsftpd, proftpd and OpenSSH). Through a real gRPC client; files land in
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -94,6 +96,11 @@ async def test_checksum_method(tmp_path: Path, src: SourceUnderTest) -> None:
         assert ev["data"]["checksum"]["method"] == expected
 
 
+def _fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
+
+
 async def test_secret_never_leaks(tmp_path: Path, remote: SourceUnderTest, caplog: pytest.LogCaptureFixture) -> None:
     src = remote
     assert src.secret is not None
@@ -116,7 +123,10 @@ async def test_secret_never_leaks(tmp_path: Path, remote: SourceUnderTest, caplo
         assert "auth" in (failing.details or "").lower() or "login" in (failing.details or "").lower()
         await failing.close()
         metrics = srv.app.metrics.render().decode()
-    everything = "\n".join([*payloads, caplog.text, metrics, failing.details or ""])
+        # The status page lists recent errors too (read off the loop: the page is collected on it).
+        status_url = f"http://127.0.0.1:{srv.metrics_port}/status.json"
+        status_page = await asyncio.to_thread(_fetch, status_url)
+    everything = "\n".join([*payloads, caplog.text, metrics, status_page, failing.details or ""])
     assert src.secret not in everything
 
 

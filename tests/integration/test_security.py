@@ -96,7 +96,7 @@ async def test_credential_set_without_hosts_file_cannot_be_used(tmp_path: Path) 
     assert listener.accepts == 0
 
 
-async def test_the_issue_attack_reading_the_credentials_directory_is_refused(
+async def test_a_file_url_on_the_credentials_directory_with_a_sidecar_on_the_password_is_refused(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """``url: file:///etc/ftpsource/credentials`` with ``sidecar: "{dir}/password"``, as written."""
@@ -312,3 +312,16 @@ def _polls_ok(metrics: str) -> float:
         for line in metrics.splitlines()
         if line.startswith("ftpsource_polls_total{") and 'outcome="ok"' in line
     )
+
+
+@pytest.mark.parametrize("command", ["check", "watch"])
+def test_operator_commands_refuse_a_credential_set_without_hosts_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    creds = write_credentials(tmp_path, "old", hosts=None, username="u", password="p" * 20)
+    config = tmp_path / "source.yaml"
+    config.write_text("url: ftp://127.0.0.1:1/in\ncredentials: old\n")
+    rc = main([command, str(config), "--credentials-dir", str(creds), "--state", str(tmp_path / "s.db")])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1
+    assert "credentials: set 'old' has no hosts file" in err and "p" * 20 not in err

@@ -1,7 +1,9 @@
-"""File sets and early warnings through a real gRPC stream, across a server restart."""
+"""File sets and early warnings through a real gRPC stream, across a server restart; staged members."""
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +11,8 @@ from ftpsource.clock import ShiftedClock
 from ftpsource.store import Store
 from tests.support.deadlines import next_boundary
 from tests.support.harness import all_delivered, run_server, stream_to
+from tests.support.s3 import ACCESS_KEY, SECRET_KEY, moto_s3
+from tests.support.sources import write_credentials
 
 
 def of(kind: str, key: str | None = None, value: str | None = None):
@@ -98,3 +102,27 @@ async def test_set_incomplete_then_complete_late(tmp_path: Path, root: Path) -> 
         done = await stream.until(of("set.complete"))
         assert done["data"]["late"] is True and done["data"]["late_seconds"] >= 61
         assert len([e for e in stream.received if e["type"] == "ftpsource.set.at_risk"]) <= 1
+
+
+async def test_set_members_carry_where_they_were_staged(tmp_path: Path, root: Path) -> None:
+    with moto_s3("etl-raw") as s3:
+        host = s3.endpoint.removeprefix("http://")
+        creds = write_credentials(
+            tmp_path, "minio", access_key=ACCESS_KEY, secret_key=SECRET_KEY, endpoint=s3.endpoint, hosts=f"{host}\n"
+        )
+        cfg = {
+            "url": f"file://{root}",
+            "stable_for": "300ms",
+            "poll_interval": "5s",
+            "stage": {"url": "s3://etl-raw/landing", "credentials": "minio", "key": "{source_id}/{generation}/{path}"},
+            "expect": [{"set": "pair", "files": ["a_%Y.csv", "b_%Y.csv"], "schedule": "0 0 1 1 *"}],
+        }
+        year = datetime.fromtimestamp(time.time(), UTC).year + 1
+        async with run_server(tmp_path, credentials_dir=creds) as srv, stream_to(srv.port, cfg) as stream:
+            for name in (f"a_{year}.csv", f"b_{year}.csv"):
+                (root / name).write_bytes(name.encode())
+            done = await stream.until(of("set.complete"))
+            readies = {e["data"]["path"]: e["data"]["staged"] for e in stream.received if e["type"].endswith("ready")}
+        members = {m["path"]: m["staged"] for m in done["data"]["members"]}
+        assert members == readies and len(members) == 2  # exactly what each member's ready event said
+        assert all(s3.client.head_object(Bucket="etl-raw", Key=s["key"]) for s in members.values())

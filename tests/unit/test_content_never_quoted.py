@@ -1,5 +1,5 @@
-"""Problems found in a watched file never quote what the file holds (sidecars above all: the issue
-was a sidecar pointed at a password file, whose content came back in the ``rejected`` event)."""
+"""Problems found in a watched file never quote what the file holds (sidecars above all: a sidecar
+template pointed at a password file must not bring the password back in a ``rejected`` event)."""
 
 from __future__ import annotations
 

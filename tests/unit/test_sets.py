@@ -15,7 +15,7 @@ from ftpsource.config import ExpectRule, ExpectSet
 from ftpsource.core.events import SourceInfo, encode_event, event_id
 from ftpsource.core.expect import advance, match_arrival, warn
 from ftpsource.core.model import EventSpec, Expectation, FileRecord, SetPeriod, State
-from ftpsource.core.sets import advance_sets, prunable_sets, resolve, set_key
+from ftpsource.core.sets import advance_sets, prunable_sets, resolve, set_key, set_status, todays
 
 SET = ExpectSet.model_validate(
     {
@@ -348,3 +348,15 @@ def _restarted(b: Board) -> Board:
     fresh.records = dict(b.records)
     fresh.events = b.events
     return fresh
+
+
+def test_board_status_and_what_belongs_to_today() -> None:
+    x = SetPeriod("k", "2026-11-26T06:00:00+00:00", "s", ts(26, 6), "open")
+    assert set_status(x) == "waiting"
+    assert set_status(replace(x, state="at_risk")) == "at_risk"
+    assert set_status(replace(x, state="incomplete")) == "missing"
+    assert set_status(replace(x, state="late", generation=1)) == "late"
+    assert set_status(replace(x, state="late", generation=3)) == "amended"
+    # a set still incomplete two days on is not today's news; one still open is
+    assert not todays(x.deadline, False, ts(28, 7)) and todays(x.deadline, True, ts(28, 7))
+    assert todays(x.deadline, False, ts(27, 5))
