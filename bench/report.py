@@ -22,6 +22,7 @@ ORDER = (
     "poll",
     "delivery",
     "memory",
+    "loop-lag",
     "retention",
     "remote-list",
     "remote-hash",

@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import config_lag, delivery, hashing, memory, poll, remote, retention, sftp, stage
+from . import config_lag, delivery, hashing, loop_lag, memory, poll, remote, retention, sftp, stage
 from .common import Result, machine_notes, scratch_dir
 from .report import DOC, ORDER, write
 
@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[Benchmark, str]] = {
     "poll": (poll.run, "steady-state poll of 100,000 files vs find -printf (goal: <= 3x its time)"),
     "delivery": (delivery.run, "10,000 new files to a gRPC client (goal: <= stable_for + 10 s)"),
     "memory": (memory.run, "RSS with 100,000 tracked files (goal: < 200 MB)"),
+    "loop-lag": (loop_lag.run, "event-loop lag while a 1,000,000-file tree is polled (goal: <= 100 ms)"),
     "retention": (retention.run, "a simulated year of 10,000 files a day: state and RSS flat (goal: <= 1.1x)"),
     "remote-list": (remote.run_list, "listing 10,000 files on vsftpd vs lftp find (goal: <= 1.5x its time)"),
     "remote-hash": (remote.run_hash, "download + sha256 of 1 GiB from vsftpd vs curl (goal: >= 0.8x its speed)"),

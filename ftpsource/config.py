@@ -407,7 +407,11 @@ def parse_url(value: str) -> ParsedURL:
     except ValueError:
         raise ValueError(f"invalid port in {quote_short(value)}") from None
     root = "/" + path.strip("/") if path.strip("/") else "/"
-    return ParsedURL(scheme, parts.hostname, port, unquote(parts.username) if parts.username else None, root)
+    username = unquote(parts.username) if parts.username else None
+    # The user name goes into an FTP command line and into logs: no line breaks or other controls.
+    if username is not None and any(ord(c) < 0x20 or c == "\x7f" for c in username):
+        raise ValueError("the user name must not contain control characters (NUL, CR, LF, ...)")
+    return ParsedURL(scheme, parts.hostname, port, username, root)
 
 
 class SourceConfig(BaseModel):

@@ -52,6 +52,8 @@ RETENTION_S = 35 * 86400.0
 #: pruning transaction may touch, so that pruning a backlog never holds the store for long.
 PRUNE_EVERY_S = 600.0
 PRUNE_BATCH = 500
+#: Records applied to memory between two yields to the event loop (about 5 ms of work).
+MEMORY_SLICE = 20_000
 MAX_BAD_NAMES_REMEMBERED = 10_000
 RECENT_ERRORS = 10
 
@@ -518,11 +520,16 @@ class Watcher:
             sets_dropped=sets_dropped,
             epoch=self.epoch,
         )
-        # Only after the commit succeeded does memory follow the database.
-        for rec in upserts:
-            self.records[rec.path] = rec
+        # Only after the commit succeeded does memory follow the database, in slices so that a
+        # first start with a million files does not hold the event loop while the dict fills.
+        records = self.records
+        for i in range(0, len(upserts), MEMORY_SLICE):
+            if i:
+                await asyncio.sleep(0)
+            for rec in upserts[i : i + MEMORY_SLICE]:
+                records[rec.path] = rec
         for path in removals:
-            self.records.pop(path, None)
+            records.pop(path, None)
         for x in expectations:
             self.expectations[(x.rule, x.period)] = x
         for x in expectations_dropped:
