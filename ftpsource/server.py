@@ -27,6 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from ._proto import generic_pb2, generic_pb2_grpc, settlement_pb2, settlement_pb2_grpc
 from .config import ServerSettings, SourceConfig, parse_source_config, quote_short
 from .core.settle import Outcome
+from .core.text import printable
 from .credentials import Credentials, load_credentials
 from .errors import ConfigError, LeaseLost, PermanentSourceError, PolicyError, StateError
 from .loopmon import LoopMonitor
@@ -439,7 +440,9 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServicer):
             return grpc.StatusCode.INVALID_ARGUMENT, "event_id: required, the id of a ready event"
         store = app.store
         try:
-            result = await store.run(store.sync.settle, event_id, outcome, request.message[:MAX_MESSAGE], app.clock())
+            result = await store.run(
+                store.sync.settle, event_id, outcome, printable(request.message[:MAX_MESSAGE]), app.clock()
+            )
         except StateError as exc:
             return grpc.StatusCode.UNAVAILABLE, str(exc)
         row = result.row

@@ -4,7 +4,9 @@ swapped in after the watcher's own checks)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,10 +14,11 @@ import pytest
 from ftpsource.adapters import adapter_for
 from ftpsource.adapters.base import Adapter
 from ftpsource.config import parse_source_config
+from ftpsource.core.text import printable
 from ftpsource.credentials import Credentials
 from ftpsource.errors import ActionRefused
 from tests.support.files import put
-from tests.support.harness import eventually, run_server, settle, stream_to, versions
+from tests.support.harness import REPO, eventually, run_server, settle, stream_to, versions
 
 TIMING = {"stable_for": "300ms", "poll_interval": "300ms"}
 
@@ -97,3 +100,36 @@ async def test_links_inside_the_root_still_work_and_a_target_is_never_overwritte
         await src.remove("archive/a.csv")
         assert not (root / "real" / "a.csv").exists()
         assert os.path.islink(root / "archive")
+
+
+async def test_a_settle_message_cannot_drive_the_operators_terminal(tmp_path: Path, root: Path) -> None:
+    """The message a Workflow settles with is kept for `state show`; control characters in it (a
+    screen clear, a carriage return over the previous line, a fake line) are kept as escapes."""
+    hostile = "wf-1\x1b[2J\r\n  moved    2026-01-01  to archive/fake.csv\x1b]0;pwned\x07"
+    config = {"url": f"file://{root}", "id": "drop", "on_success": {"action": "delete"}, **TIMING}
+    async with run_server(tmp_path) as srv, stream_to(srv.port, config) as stream:
+        put(root, "a.csv", b"a\n")
+        event = await stream.next()
+        await settle(srv.port, event["id"], "succeeded", message=hostile)
+        await eventually(lambda: not (root / "a.csv").exists(), what="the delete")
+        assert versions(srv, "drop", "a.csv")[-1].message == printable(hostile)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "ftpsource.cli",
+        "state",
+        "show",
+        "--state",
+        str(tmp_path / "state.db"),
+        "drop",
+        "a.csv",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err
+    text = out.decode()
+    assert "\x1b" not in text and "\r" not in text and "\x07" not in text
+    assert "fake.csv" not in [line.split()[-1] for line in text.splitlines() if line.strip()]
+    assert "succeeded: wf-1\\x1b[2J\\x0d\\x0a  moved" in text
