@@ -689,6 +689,8 @@ class ServerSettings:
     state: str | Path = "ftpsource.db"
     state_password_file: Path | None = None
     auth_token_file: Path | None = None
+    #: a second token that may settle but not open streams (what a Workflow's exit handler holds)
+    settle_token_file: Path | None = None
     credentials_dir: Path | None = None
     #: the only local roots a stream may read; none without --allow-root
     allow_roots: tuple[Path, ...] = ()

@@ -9,6 +9,7 @@ import os
 import sys
 from pathlib import Path
 
+import grpc
 import pytest
 
 from ftpsource.adapters import adapter_for
@@ -133,3 +134,26 @@ async def test_a_settle_message_cannot_drive_the_operators_terminal(tmp_path: Pa
     assert "\x1b" not in text and "\r" not in text and "\x07" not in text
     assert "fake.csv" not in [line.split()[-1] for line in text.splitlines() if line.strip()]
     assert "succeeded: wf-1\\x1b[2J\\x0d\\x0a  moved" in text
+
+
+async def test_a_settle_token_settles_but_opens_no_stream(tmp_path: Path, root: Path) -> None:
+    """A Workflow's exit handler needs to settle, not to read: with `--settle-token-file` it holds a
+    token that the Settlement service accepts and the event stream refuses."""
+    stream_token, settle_token = tmp_path / "token", tmp_path / "settle-token"
+    stream_token.write_text("stream-s3cret\n")
+    settle_token.write_text("settle-s3cret\n")
+    config = {"url": f"file://{root}", "id": "drop", "on_success": {"action": "delete"}, **TIMING}
+    async with run_server(tmp_path, auth_token_file=stream_token, settle_token_file=settle_token) as srv:
+        async with stream_to(srv.port, config, token="settle-s3cret") as refused:
+            assert await refused.wait_end() is grpc.StatusCode.UNAUTHENTICATED
+        async with stream_to(srv.port, config, token="stream-s3cret") as stream:
+            put(root, "a.csv", b"a")
+            put(root, "b.csv", b"b")
+            got = {e["subject"]: e for e in [await stream.next(), await stream.next()]}
+            for token in (None, "wrong", "settle-s3cret-and-more"):
+                with pytest.raises(grpc.aio.AioRpcError) as denied:
+                    await settle(srv.port, got["a.csv"]["id"], "succeeded", token=token)
+                assert denied.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            await settle(srv.port, got["a.csv"]["id"], "succeeded", token="settle-s3cret")
+            await settle(srv.port, got["b.csv"]["id"], "succeeded", token="stream-s3cret")
+            await eventually(lambda: not (root / "a.csv").exists() and not (root / "b.csv").exists(), what="deletes")
