@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import config_lag, delivery, hashing, memory, poll, remote, retention, sftp
+from . import config_lag, delivery, hashing, loop_lag, memory, poll, remote, replicas, retention, sftp, stage
 from .common import Result, machine_notes, scratch_dir
 from .report import DOC, ORDER, write
 
@@ -30,8 +30,9 @@ Benchmark = Callable[[Path, bool], Result]
 BENCHMARKS: dict[str, tuple[Benchmark, str]] = {
     "hash": (hashing.run, "sha256 of a 1 GiB file vs sha256sum (goal: >= 0.8x its speed)"),
     "poll": (poll.run, "steady-state poll of 100,000 files vs find -printf (goal: <= 3x its time)"),
-    "delivery": (delivery.run, "10,000 new files to a gRPC client (goal: <= stable_for + 10 s)"),
+    "delivery": (delivery.run, "10,000 new files to a gRPC client, SQLite state (goal: <= stable_for + 3 s)"),
     "memory": (memory.run, "RSS with 100,000 tracked files (goal: < 200 MB)"),
+    "loop-lag": (loop_lag.run, "event-loop lag while a 1,000,000-file tree is polled (goal: <= 100 ms)"),
     "retention": (retention.run, "a simulated year of 10,000 files a day: state and RSS flat (goal: <= 1.1x)"),
     "remote-list": (remote.run_list, "listing 10,000 files on vsftpd vs lftp find (goal: <= 1.5x its time)"),
     "remote-hash": (remote.run_hash, "download + sha256 of 1 GiB from vsftpd vs curl (goal: >= 0.8x its speed)"),
@@ -39,6 +40,9 @@ BENCHMARKS: dict[str, tuple[Benchmark, str]] = {
     "sftp-hash": (sftp.run_hash, "download + sha256 of 500 MB from OpenSSH vs rclone cat | openssl (goal: >= 0.9x)"),
     "sftp-list": (sftp.run_list, "steady listing of 10,000 files on OpenSSH vs rclone lsjson -R (goal: <= 1.5x)"),
     "config-lag": (config_lag.run, "event-loop lag under hostile stream configs vs tiny bad ones (goal: <= 5x)"),
+    "stage": (stage.run, "hash + stage 1 GiB to S3 (moto) vs boto3 upload_file (goal: <= 1.5x its time)"),
+    "delivery-pg": (delivery.run_pg, "10,000 new files to a gRPC client, PostgreSQL state (goal: <= stable_for + 6 s)"),
+    "replicas": (replicas.run, "16 sources' bursts on two replicas vs one, PostgreSQL state (goal: <= 0.8x the time)"),
 }
 assert tuple(BENCHMARKS) == ORDER
 

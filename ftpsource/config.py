@@ -407,7 +407,11 @@ def parse_url(value: str) -> ParsedURL:
     except ValueError:
         raise ValueError(f"invalid port in {quote_short(value)}") from None
     root = "/" + path.strip("/") if path.strip("/") else "/"
-    return ParsedURL(scheme, parts.hostname, port, unquote(parts.username) if parts.username else None, root)
+    username = unquote(parts.username) if parts.username else None
+    # The user name goes into an FTP command line and into logs: no line breaks or other controls.
+    if username is not None and any(ord(c) < 0x20 or c == "\x7f" for c in username):
+        raise ValueError("the user name must not contain control characters (NUL, CR, LF, ...)")
+    return ParsedURL(scheme, parts.hostname, port, username, root)
 
 
 class SourceConfig(BaseModel):
@@ -685,6 +689,8 @@ class ServerSettings:
     state: str | Path = "ftpsource.db"
     state_password_file: Path | None = None
     auth_token_file: Path | None = None
+    #: a second token that may settle but not open streams (what a Workflow's exit handler holds)
+    settle_token_file: Path | None = None
     credentials_dir: Path | None = None
     #: the only local roots a stream may read; none without --allow-root
     allow_roots: tuple[Path, ...] = ()

@@ -12,6 +12,8 @@ import sys
 import time
 from typing import Any
 
+from .core.text import printable
+
 __all__ = ["setup_logging"]
 
 _STANDARD = set(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {"message", "asctime", "taskName"}
@@ -37,10 +39,11 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {record.getMessage()}"
+        # A terminal acts on control characters: a server's reply or a file name must not rewrite it.
+        base = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {printable(record.getMessage())}"
         extras = _extras(record)
         if extras:
-            base += "  " + " ".join(f"{k}={v}" for k, v in extras.items())
+            base += "  " + " ".join(f"{k}={printable(str(v))}" for k, v in extras.items())
         if record.exc_info and record.exc_info[0] is not None:
             base += "\n" + self.formatException(record.exc_info)
         return base

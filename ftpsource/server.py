@@ -27,6 +27,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from ._proto import generic_pb2, generic_pb2_grpc, settlement_pb2, settlement_pb2_grpc
 from .config import ServerSettings, SourceConfig, parse_source_config, quote_short
 from .core.settle import Outcome
+from .core.text import printable
 from .credentials import Credentials, load_credentials
 from .errors import ConfigError, LeaseLost, PermanentSourceError, PolicyError, StateError
 from .loopmon import LoopMonitor
@@ -193,18 +194,25 @@ class App:
         #: Written into the store with each lease, so an operator can tell which replica owns a source.
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self._epochs_seen: dict[str, int] = {}
-        self._token: str | None = None
-        if settings.auth_token_file is not None:
-            self._token = self._read_token(settings.auth_token_file)
+        self._tokens: dict[str, str] = {}
+        for flag, path in self._token_files():
+            self._tokens[flag] = self._read_token(flag, path)
+
+    def _token_files(self) -> list[tuple[str, Path]]:
+        files = [
+            ("--auth-token-file", self.settings.auth_token_file),
+            ("--settle-token-file", self.settings.settle_token_file),
+        ]
+        return [(flag, path) for flag, path in files if path is not None]
 
     @staticmethod
-    def _read_token(path: Path) -> str:
+    def _read_token(flag: str, path: Path) -> str:
         try:
             token = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError([f"--auth-token-file: cannot read {path} ({exc.strerror})"]) from None
+            raise ConfigError([f"{flag}: cannot read {path} ({exc.strerror})"]) from None
         if not token:
-            raise ConfigError([f"--auth-token-file: {path} is empty"])
+            raise ConfigError([f"{flag}: {path} is empty"])
         return token
 
     def admit(self, raw: bytes) -> tuple[SourceConfig, Credentials]:
@@ -277,25 +285,28 @@ class App:
 
         return read
 
-    def current_token(self) -> str | None:
-        """The token file is re-read on each call so a rotated Secret applies without a restart."""
-        path = self.settings.auth_token_file
-        if path is None:
-            return None
-        with contextlib.suppress(ConfigError):
-            self._token = self._read_token(path)
-        return self._token
+    def current_tokens(self) -> dict[str, str]:
+        """The token files are re-read on each call so a rotated Secret applies without a restart."""
+        for flag, path in self._token_files():
+            with contextlib.suppress(ConfigError):
+                self._tokens[flag] = self._read_token(flag, path)
+        return self._tokens
 
-    def authorized(self, metadata: Any) -> bool:
-        token = self.current_token()
-        if token is None:
+    def authorized(self, metadata: Any, *, settle: bool = False) -> bool:
+        """Whether the call carries the stream token, or for ``settle`` also the settle token. The
+        settle token opens no stream: a Workflow holding it cannot read what a stream could."""
+        tokens = self.current_tokens()
+        flags = ("--auth-token-file", "--settle-token-file") if settle else ("--auth-token-file",)
+        accepted = [tokens[flag] for flag in flags if flag in tokens]
+        if not accepted:
             return True
         presented = ""
         for key, value in metadata or ():
             if key.lower() == "authorization":
                 presented = value if isinstance(value, str) else value.decode("utf-8", "replace")
-        expected = f"Bearer {token}"
-        return hmac.compare_digest(presented.encode(), expected.encode())
+        # Every token is compared, so the time taken does not say which one came close.
+        matches = [hmac.compare_digest(presented.encode(), f"Bearer {t}".encode()) for t in accepted]
+        return any(matches)
 
 
 class EventingServicer(generic_pb2_grpc.EventingServicer):
@@ -429,7 +440,7 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServicer):
         self, request: settlement_pb2.SettleRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> settlement_pb2.SettleResponse | tuple[grpc.StatusCode, str]:
         app = self.app
-        if not app.authorized(context.invocation_metadata()):
+        if not app.authorized(context.invocation_metadata(), settle=True):
             return grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token"
         outcome = _OUTCOMES.get(request.outcome)
         if outcome is None:
@@ -439,7 +450,9 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServicer):
             return grpc.StatusCode.INVALID_ARGUMENT, "event_id: required, the id of a ready event"
         store = app.store
         try:
-            result = await store.run(store.sync.settle, event_id, outcome, request.message[:MAX_MESSAGE], app.clock())
+            result = await store.run(
+                store.sync.settle, event_id, outcome, printable(request.message[:MAX_MESSAGE]), app.clock()
+            )
         except StateError as exc:
             return grpc.StatusCode.UNAVAILABLE, str(exc)
         row = result.row

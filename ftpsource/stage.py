@@ -1,12 +1,14 @@
 """``stage``: land a version's bytes in S3-compatible object storage during the read that hashes them.
 
-The bytes go up as a multipart upload while they are read (memory stays at one part), under a
-temporary key below the prefix (``.ftpsource-incoming/``), because the final key of a
+The bytes go up as a multipart upload while they are read (memory stays at a few parts). With a key
+template that needs no digest (``{source_id}/{path}/{generation}``) it goes straight to the final key;
+otherwise under a temporary key below the prefix (``.ftpsource-incoming/``), because the final key of a
 content-addressed object is known only after the last byte. Once the version is found ready, the
-upload is completed and copied server-side to its final key, which carries the SHA-256 as object
-metadata; if the final key already holds those bytes, nothing is copied. A version that changed while
-being read, or was not new, has its multipart upload aborted: nothing is left in the bucket. Files no
-bigger than one part are sent in one PUT at the end.
+upload is completed (and, from a temporary key, copied server-side to its final key, which then
+carries the SHA-256 as object metadata, ``x-amz-meta-sha256``); if the final key already holds those
+bytes, nothing is copied. A version that changed while being read, or was not new, has its multipart
+upload aborted: nothing is left in the bucket. Files no bigger than one part are sent in one PUT at
+the end.
 
 What this relies on, as MinIO and S3 document it: path-style addressing, multipart parts of at least
 5 MiB except the last and at most 10,000 parts, ``CopyObject`` up to 5 GiB (``UploadPartCopy``
@@ -15,6 +17,7 @@ beyond), ``AbortMultipartUpload`` discarding the parts, and user metadata (``x-a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from collections.abc import Iterator
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
 __all__ = ["PART_SIZE", "Stager", "Upload", "check_stage_credentials", "load_stage_credentials"]
 
 PART_SIZE = 8 * 1024 * 1024
+#: Parts on their way at once: memory stays at most this many parts, and the read overlaps the sending.
+PARTS_IN_FLIGHT = 4
 MAX_PARTS = 9_000  # below S3's 10,000, so a file that grew a little still fits
 COPY_LIMIT = 5 * 1024**3
 COPY_PART = 512 * 1024 * 1024
@@ -138,24 +143,28 @@ class Stager:
             await self._client_cm.__aexit__(exc_type, exc, tb)
         self.client = None
 
-    def upload(self, expected_size: int) -> Upload:
+    def upload(self, expected_size: int, final_key: str | None = None) -> Upload:
+        """``final_key``: where the object will go, when the key template does not need the digest; the
+        upload then goes straight there, with no temporary object and no copy."""
         assert self.client is not None, "use the Stager as an async context manager"
-        return Upload(self.client, self.target, expected_size)
+        return Upload(self.client, self.target, expected_size, final_key)
 
 
 class Upload:
     """The bytes of one read on their way to the bucket; ``finish`` or ``abort`` ends it."""
 
-    def __init__(self, client: S3Client, target: StageTarget, expected_size: int) -> None:
+    def __init__(self, client: S3Client, target: StageTarget, expected_size: int, final_key: str | None = None) -> None:
         self._client = client
         self._target = target
         base = f"{target.prefix}/{INCOMING}" if target.prefix else INCOMING
-        self._temp_key = f"{base}/{uuid.uuid4().hex}"
+        self._direct = final_key is not None
+        self._temp_key = final_key if final_key is not None else f"{base}/{uuid.uuid4().hex}"
         # Parts grow with the file so that even a large one stays under S3's part count.
         self._part_size = max(PART_SIZE, -(-expected_size // MAX_PARTS))
         self._buffer = bytearray()
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
+        self._sending: list[asyncio.Task[dict[str, Any]]] = []
+        self._slots = asyncio.Semaphore(PARTS_IN_FLIGHT)
         self.size = 0
         #: set when object storage failed during the read (the caller backs off before the next try)
         self.failed = False
@@ -164,22 +173,44 @@ class Upload:
         self._buffer += chunk
         self.size += len(chunk)
         if len(self._buffer) >= self._part_size:
-            await self._send_part(bytes(self._buffer[: self._part_size]))
+            body = bytes(self._buffer[: self._part_size])
             del self._buffer[: self._part_size]
+            await self._start_part(body)
 
-    async def _send_part(self, body: bytes) -> None:
-        bucket = self._target.bucket
-        self.failed = True  # until this part is in
+    async def _start_part(self, body: bytes) -> None:
+        """Send a part in the background; waits while ``PARTS_IN_FLIGHT`` are already on their way."""
+        self._raise_failed_part()
+        if self._upload_id is None:
+            self.failed = True  # until the upload exists
+            with _errors("uploading"):
+                created = await self._client.create_multipart_upload(Bucket=self._target.bucket, Key=self._temp_key)
+            self._upload_id = created["UploadId"]
+            self.failed = False
+        await self._slots.acquire()
+        number = len(self._sending) + 1
+        task = asyncio.create_task(self._send_part(number, self._upload_id, body))
+        task.add_done_callback(lambda _: self._slots.release())
+        self._sending.append(task)
+
+    def _raise_failed_part(self) -> None:
+        for task in self._sending:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                self.failed = True
+                raise task.exception()  # type: ignore[misc]
+
+    async def _send_part(self, number: int, upload_id: str, body: bytes) -> dict[str, Any]:
         with _errors("uploading"):
-            if self._upload_id is None:
-                created = await self._client.create_multipart_upload(Bucket=bucket, Key=self._temp_key)
-                self._upload_id = created["UploadId"]
-            number = len(self._parts) + 1
             sent = await self._client.upload_part(
-                Bucket=bucket, Key=self._temp_key, UploadId=self._upload_id, PartNumber=number, Body=body
+                Bucket=self._target.bucket, Key=self._temp_key, UploadId=upload_id, PartNumber=number, Body=body
             )
-            self._parts.append({"ETag": sent["ETag"], "PartNumber": number})
-        self.failed = False
+        return {"ETag": sent["ETag"], "PartNumber": number}
+
+    async def _parts(self) -> list[dict[str, Any]]:
+        try:
+            return list(await asyncio.gather(*self._sending))
+        except BaseException:
+            self.failed = True
+            raise
 
     async def finish(self, *, source_id: str, path: str, generation: int, sha256: str) -> Staged:
         """Make the object complete under its final key and return where it is."""
@@ -196,16 +227,21 @@ class Upload:
             self._buffer.clear()
             return staged
         if self._buffer:
-            await self._send_part(bytes(self._buffer))
+            await self._start_part(bytes(self._buffer))
             self._buffer.clear()
+        parts = await self._parts()
+        if self._direct and key != self._temp_key:
+            raise StageError(f"object storage: the key changed while reading ({self._temp_key!r} -> {key!r})")
         with _errors("completing the upload"):
             await client.complete_multipart_upload(
                 Bucket=target.bucket,
                 Key=self._temp_key,
                 UploadId=self._upload_id,
-                MultipartUpload={"Parts": self._parts},  # type: ignore[typeddict-item]
+                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
             )
         self._upload_id = None
+        if self._direct:
+            return staged
         try:
             await self._copy(key, metadata)
         finally:
@@ -261,6 +297,11 @@ class Upload:
     async def abort(self) -> None:
         """Leave nothing behind: the parts sent so far are discarded."""
         self._buffer.clear()
+        for task in self._sending:
+            task.cancel()
+        # A part still arriving after the abort would be stored again: wait for every one to end first.
+        await asyncio.gather(*self._sending, return_exceptions=True)
+        self._sending.clear()
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is None:
             return

@@ -43,12 +43,17 @@ VERIFY_BATCH = 64
 DELIVER_BATCH = 128
 FREEZE_AFTER_UPSERTS = 1000
 MIN_RESCAN_S = 0.25
+GAUGES_EVERY_S = 1.0
+LOCAL_VERIFY_SLOTS = 8
+COMMIT_MAX = 1024
 #: Delivered events and tombstones are kept this long by default (``serve --retention-days``).
 RETENTION_S = 35 * 86400.0
 #: How often (by the source's clock) a source prunes what is past its retention, and how many rows one
 #: pruning transaction may touch, so that pruning a backlog never holds the store for long.
 PRUNE_EVERY_S = 600.0
 PRUNE_BATCH = 500
+#: Records applied to memory between two yields to the event loop (about 5 ms of work).
+MEMORY_SLICE = 20_000
 MAX_BAD_NAMES_REMEMBERED = 10_000
 RECENT_ERRORS = 10
 
@@ -115,8 +120,13 @@ class Watcher:
         self.polled = asyncio.Event()  # set after each complete poll
         self._adapter_factory = adapter_factory
         self._log_extra = {"source": source_id}
+        # max_connections bounds connections to a server; a local directory is read by threads instead,
+        # and a burst of small files is bound by the hop to a thread, so more of them overlap.
+        local = config.parsed_url.scheme == "file"
+        self._verify_slots = asyncio.Semaphore(LOCAL_VERIFY_SLOTS if local else config.max_connections)
+        self._gauges_due = 0.0
+        self._gauges_stale = False
         self._bad_names_seen: set[str] = set()
-        self._verify_slots = asyncio.Semaphore(config.max_connections)
         self.confirm_after_s = confirm_after_s
         self.retention_s = retention_s
         self._pruned_at: float | None = None
@@ -275,42 +285,88 @@ class Watcher:
         self.metrics.poll_duration.labels(sid).observe(time.perf_counter() - t0)
 
         next_due = _earliest(_earliest(plan.next_due, exp.next_due), _earliest(warned.next_due, sets.next_due))
-        pending = plan.pending
-        for i in range(0, len(plan.verify), VERIFY_BATCH):
-            batch = plan.verify[i : i + VERIFY_BATCH]
-            outcomes = await asyncio.gather(*(self._verify(src, req) for req in batch))
-            done = [o for o, _ in outcomes if o is not None]
-            met = [m for o, m in outcomes if o is not None and o.event is not None and m is not None]
-            now = self.clock()
-            await self._commit(
-                [o.record for o in done],
-                (),
-                [o.event for o in done if o.event is not None],
-                now,
-                expectations=met,
-            )
-            pending -= sum(1 for o in done if o.record.state is not State.PENDING)
-            if any(o.event is not None and o.event.type == "ready" for o in done):
-                # A member just became ready: report its set now, not a poll later.
-                sets = advance_sets(self.config.expect_sets, self.sets, self.records, self.rules_since, now)
-                await self._commit((), (), self._with_staged(sets.events), now, sets=sets.changed)
-                next_due = _earliest(next_due, sets.next_due)
-            for o in done:
-                rec = o.record
-                if rec.state is State.PENDING and rec.problem_since is not None:
-                    next_due = _earliest(next_due, rec.problem_since + self.policy.reject_after_s)
-                elif rec.state is State.PENDING:
-                    next_due = _earliest(next_due, now + self.policy.stable_for_s)
+        pending, next_due = await self._verify_and_commit(src, plan.verify, plan.pending, next_due)
 
         if len(plan.upserts) >= FREEZE_AFTER_UPSERTS:
             freeze_long_lived()
         self.metrics.files_pending.labels(sid).set(pending)
         self.metrics.files_tracked.labels(sid).set(plan.tracked)
         self.metrics.polls.labels(sid, "ok").inc()
-        self._count_expected(now)
+        self._count_expected(self.clock())
         await self._record_poll(True)
         self.polled.set()
         return next_due
+
+    async def _verify_and_commit(
+        self, src: Adapter, requests: Sequence[VerifyRequest], pending: int, next_due: float | None
+    ) -> tuple[int, float | None]:
+        """Verify ``requests`` (``_verify_slots`` at a time) and commit the outcomes as they come: each
+        commit takes everything verified while the previous one ran (at most ``COMMIT_MAX``). A burst of
+        small files then costs a few dozen transactions, not one per ``VERIFY_BATCH``, while a slow
+        download is committed, and its event sent, as soon as the store is free."""
+        outcomes: asyncio.Queue[tuple[VerifyOutcome | None, Expectation | None] | None] = asyncio.Queue()
+
+        async def produce() -> None:
+            try:
+                for i in range(0, len(requests), VERIFY_BATCH):
+                    tasks = [asyncio.ensure_future(self._verify(src, req)) for req in requests[i : i + VERIFY_BATCH]]
+                    try:
+                        for task in asyncio.as_completed(tasks):
+                            outcomes.put_nowait(await task)
+                    finally:
+                        for task in tasks:
+                            task.cancel()
+            finally:
+                outcomes.put_nowait(None)
+
+        producer = asyncio.ensure_future(produce())
+        try:
+            finished = False
+            while not finished:
+                batch = [await outcomes.get()]
+                while not outcomes.empty() and len(batch) < COMMIT_MAX:
+                    batch.append(outcomes.get_nowait())
+                finished = batch[-1] is None
+                done = [item for item in batch if item is not None]
+                if done:
+                    pending, next_due = await self._commit_verified(done, pending, next_due)
+            await producer  # re-raises what stopped it
+        finally:
+            producer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producer
+        return pending, next_due
+
+    async def _commit_verified(
+        self,
+        outcomes: Sequence[tuple[VerifyOutcome | None, Expectation | None]],
+        pending: int,
+        next_due: float | None,
+    ) -> tuple[int, float | None]:
+        """Commit one batch of verification outcomes; returns the pending count and next due time."""
+        done = [o for o, _ in outcomes if o is not None]
+        met = [m for o, m in outcomes if o is not None and o.event is not None and m is not None]
+        now = self.clock()
+        await self._commit(
+            [o.record for o in done],
+            (),
+            [o.event for o in done if o.event is not None],
+            now,
+            expectations=met,
+        )
+        pending -= sum(1 for o in done if o.record.state is not State.PENDING)
+        if any(o.event is not None and o.event.type == "ready" for o in done):
+            # A member just became ready: report its set now, not a poll later.
+            sets = advance_sets(self.config.expect_sets, self.sets, self.records, self.rules_since, now)
+            await self._commit((), (), self._with_staged(sets.events), now, sets=sets.changed)
+            next_due = _earliest(next_due, sets.next_due)
+        for o in done:
+            rec = o.record
+            if rec.state is State.PENDING and rec.problem_since is not None:
+                next_due = _earliest(next_due, rec.problem_since + self.policy.reject_after_s)
+            elif rec.state is State.PENDING:
+                next_due = _earliest(next_due, now + self.policy.stable_for_s)
+        return pending, next_due
 
     def _with_staged(self, events: list[EventSpec]) -> list[EventSpec]:
         """Set events list each member's staged object too, when the source stages."""
@@ -342,7 +398,13 @@ class Watcher:
             return await self._verify_once(src, req, None)
         if self.clock() < self._stage_wait_until:
             return None, None  # object storage failed a moment ago: do not read the file for nothing
-        upload = self._stager.upload(req.entry.size)
+        target = self._stager.target
+        final_key = None
+        if not target.needs_digest:
+            # Should the version be new, its generation is the next one: the key is known before reading.
+            rec = req.record
+            final_key = target.key(source_id=self.source_id, path=rec.path, sha256="", generation=rec.generation + 1)
+        upload = self._stager.upload(req.entry.size, final_key)
         finished = False
         try:
             outcome, met = await self._verify_once(src, req, upload)
@@ -458,11 +520,16 @@ class Watcher:
             sets_dropped=sets_dropped,
             epoch=self.epoch,
         )
-        # Only after the commit succeeded does memory follow the database.
-        for rec in upserts:
-            self.records[rec.path] = rec
+        # Only after the commit succeeded does memory follow the database, in slices so that a
+        # first start with a million files does not hold the event loop while the dict fills.
+        records = self.records
+        for i in range(0, len(upserts), MEMORY_SLICE):
+            if i:
+                await asyncio.sleep(0)
+            for rec in upserts[i : i + MEMORY_SLICE]:
+                records[rec.path] = rec
         for path in removals:
-            self.records.pop(path, None)
+            records.pop(path, None)
         for x in expectations:
             self.expectations[(x.rule, x.period)] = x
         for x in expectations_dropped:
@@ -484,8 +551,8 @@ class Watcher:
             else:
                 log.info("%s", spec.type, extra={"source": self.source_id, "path": spec.path})
         if events:
-            await self._refresh_outbox_gauge()
             self.outbox_changed.set()
+            await self._refresh_gauges()
 
     async def prune(self) -> int:
         """Forget what is past its retention, at most every ``PRUNE_EVERY_S``: delivered events (and
@@ -519,6 +586,18 @@ class Watcher:
     async def _refresh_outbox_gauge(self) -> None:
         n = await self.store.run(self.store.sync.undelivered_count, self.source_id)
         self.metrics.outbox_pending.labels(self.source_id).set(n)
+
+    async def _refresh_gauges(self, *, force: bool = False) -> None:
+        """The outbox and unsettled gauges, each a count in the store: during a burst (a commit and a
+        confirmation every few milliseconds) at most once per ``GAUGES_EVERY_S``, and once more when
+        the outbox is drained, so the store's one thread decides and delivers instead of counting."""
+        now = time.monotonic()
+        if not force and now < self._gauges_due:
+            self._gauges_stale = True
+            return
+        self._gauges_due, self._gauges_stale = now + GAUGES_EVERY_S, False
+        await self._refresh_outbox_gauge()
+        await refresh_unsettled(self.store, self.metrics, self.source_id)
 
     def _count_expected(self, now: float) -> None:
         counts = Counter(
@@ -632,8 +711,7 @@ class Watcher:
                 await store.run(
                     store.sync.mark_delivered, confirmed, self.clock(), source_id=self.source_id, epoch=self.epoch
                 )
-                await self._refresh_outbox_gauge()
-                await refresh_unsettled(store, self.metrics, self.source_id)
+                await self._refresh_gauges()
             self.outbox_changed.clear()
             rows = (
                 await store.run(store.sync.undelivered, self.source_id, DELIVER_BATCH, last_seq)
@@ -647,6 +725,8 @@ class Watcher:
             if rows:
                 continue
             if not pending:
+                if self._gauges_stale:
+                    await self._refresh_gauges(force=True)
                 self._settled.set()
             timeout = None if not pending else max(0.0, pending[0][1] + self.confirm_after_s - time.monotonic())
             with contextlib.suppress(TimeoutError):

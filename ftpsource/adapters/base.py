@@ -11,7 +11,6 @@ import abc
 import asyncio
 import contextlib
 import hashlib
-import queue
 from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,8 +41,7 @@ __all__ = [
 ]
 
 CHUNK_SIZE = 1024 * 1024
-HASH_QUEUE = 8
-# A worker waits on its own file's chunks only, so a full pool delays hashing but cannot deadlock.
+# Jobs are single chunks (see ``Adapter.digest``), so a busy pool delays a chunk by milliseconds only.
 _HASH_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ftpsource-hash")
 
 
@@ -122,35 +120,33 @@ class Adapter(abc.ABC):
             if value is not None:
                 return Digest(algorithm, value, "server", expected_size)
         hasher = hashlib.new(algorithm) if algorithm else None
-        # Receiving and hashing overlap: chunks go to a worker thread (hashlib releases the GIL on big
-        # buffers), so the event loop stays free for other sources. At most HASH_QUEUE chunks wait.
+        # Receiving and hashing overlap: while one chunk is hashed in a worker thread (hashlib releases
+        # the GIL on big buffers) the next is received, so the event loop stays free for other sources.
+        # Each pool job is one chunk, never a whole file: however many downloads run at once, none waits
+        # for a thread held by another file's download, so no data connection idles for want of one.
         loop = asyncio.get_running_loop()
-        room = asyncio.Semaphore(HASH_QUEUE)
-        chunks_q: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
 
-        def consume() -> int:
-            total = 0
-            while (chunk := chunks_q.get()) is not None:
-                total += len(chunk)
-                if hasher is not None:
-                    hasher.update(chunk)
-                if verifier is not None:
-                    verifier.update(chunk)
-                loop.call_soon_threadsafe(room.release)
-            return total
+        def feed(chunk: bytes) -> None:
+            if hasher is not None:
+                hasher.update(chunk)
+            if verifier is not None:
+                verifier.update(chunk)
 
-        # Its own pool: the default executor also resolves host names, which a connect may need.
-        worker = loop.run_in_executor(_HASH_POOL, consume)
+        size = 0
+        hashing: asyncio.Future[None] | None = None
         try:
             async with contextlib.aclosing(self.read(path)) as chunks:
                 async for chunk in chunks:
-                    await room.acquire()
-                    chunks_q.put(chunk)
+                    size += len(chunk)
+                    if hashing is not None:
+                        await hashing  # in order, and at most one chunk waiting per file
+                    # Its own pool: the default executor also resolves host names, which a connect may need.
+                    hashing = loop.run_in_executor(_HASH_POOL, feed, chunk)
                     if sink is not None:
                         await sink.write(chunk)
         finally:
-            chunks_q.put(None)
-            size = await asyncio.shield(worker)
+            if hashing is not None:
+                await asyncio.shield(hashing)
         if size != expected_size:
             raise FileVanished(f"{path}: size changed while reading ({expected_size} -> {size} bytes)")
         problem = verifier.finish() if verifier is not None else None

@@ -7,7 +7,8 @@ when its queue overflows.
 Nothing outside the root is read or reported: a symlink whose target lies outside the root (its
 real path, every link resolved) is skipped and logged once, linked directories are never descended,
 and every file opened is checked to be inside the root after opening, so a link swapped in between
-listing and reading is not followed out either.
+listing and reading is not followed out either. Settling moves and deletes walk from the root one
+directory at a time and act relative to the last directory opened, each checked to be inside the root.
 """
 
 from __future__ import annotations
@@ -286,50 +287,96 @@ class LocalAdapter(Adapter):
         return await asyncio.to_thread(self._digest_sync, path, algorithm, verifier, expected_size)
 
     # settling ------------------------------------------------------------------------------------------
-    def _inside(self, rel: str) -> str:
-        """The absolute path of ``rel``, refused when a symlink on the way leads out of the root."""
-        full = os.path.join(self.root, rel)
-        real_root = os.path.realpath(self.root)
-        real = os.path.realpath(full)
-        if real != real_root and not real.startswith(real_root.rstrip("/") + "/"):
-            raise ActionRefused(f"{rel!r} leads outside the source root")
-        return full
+    def _dir_fd(self, directory: str, *, create: bool = False) -> int:
+        """An fd of ``directory`` of the root, walked one component at a time from the root and each
+        opened directory checked to be inside the root before going on (or creating anything in it).
+
+        Moves and deletes then act relative to that fd, so a link planted on the way, before or after
+        any earlier check, can neither take a file out of the root nor get a directory made outside it.
+        """
+        fd = os.open(self.real_root, os.O_RDONLY | os.O_DIRECTORY)
+        walked = self.real_root
+        try:
+            for part in directory.split("/"):
+                if part in ("", "."):
+                    continue
+                if part == "..":
+                    raise ActionRefused(f"{directory!r} leads outside the source root")
+                walked = os.path.join(walked, part)
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, dir_fd=fd)
+                try:
+                    child = os.open(part, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+                except NotADirectoryError:
+                    raise ActionRefused(f"{directory!r}: a file is in the way") from None
+                os.close(fd)
+                fd = child
+                if not _inside(_opened_path(fd, walked), self.real_root):
+                    raise ActionRefused(f"{directory!r} leads outside the source root")
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _parent_fd(self, path: str, action: str) -> tuple[int, str]:
+        """The fd of ``path``'s directory (see ``_dir_fd``) and its last component."""
+        directory, name = os.path.split(path)
+        try:
+            return self._dir_fd(directory), name
+        except FileNotFoundError:
+            raise FileVanished(f"{path}: disappeared before it could be {action}") from None
+        except OSError as exc:
+            raise ActionRefused(f"cannot reach {path!r}: {exc.strerror}") from None
 
     async def makedirs(self, directory: str) -> None:
         def _makedirs() -> None:
             try:
-                os.makedirs(os.path.join(self.root, directory), exist_ok=True)
-            except FileExistsError:
-                raise ActionRefused(f"cannot create directory {directory!r}: a file is in the way") from None
+                os.close(self._dir_fd(directory, create=True))
             except OSError as exc:
                 raise ActionRefused(f"cannot create directory {directory!r}: {exc.strerror}") from None
-            self._inside(directory)
 
         await asyncio.to_thread(_makedirs)
 
     async def rename(self, path: str, target: str) -> None:
         def _rename() -> None:
-            self._inside(os.path.dirname(target) or ".")
-            destination = os.path.join(self.root, target)
-            if os.path.lexists(destination):
-                raise ActionRefused(f"cannot move {path!r} to {target!r}: the target exists")
+            src_fd, src_name = self._parent_fd(path, "moved")
             try:
-                os.rename(os.path.join(self.root, path), destination)
-            except FileNotFoundError:
-                raise FileVanished(f"{path}: disappeared before it could be moved") from None
-            except OSError as exc:
-                raise ActionRefused(f"cannot move {path!r} to {target!r}: {exc.strerror}") from None
+                try:
+                    dst_fd = self._dir_fd(os.path.dirname(target))
+                except OSError as exc:
+                    raise ActionRefused(f"cannot move {path!r} to {target!r}: {exc.strerror}") from None
+                try:
+                    dst_name = os.path.basename(target)
+                    try:
+                        os.stat(dst_name, dir_fd=dst_fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        pass
+                    else:
+                        raise ActionRefused(f"cannot move {path!r} to {target!r}: the target exists")
+                    os.rename(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+                except FileNotFoundError:
+                    raise FileVanished(f"{path}: disappeared before it could be moved") from None
+                except OSError as exc:
+                    raise ActionRefused(f"cannot move {path!r} to {target!r}: {exc.strerror}") from None
+                finally:
+                    os.close(dst_fd)
+            finally:
+                os.close(src_fd)
 
         await asyncio.to_thread(_rename)
 
     async def remove(self, path: str) -> None:
         def _remove() -> None:
+            fd, name = self._parent_fd(path, "deleted")
             try:
-                os.unlink(os.path.join(self.root, path))
+                os.unlink(name, dir_fd=fd)
             except FileNotFoundError:
                 raise FileVanished(f"{path}: disappeared before it could be deleted") from None
             except OSError as exc:
                 raise ActionRefused(f"cannot delete {path!r}: {exc.strerror}") from None
+            finally:
+                os.close(fd)
 
         await asyncio.to_thread(_remove)
 

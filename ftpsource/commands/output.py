@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import TextIO
 
 from ..config import format_duration
+from ..core.text import printable
 
 __all__ = ["PROGRESS_EVERY", "Progress", "age", "dump", "json_line", "short", "table", "when"]
 
@@ -30,7 +31,8 @@ def age(seconds: float) -> str:
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], right: Iterable[int] = ()) -> list[str]:
     """Plain aligned columns; ``right`` names the columns (indexes) aligned right."""
-    cells = [[str(c) for c in headers]] + [[("-" if c is None else str(c)) for c in r] for r in rows]
+    # Cells hold text from outside (server replies, settle messages): shown, never acted on by a terminal.
+    cells = [[str(c) for c in headers]] + [[("-" if c is None else printable(str(c))) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     right_set = set(right)
     out = []

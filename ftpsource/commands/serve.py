@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         state=args.state,
         state_password_file=path_or_none(args.state_password_file),
         auth_token_file=path_or_none(args.auth_token_file),
+        settle_token_file=path_or_none(args.settle_token_file),
         credentials_dir=path_or_none(args.credentials_dir),
         allow_roots=tuple(Path(r) for r in _allow_roots(args)),
         no_auth=args.no_auth,
@@ -66,6 +67,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve_p.add_argument("--state", default=env("STATE", "ftpsource.db"), help=STATE_HELP)
     serve_p.add_argument("--state-password-file", default=env("STATE_PASSWORD_FILE"), help=STATE_PASSWORD_HELP)
     serve_p.add_argument("--auth-token-file", default=env("AUTH_TOKEN_FILE"))
+    serve_p.add_argument(
+        "--settle-token-file",
+        default=env("SETTLE_TOKEN_FILE"),
+        help="a second token that may settle events but not open streams (for Workflows)",
+    )
     serve_p.add_argument(
         "--no-auth",
         action="store_true",

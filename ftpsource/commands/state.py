@@ -14,6 +14,7 @@ from typing import Any
 
 from ..core.events import rfc3339
 from ..core.model import FileRecord
+from ..core.text import printable
 from ..errors import ConfigError
 from ..store import HistoryRow, SourceRow, StateStore, VersionRow, open_store, open_store_read_only
 from .common import STATE_PASSWORD_HELP, add_common, env, path_or_none
@@ -202,7 +203,7 @@ def _state_show(args: argparse.Namespace) -> int:
         out += ["", f"versions: {len(versions)} (what happened to each reported version)"]
         for v in versions:
             out += _version_lines(v, first_seen.get(v.event_id))
-    print("\n".join(out))
+    print("\n".join(printable(line) for line in out))
     return EXIT_OK
 
 

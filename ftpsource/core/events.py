@@ -7,13 +7,11 @@ version re-sent after a reconnect carries the same id and consumers can de-dupli
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
-
-from cloudevents.core.formats.json import JSONFormat
-from cloudevents.core.v1.event import CloudEvent
 
 from .model import EventSpec, SetMember, Staged, version_identity
 
@@ -32,7 +30,6 @@ EVENT_TYPES = {
 }
 #: Events about an expected period rather than a file version: one per (path or set, period).
 _PERIOD_EVENTS = frozenset({"missing", "at_risk", "set_complete", "set_incomplete", "set_at_risk"})
-_FORMAT = JSONFormat()
 
 
 class SourceInfo:
@@ -157,15 +154,22 @@ def _data(info: SourceInfo, spec: EventSpec) -> dict[str, Any]:
 
 
 def encode_event(info: SourceInfo, spec: EventSpec) -> tuple[str, bytes]:
-    """Return ``(id, payload)`` for one decided event."""
+    """Return ``(id, payload)`` for one decided event.
+
+    The bytes are exactly what the CloudEvents SDK's JSON format writes for the same event (a test
+    reads them back with the SDK and holds its output equal), built directly: the SDK's event object
+    and encoder cost about three times the rest of the encoding, which counts in a burst of thousands.
+    """
     eid = event_id(info.source_id, spec, info.revision)
-    attributes: dict[str, Any] = {
+    time = datetime.fromtimestamp(spec.at, UTC).isoformat().removesuffix("+00:00") + "Z"
+    event = {
         "specversion": "1.0",
         "id": eid,
         "source": info.url,
         "type": EVENT_TYPES[spec.type],
         "subject": spec.path,
-        "time": datetime.fromtimestamp(spec.at, UTC),
+        "time": time,
         "datacontenttype": "application/json",
+        "data": _data(info, spec),
     }
-    return eid, _FORMAT.write(CloudEvent(attributes, _data(info, spec)))
+    return eid, json.dumps(event).encode("utf-8")

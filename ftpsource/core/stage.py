@@ -73,6 +73,12 @@ def check_key_template(template: str) -> str:
         raise ValueError("the key must use {sha256} or {generation}, or a new version would replace the old one")
     if template.startswith("/") or any(c < " " for c in template):
         raise ValueError("must be relative to the prefix, without control characters")
+    # The fields never render to '.', '..' or '' (names are checked, ids start with a letter or
+    # digit); the template's own text must not either, or a key could leave its prefix once an
+    # HTTP client or the store folds the segments.
+    sample = template.format(**dict.fromkeys(KEY_FIELDS, "x"))
+    if any(part in ("", ".", "..") for part in sample.split("/")):
+        raise ValueError("must stay under the prefix: no empty, '.' or '..' segments")
     return template
 
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -156,16 +156,47 @@ def is_postgres_url(location: str | Path) -> bool:
     return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
 
 
+def _userinfo(url: str) -> tuple[str, str, str] | None:
+    """``(scheme, user part, rest)`` of a URL whose user part holds a password, else None.
+
+    The user part runs to the *last* '@' and the password from its first ':': a password may hold
+    '#', '?' or '/', which a generic URL parser takes for the end of the user part, and libpq does not.
+    Splitting a URL with an '@' further on (in a parameter) this way only hides more, never less.
+    """
+    scheme, sep, rest = url.partition("://")
+    at = rest.rfind("@")
+    if not sep or at < 0 or ":" not in rest[:at]:
+        return None
+    return scheme, rest[:at], rest[at + 1 :]
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """Every form in which ``url`` may carry a password, to be scrubbed from error texts."""
+    found: list[str] = []
+    parts = _userinfo(url)
+    if parts is not None:
+        password = parts[1].split(":", 1)[1]
+        found += [password, unquote(password)]
+    for item in url.partition("?")[2].split("&"):
+        key, _, value = item.partition("=")
+        if key.lower() == "password" and value:
+            found += [value, unquote(value)]
+    return tuple(sorted({s for s in found if s}, key=len, reverse=True))
+
+
 def redact_url(url: str) -> str:
-    """The URL without a password (in the user part or as a ``password`` parameter)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hosts = netloc.rpartition("@")
+    """The URL without a password (in the user part or as a ``password`` parameter). Works on the
+    text, not on a parse: a URL that does not parse must not be echoed with its password either."""
+    parts = _userinfo(url)
+    if parts is not None:
+        scheme, userinfo, rest = parts
         user = userinfo.split(":", 1)[0]
-        netloc = f"{user}@{hosts}" if user else hosts
-    query = urlencode([(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)], safe="*")
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        url = f"{scheme}://{user}@{rest}" if user else f"{scheme}://{rest}"
+    head, sep, query = url.partition("?")
+    if not sep:
+        return url
+    items = ["password=***" if item.partition("=")[0].lower() == "password" else item for item in query.split("&")]
+    return f"{head}?{'&'.join(items)}"
 
 
 def _record_row(source_id: str, r: FileRecord) -> tuple[Any, ...]:
@@ -222,8 +253,9 @@ class PostgresStore:
             params = conninfo_to_dict(url)
         except psycopg.ProgrammingError:
             raise StateError(f"state store {self.location}: not a valid postgresql:// URL") from None
+        self._secrets = url_secrets(url)
         if params.get("password"):
-            self._secrets = (str(params["password"]),)
+            self._secrets = (*self._secrets, str(params["password"]))
         self._options = str(params.get("options") or "")
         with self._lock:
             conn = self._connection()

@@ -93,6 +93,14 @@ async def test_key_template_and_sha256_required(tmp_path: Path, root: Path, s3: 
         second = await stream.until(ready("d/a.csv"))
         assert second["data"]["staged"]["key"] == "in/landing/d/a.csv/g2"
         assert s3.objects(BUCKET) == {"in/landing/d/a.csv/g1": b"v1", "in/landing/d/a.csv/g2": b"v2 bytes"}
+        # Past one part, a key known before reading takes the multipart upload directly: no copy.
+        big = os.urandom(9 * 1024 * 1024)
+        put(root, "big.bin", big)
+        third = await stream.until(ready("big.bin"))
+        assert third["data"]["staged"]["key"] == "in/landing/big.bin/g1"
+        landed = s3.objects(BUCKET)
+        assert landed["in/landing/big.bin/g1"] == big and len(landed) == 3  # nothing under .ftpsource-incoming
+        assert s3.multipart_uploads(BUCKET) == []
     async with run_server(tmp_path, credentials_dir=_creds(tmp_path, s3.endpoint)) as srv:
         bad = await _first_error(srv.port, _config(root, checksum="md5"))
         assert "stage: needs `checksum: sha256`" in bad

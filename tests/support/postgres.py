@@ -83,8 +83,9 @@ class PgDatabase:
 
 
 class PostgresCluster:
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         self.bindir = bindir
+        self.durable = durable
         self.dir = Path(tempfile.mkdtemp(prefix="ftpsource-pg-"))
         self.data = self.dir / "data"
         self.log = self.dir / "postgres.log"
@@ -134,10 +135,9 @@ class PostgresCluster:
         pwfile.unlink()
 
     def start(self) -> None:
-        options = (
-            f"-p {self.port} -h {HOST} -k {self.dir} -c fsync=off -c synchronous_commit=off"
-            " -c full_page_writes=off -c max_connections=100 -c shared_buffers=16MB"
-        )
+        options = f"-p {self.port} -h {HOST} -k {self.dir} -c max_connections=100"
+        if not self.durable:  # tests: nothing here is worth a disk flush
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=16MB"
         r = self._run(
             str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30", "-o", options,
             "start", check=False,
@@ -183,12 +183,13 @@ class PostgresCluster:
 
 
 @contextlib.contextmanager
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    """A running cluster with the ``ftpsource`` role; removed afterwards."""
+def postgres_cluster(*, durable: bool = False) -> Iterator[PostgresCluster]:
+    """A running cluster with the ``ftpsource`` role; removed afterwards. ``durable``: fsync on, as a
+    real database runs (benchmarks)."""
     bindir = find_bindir()
     if bindir is None or not (bindir / "pg_ctl").exists():
         unavailable("PostgreSQL is not installed (Debian package postgresql)")
-    cluster = PostgresCluster(bindir)
+    cluster = PostgresCluster(bindir, durable=durable)
     try:
         cluster.init()
         cluster.start()

@@ -56,6 +56,8 @@ def test_alias_bomb_is_refused_without_expanding() -> None:
         ("url: file:///x\nstable_for: 1.0e+400", "stable_for: invalid duration inf: must be finite"),
         ("url: file:///x\nreject_after: 100000h", "reject_after: invalid duration '100000h'"),
         ("url: 'file:///x%0Ay'", "url: the path must not contain NUL, CR or LF"),
+        ("url: 'ftp://alice%0D%0ASTAT%20x@h/'", "url: the user name must not contain control characters"),
+        ("url: 'sftp://a%00b@h/'", "url: the user name must not contain control characters"),
         ("url: file:///x\nmarker: '{dir}/../{name}.done'", "marker: template '{dir}/../{name}.done' names a file"),
         ("url: file:///x\nsidecar: '/etc/{name}'", "sidecar: template '/etc/{name}' names a file outside"),
         ("url: file:///x\nsidecar: '{dir}.'", "sidecar: template '{dir}.' names a file outside the source root"),

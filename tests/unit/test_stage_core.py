@@ -43,6 +43,11 @@ def test_keys() -> None:
         ("{path}", "a new version would replace the old one"),
         ("{nope}/{sha256}", "unknown key field {nope}"),
         ("/{sha256}", "relative to the prefix"),
+        ("../other/{sha256}", "must stay under the prefix"),
+        ("a/../../{path}.{generation}", "must stay under the prefix"),
+        ("{sha256}/./x", "must stay under the prefix"),
+        ("{sha256}//{name}", "must stay under the prefix"),
+        ("{sha256}/{name}/", "must stay under the prefix"),
     ],
 )
 def test_bad_key_templates(template: str, problem: str) -> None:
