@@ -18,6 +18,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 from .adapters import Adapter, adapter_for, verify_version
 from .config import SourceConfig
@@ -35,7 +36,7 @@ from .metrics import EXPECTED_SERIES, Metrics
 from .stage import Stager, Upload
 from .store import AsyncStore, NewEvent, OutboxRow, VersionRow
 
-__all__ = ["Backoff", "Watcher", "freeze_long_lived", "refresh_unsettled", "run_session"]
+__all__ = ["Backoff", "Watcher", "cancel_and_wait", "freeze_long_lived", "refresh_unsettled", "run_session"]
 
 log = logging.getLogger(__name__)
 
@@ -314,8 +315,9 @@ class Watcher:
                         for task in asyncio.as_completed(tasks):
                             outcomes.put_nowait(await task)
                     finally:
-                        for task in tasks:
-                            task.cancel()
+                        # A download cancelled half-way closes its data connection on the way out; wait
+                        # for that, so no connection outlives the adapter (or the loop) it belongs to.
+                        await cancel_and_wait(tasks)
             finally:
                 outcomes.put_nowait(None)
 
@@ -768,6 +770,21 @@ def _earliest(a: float | None, b: float | None) -> float | None:
     return a if b is None else min(a, b)
 
 
+async def cancel_and_wait(tasks: Sequence[asyncio.Future[Any]]) -> None:
+    """Cancel ``tasks`` and wait until every one has finished its cleanup (closing connections), even
+    if this is cancelled again meanwhile; that cancellation is re-raised afterwards."""
+    for task in tasks:
+        task.cancel()
+    cancelled_again = False
+    while not all(task.done() for task in tasks):
+        try:
+            await asyncio.wait([task for task in tasks if not task.done()])
+        except asyncio.CancelledError:
+            cancelled_again = True
+    if cancelled_again:
+        raise asyncio.CancelledError
+
+
 async def run_session(
     watcher: Watcher,
     write: Callable[[OutboxRow], Awaitable[None]],
@@ -788,6 +805,7 @@ async def run_session(
     detect = asyncio.create_task(watcher.run(), name=f"watch {watcher.source_id}")
     stopping = asyncio.create_task((stop or asyncio.Event()).wait(), name=f"stop {watcher.source_id}")
     tasks = [deliver, detect, stopping]
+    settled: asyncio.Future[None] | None = None
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if deliver.done():
@@ -810,14 +828,4 @@ async def run_session(
         if failure is not None:
             raise failure
     finally:
-        for task in tasks:
-            task.cancel()
-        # Let every task finish its cleanup (closing connections) even if we are cancelled again meanwhile.
-        cancelled_again = False
-        while not all(task.done() for task in tasks):
-            try:
-                await asyncio.wait(tasks)
-            except asyncio.CancelledError:
-                cancelled_again = True
-        if cancelled_again:
-            raise asyncio.CancelledError
+        await cancel_and_wait([*tasks, settled] if settled is not None else tasks)
