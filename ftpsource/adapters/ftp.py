@@ -327,15 +327,18 @@ class FtpAdapter(RemoteAdapter):
     async def close(self) -> None:
         self._closed = True
         idle, self._idle = self._idle, []
-        for conn in idle:
-            try:
+        try:
+            for conn in idle:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(2.0):
                         await conn.cmd("QUIT", "2xx")
-            finally:
-                conn.close()  # also when cancelled while saying goodbye
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.client.stream.writer.wait_closed(), 2.0)
+                conn.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.client.stream.writer.wait_closed(), 2.0)
+        finally:
+            # Cancelled while saying goodbye to one: the others are closed all the same.
+            for conn in idle:
+                conn.close()
 
     # paths -------------------------------------------------------------------------------------------
     def _abs(self, rel: str) -> str:
