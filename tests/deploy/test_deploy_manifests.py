@@ -23,6 +23,7 @@ import yaml
 
 from ftpsource.config import parse_source_config
 from tests.support.deploy import DEPLOY, REPO, TREES, ClusterIPForwarder, require
+from tests.support.s3 import moto_s3
 
 K8S_VERSION = "1.32.0"
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
@@ -32,9 +33,22 @@ ARGO_KINDS = {"EventBus", "EventSource", "Sensor", "Workflow", "WorkflowTemplate
 MONITORING_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 NAMESPACE = "ftpsource-etl"
 # The files of one credential set (<credentials-dir>/<set>/...), `hosts` being the servers it may be used for.
-CREDENTIAL_FILES = {"hosts", "username", "password", "private_key", "known_hosts", "ca.pem"}
+CREDENTIAL_FILES = {
+    "hosts",
+    "username",
+    "password",
+    "private_key",
+    "known_hosts",
+    "ca.pem",
+    "access_key",
+    "secret_key",
+    "endpoint",
+    "region",
+}
 # Secrets the base expects the operator to provide (it ships none).
 PROVIDED_BY_OPERATOR = {"ftpsource-auth"}
+# The pod label by which the example's NetworkPolicy admits a Workflow's settle step.
+SETTLE_LABEL = "ftpsource.example/settles"
 
 # From the product contract.
 EVENT_TYPES = {"ftpsource.file.ready", "ftpsource.file.missing", "ftpsource.file.rejected", "ftpsource.file.deleted"}
@@ -53,6 +67,7 @@ READY_DATA_FIELDS = {
     "deadline",
     "first_seen",
     "stable_since",
+    "staged",
 }
 METRICS = {
     "events_total",
@@ -73,9 +88,11 @@ METRICS = {
     "unsettled_versions",
     "unsettled_oldest_delivered_timestamp_seconds",
 }
-# What the Sensor must hand the ETL workflow, by workflow parameter name.
+# What the Sensor must hand the ETL workflow, by workflow parameter name: the event id (what the exit
+# handler settles) and the staged object's key (what the first step reads), never the file's URL.
 WORKFLOW_INPUTS = {
-    "url": "body.data.url",
+    "event_id": "body.id",
+    "staged_key": "body.data.staged.key",
     "checksum": "body.data.checksum.value",
     "generation": "body.data.generation",
 }
@@ -438,13 +455,17 @@ def test_service_and_networkpolicy_select_ftpsource_pods(trees: dict[str, Any], 
     assert set(by_port) == {8080, 9090}
     assert all(len(rule["ports"]) == 1 for rule in policy["spec"]["ingress"])
 
-    # gRPC: only EventSources named in the policy, only from namespaces named in it (none: its own).
+    # gRPC: only EventSources named in the policy, and (in the example) the settle step of the named
+    # WorkflowTemplates, only from namespaces named in it (none: its own).
     admitted: set[str] = set()
+    settlers: set[str] = set()
     for peer in by_port[8080]["from"]:
         assert set(peer) <= {"podSelector", "namespaceSelector"}
         names = _named(peer["podSelector"], "eventsource-name")
-        assert names, f"gRPC peer {peer} does not name the EventSources it admits"
+        settles = _named(peer["podSelector"], SETTLE_LABEL)
+        assert names or settles, f"gRPC peer {peer} names neither the EventSources nor the Workflows it admits"
         admitted |= names
+        settlers |= settles
         if "namespaceSelector" in peer:
             assert _named(peer["namespaceSelector"], "kubernetes.io/metadata.name"), peer
     for name in admitted:
@@ -456,8 +477,24 @@ def test_service_and_networkpolicy_select_ftpsource_pods(trees: dict[str, Any], 
         label_selector_matches(p["podSelector"], {"app.kubernetes.io/name": "prometheus"})
         for p in by_port[8080]["from"]
     )
-    # Every EventSource of the tree that points at ftpsource is admitted.
+    # Every EventSource of the tree that points at ftpsource is admitted, and so is the pod of every
+    # Workflow template that settles (it carries the label the policy names), and no other.
     assert {es for es, _ in eventsource_events(tree_)} <= admitted
+    settling = {}
+    for template_obj in tree_.of_kind("WorkflowTemplate"):
+        for template in template_obj["spec"]["templates"]:
+            labels = template.get("metadata", {}).get("labels", {})
+            if template.get("container", {}).get("args", [])[:1] == ["settle"]:
+                settling[template["name"]] = labels
+    assert bool(settling) == (tree == "examples/etl"), settling
+    for name, pod_labels in settling.items():
+        assert any(label_selector_matches(p["podSelector"], pod_labels) for p in by_port[8080]["from"]), name
+        assert pod_labels[SETTLE_LABEL] in settlers
+    for template_obj in tree_.of_kind("WorkflowTemplate"):
+        for template in template_obj["spec"]["templates"]:
+            if template["name"] not in settling:
+                labels = template.get("metadata", {}).get("labels", {})
+                assert not any(label_selector_matches(p["podSelector"], labels) for p in by_port[8080]["from"])
 
     # Metrics: Prometheus pods of the named monitoring namespace only.
     (metrics_peer,) = by_port[9090]["from"]
@@ -719,21 +756,20 @@ def test_sensor_passes_the_parameters_the_workflow_template_declares(etl: Any) -
             assert index < len(passed), f"{param['dest']} points past the Workflow's parameters"
             data_key = param["src"]["dataKey"]
             field = re.fullmatch(r"body\.data\.(\w+)(?:\.\w+)*", data_key)
-            assert field and field.group(1) in READY_DATA_FIELDS, data_key
+            assert data_key == "body.id" or (field and field.group(1) in READY_DATA_FIELDS), data_key
             supplied[names[index]] = data_key
         assert required <= set(supplied), f"parameters without a value: {required - set(supplied)}"
         for name, data_key in WORKFLOW_INPUTS.items():
             assert supplied.get(name) == data_key, name
-        # checksum may be null (`checksum: none`): a default keeps the trigger from failing.
-        checksum = [p for p in workflow_trigger["parameters"] if p["src"]["dataKey"].endswith("checksum.value")]
-        assert checksum and "value" in checksum[0]["src"]
+        # The Workflow gets what to read from the bucket, never where the file sits on its server.
+        assert "body.data.url" not in supplied.values()
 
 
 def test_workflow_template_steps_and_artifacts(etl: Any) -> None:
     spec = etl.get("WorkflowTemplate", "ftpsource-etl")["spec"]
     templates = {t["name"]: t for t in spec["templates"]}
     steps = [step["name"] for group in templates[spec["entrypoint"]]["steps"] for step in group]
-    assert steps == ["extract", "transform", "load"]
+    assert steps == ["transform", "load"]
     declared = {p["name"] for p in spec["arguments"]["parameters"]}
     text = yaml.safe_dump(spec)
     used = set(re.findall(r"\{\{workflow\.parameters\.(\w+)\}\}", text))
@@ -741,15 +777,109 @@ def test_workflow_template_steps_and_artifacts(etl: Any) -> None:
     for match in re.findall(r"\{\{steps\.(\w+)\.outputs\.artifacts\.(\w+)\}\}", text):
         step, artifact = match
         assert artifact in {a["name"] for a in templates[step]["outputs"]["artifacts"]}
-    # The script writes where the output artifact is collected from.
-    extract = templates["extract"]
-    env = {e["name"]: e.get("value") for e in extract["script"]["env"]}
-    assert env["RAW_PATH"] == extract["outputs"]["artifacts"][0]["path"]
-    assert "{{workflow.parameters.checksum}}" in (env["EXPECTED_SHA256"] or "")
+    # The first step reads the staged object, by the event's key, from the default artifact repository
+    # (no bucket, endpoint or credentials of its own), where the program reads its input.
+    first = templates[templates[spec["entrypoint"]]["steps"][0][0]["template"]]
+    (raw,) = first["inputs"]["artifacts"]
+    assert raw["s3"] == {"key": "{{workflow.parameters.staged_key}}"}
+    assert f"--input={raw['path']}" in first["container"]["args"]
+    assert "--source-checksum={{workflow.parameters.checksum}}" in first["container"]["args"]
+    # Nothing in the Workflow downloads the file or holds an FTP credential or the stream token.
+    for template in spec["templates"]:
+        assert "script" not in template, f"{template['name']} runs a script"
+        refs = references([template[k] for k in ("container",) if k in template], template.get("volumes", []))
+        named = {name for _, name, _, _ in refs}
+        assert not any(n.startswith(("test-ftp-credentials", "ftpsource-auth")) for n in named), template["name"]
+    assert "url" not in declared
     load = templates["load"]
     assert "s3" in load["outputs"]["artifacts"][0], "the load step stores its result in the artifact repository"
     # RBAC: the pods' service account may report results, the Sensor's may submit.
     assert spec["serviceAccountName"] in etl.names("ServiceAccount")
+
+
+def test_workflow_settles_its_event_on_exit(etl: Any) -> None:
+    """The exit handler runs `ftpsource settle` with the ftpsource image, for the event the Workflow was
+    started for, with `succeeded` exactly when the Workflow succeeded, and the settle token (which opens
+    no stream) from its own Secret."""
+    spec = etl.get("WorkflowTemplate", "ftpsource-etl")["spec"]
+    templates = {t["name"]: t for t in spec["templates"]}
+    handler = templates[spec["onExit"]]
+    container = handler["container"]
+    assert container["image"] == f"ftpsource:{VERSION}"
+    assert container["command"] == ["ftpsource"]
+    args = container["args"]
+    assert args[0] == "settle"
+    positional = [a for a in args[1:] if not a.startswith("--")]
+    assert positional[0] == "{{workflow.parameters.event_id}}"
+    outcome = re.fullmatch(r"\{\{=(.*)\}\}", positional[1])
+    assert outcome, positional[1]
+    # The expression, evaluated for each status the exit handler can see.
+    condition, then, otherwise = re.fullmatch(r"(.*)\?\s*'(\w+)'\s*:\s*'(\w+)'", outcome.group(1)).groups()  # type: ignore[union-attr]
+    expected = re.fullmatch(r"\s*workflow\.status\s*==\s*'(\w+)'\s*", condition)
+    assert expected and expected.group(1) == "Succeeded", condition
+    assert (then, otherwise) == ("succeeded", "failed")
+    flags = parse_flags(args)
+    host, _, port = flags["server"].rpartition(":")
+    service = etl.get("Service", host)
+    assert int(port) == next(p["port"] for p in service["spec"]["ports"] if p["name"] == "grpc")
+    # The token file is the settle Secret's token, which is what ftpsource reads as its settle token.
+    mount = mount_for(container, flags["token-file"])
+    assert mount is not None and mount.get("readOnly") is True
+    token_volume = volume(handler, mount["name"])
+    secret_name = token_volume["secret"]["secretName"]
+    (item,) = token_volume["secret"]["items"]
+    assert flags["token-file"] == f"{mount['mountPath']}/{item['path']}"
+    server_env = {e["name"]: e.get("value") for e in ftpsource_container(etl)["env"]}
+    settle_file = server_env["FTPSOURCE_SETTLE_TOKEN_FILE"]
+    pod = ftpsource_deployment(etl)["spec"]["template"]["spec"]
+    server_mount = mount_for(ftpsource_container(etl), settle_file)
+    assert server_mount is not None
+    files = projected_files(volume(pod, server_mount["name"]))
+    assert files[settle_file[len(server_mount["mountPath"]) :].strip("/")] == (secret_name, item["key"])
+    auth = parse_flags(ftpsource_container(etl)["args"])["auth-token-file"]
+    assert (
+        secret_value(etl.get("Secret", secret_name), item["key"])
+        != ((DEPLOY / "examples" / "etl" / "kustomization.yaml").read_text().split("token=", 1)[1].split()[0])
+    ), f"the settle token must differ from the stream token ({auth})"
+
+
+def test_sources_stage_where_the_workflow_reads_and_settle_by_moving(etl: Any) -> None:
+    """Every source stages into the artifact repository's bucket (so a key-only input artifact finds
+    the object) with a credential set that names MinIO's Service, archives on success and quarantines
+    on failure."""
+    configmap = etl.get("ConfigMap", "artifact-repositories")
+    key = configmap["metadata"]["annotations"]["workflows.argoproj.io/default-artifact-repository"]
+    repository = yaml.safe_load(configmap["data"][key])["s3"]
+    pod = ftpsource_deployment(etl)["spec"]["template"]["spec"]
+    container = ftpsource_container(etl)
+    credentials_dir = parse_flags(container["args"])["credentials-dir"]
+    files = projected_files(volume(pod, mount_for(container, credentials_dir)["name"]))  # type: ignore[index]
+    configs = [parse_source_config(spec["config"]) for spec in eventsource_events(etl).values()]
+    assert configs
+    for config in configs:
+        assert config.stage is not None, config.id
+        assert urlsplit(config.stage.url).netloc == repository["bucket"]
+        stage_set = {
+            p.split("/", 1)[1]: ref for p, ref in files.items() if p.startswith(f"{config.stage.credentials}/")
+        }
+        assert {"hosts", "endpoint", "access_key", "secret_key"} <= set(stage_set), stage_set
+        endpoint = urlsplit(secret_value(etl.get("Secret", stage_set["endpoint"][0]), stage_set["endpoint"][1]))
+        assert f"{endpoint.hostname}:{endpoint.port}" == repository["endpoint"]
+        hosts = secret_value(etl.get("Secret", stage_set["hosts"][0]), stage_set["hosts"][1]).split()
+        assert repository["endpoint"] in hosts
+        # The same keys MinIO and the artifact repository use.
+        assert stage_set["access_key"] == (repository["accessKeySecret"]["name"], repository["accessKeySecret"]["key"])
+        assert stage_set["secret_key"] == (repository["secretKeySecret"]["name"], repository["secretKeySecret"]["key"])
+        assert (config.on_success.action, config.on_failure.action) == ("move", "move"), config.id
+        assert config.on_success.to and config.on_success.to.startswith("archive/")
+        assert config.on_failure.to and config.on_failure.to.startswith("failed/")
+        if config.parsed_url.scheme == "file":
+            mount = mount_for(container, config.parsed_url.root)
+            assert mount is not None and not mount.get("readOnly"), "settling moves files: the root must be writable"
+    # Something makes the bucket: ftpsource does not.
+    job = etl.get("Job", "minio-make-bucket")
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert f"local/{repository['bucket']}" in command
 
 
 def test_rbac_lets_the_sensor_submit_and_the_workflow_report(etl: Any) -> None:
@@ -804,32 +934,6 @@ def test_default_artifact_repository_points_at_minio(etl: Any) -> None:
 
 
 # ------------------------------------------------------------------------ scripts and commands, for real
-
-
-def test_extract_script_downloads_and_verifies(etl: Any, tmp_path: Path) -> None:
-    template = next(
-        t for t in etl.get("WorkflowTemplate", "ftpsource-etl")["spec"]["templates"] if t["name"] == "extract"
-    )
-    script = tmp_path / "extract.py"
-    script.write_text(template["script"]["source"], encoding="utf-8")
-    payload = b"id,name\n1,alpha\n"
-    source = tmp_path / "incoming" / "sales.csv"
-    source.parent.mkdir()
-    source.write_bytes(payload)
-    target = tmp_path / "out" / "raw"
-
-    def run(expected: str) -> subprocess.CompletedProcess[str]:
-        env = {"SOURCE_URL": source.as_uri(), "EXPECTED_SHA256": expected, "RAW_PATH": str(target), "PATH": ""}
-        return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=30)
-
-    good = run(hashlib.sha256(payload).hexdigest())
-    assert good.returncode == 0, good.stderr
-    assert target.read_bytes() == payload
-    unchecked = run("")
-    assert unchecked.returncode == 0, unchecked.stderr
-    bad = run("0" * 64)
-    assert bad.returncode != 0 and "checksum mismatch" in bad.stderr
-    assert not target.exists(), "a file that failed verification must not become the artifact"
 
 
 def _free_port() -> int:
@@ -896,7 +1000,7 @@ def test_test_ftp_image_installs_nothing_at_start(etl: Any) -> None:
 def test_ftp_through_the_service_as_a_cluster_ip_passes_it(etl: Any, tmp_path: Path) -> None:
     """Run the test-ftp container's command here, behind a forwarder that passes only the ports the
     rendered Service declares (what a ClusterIP does), and point ftpsource's own source config and the
-    Workflow's extract step at the forwarder: the control connection and every passive data
+    ftpsource's own check at the forwarder: the control connection and every passive data
     connection must get through. Then the same with a Service that forwards only port 21, which
     must fail: the test would catch a Service that forgets the passive range."""
     pytest.importorskip("pyftpdlib")
@@ -953,51 +1057,23 @@ def test_ftp_through_the_service_as_a_cluster_ip_passes_it(etl: Any, tmp_path: P
                     [*FTPSOURCE, "check", str(cfg_file), "--credentials-dir", str(credentials_dir), "--hash", "--json"],
                     capture_output=True, text=True, timeout=60, env={**os.environ, "FTPSOURCE_LOG_FORMAT": "text"},
                 )  # fmt: skip
-                extract = _run_extract(etl, tmp_path, f"ftp://{address}/incoming/sales.csv", payload, secret_env)
-            return check, {"extract": extract}
+            return check, {}
 
-        check, extra = check_through(routes)
+        check, _ = check_through(routes)
         assert check.returncode == 0, check.stdout + check.stderr
         # With --hash, "emit" means the file was read and hashed: a failed read is a problem instead.
         files = {f["path"]: f for f in json.loads(check.stdout)["files"]}
         assert files["sales.csv"]["kind"] == "emit", files
-        extract = extra["extract"]
-        assert extract.returncode == 0, extract.stderr
-        assert secret_env["FTP_PASSWORD"] not in check.stdout + check.stderr + extract.stdout + extract.stderr
+        assert secret_env["FTP_PASSWORD"] not in check.stdout + check.stderr
 
         # The same Service without the passive range: what a ClusterIP would then refuse.
         control_only = {21: routes[21]}
-        check, extra = check_through(control_only)
+        check, _ = check_through(control_only)
         assert check.returncode != 0
         assert "refused" in (check.stdout + check.stderr).lower(), check.stdout + check.stderr
-        assert extra["extract"].returncode != 0
     finally:
         server.terminate()
         server.communicate(timeout=10)
-
-
-def _run_extract(
-    etl: Any, tmp_path: Path, source_url: str, payload: bytes, secret_env: dict[str, str]
-) -> subprocess.CompletedProcess[str]:
-    """The WorkflowTemplate's extract script, run as its pod would run it."""
-    extract = next(
-        t for t in etl.get("WorkflowTemplate", "ftpsource-etl")["spec"]["templates"] if t["name"] == "extract"
-    )
-    script = tmp_path / "extract.py"
-    script.write_text(extract["script"]["source"], encoding="utf-8")
-    target = tmp_path / "raw"
-    target.unlink(missing_ok=True)
-    env = {
-        "SOURCE_URL": source_url,
-        "EXPECTED_SHA256": hashlib.sha256(payload).hexdigest(),
-        "RAW_PATH": str(target),
-        "FTP_USER": secret_env["FTP_USER"],
-        "FTP_PASSWORD": secret_env["FTP_PASSWORD"],
-    }
-    result = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
-    if result.returncode == 0:
-        assert target.read_bytes() == payload
-    return result
 
 
 # ----------------------------------------------------------- what a real cluster needs beyond a schema
@@ -1046,9 +1122,12 @@ def test_generated_names_reach_every_consumer(etl: Any) -> None:
     Argo's (EventSource authSecret, WorkflowTemplate env and volumes) alike; a reference left with the
     bare name would point at nothing in the cluster."""
     generated = _generated(etl)
-    assert {("Secret", "ftpsource-auth"), ("Secret", "test-ftp-credentials"), ("ConfigMap", "etl-transform")} <= set(
-        generated
-    )
+    assert {
+        ("Secret", "ftpsource-auth"),
+        ("Secret", "ftpsource-settle"),
+        ("Secret", "test-ftp-credentials"),
+        ("ConfigMap", "etl-transform"),
+    } <= set(generated)
     bare = {name for _, name in generated}
     used: dict[str, int] = dict.fromkeys(generated.values(), 0)
     for obj in etl:
@@ -1062,12 +1141,13 @@ def test_generated_names_reach_every_consumer(etl: Any) -> None:
     # The EventSource's every event, and both consumers of the FTP credentials, were rewritten.
     auth = generated[("Secret", "ftpsource-auth")]
     assert {spec["authSecret"]["name"] for spec in eventsource_events(etl).values()} == {auth}
-    credentials = generated[("Secret", "test-ftp-credentials")]
-    extract = next(
-        t for t in etl.get("WorkflowTemplate", "ftpsource-etl")["spec"]["templates"] if t["name"] == "extract"
-    )
-    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in extract["script"]["env"] if "valueFrom" in e}
-    assert refs == {credentials}
+    # The settle token reaches both the server and the Workflow's exit handler.
+    settle = generated[("Secret", "ftpsource-settle")]
+    spec = etl.get("WorkflowTemplate", "ftpsource-etl")["spec"]
+    handler = next(t for t in spec["templates"] if t["name"] == spec["onExit"])
+    assert {v["secret"]["secretName"] for v in handler["volumes"] if "secret" in v} == {settle}
+    server_pod = ftpsource_deployment(etl)["spec"]["template"]["spec"]
+    assert settle in {v["secret"]["secretName"] for v in server_pod["volumes"] if "secret" in v}
 
 
 def test_every_sensor_trigger_is_at_least_once(etl: Any) -> None:
@@ -1500,7 +1580,14 @@ def _http_status(url: str) -> int:
 def test_the_pod_command_runs_the_real_server_end_to_end(etl: Any, tmp_path: Path) -> None:
     """Start `ftpsource` with the Deployment's args (paths moved under a temp dir, ports free), answer
     its probes, then stream the EventSource's local source as Argo would: token from the Secret, config
-    from the EventSource. The Sensor's filter and parameter keys must resolve on the real event."""
+    from the EventSource, staging into a real S3 server standing in for MinIO. The Sensor's filter and
+    parameter keys must resolve on the real event, the staged key must hold the file's bytes, and the
+    exit handler's `ftpsource settle` command, run with its token, must archive the file."""
+    with moto_s3(bucket="etl-artifacts") as s3:
+        _run_pod_command_end_to_end(etl, tmp_path, s3)
+
+
+def _run_pod_command_end_to_end(etl: Any, tmp_path: Path, s3: Any) -> None:
     import json as json_
 
     import grpc
@@ -1510,6 +1597,16 @@ def test_the_pod_command_runs_the_real_server_end_to_end(etl: Any, tmp_path: Pat
     command = FTPSOURCE
     container = ftpsource_container(etl)
     mounts = _materialise_pod_files(etl, tmp_path / "pod")
+    # The staging credential set points at the S3 server here, as cluster DNS points `minio` at MinIO.
+    credentials_dir = mounts[parse_flags(container["args"])["credentials-dir"]]
+    stage_set = (
+        credentials_dir
+        / yaml.safe_load(eventsource_events(etl)[("ftpsource-files", "incoming-local")]["config"])["stage"][
+            "credentials"
+        ]
+    )
+    (stage_set / "endpoint").write_text(s3.endpoint, encoding="utf-8")
+    (stage_set / "hosts").write_text(urlsplit(s3.endpoint).netloc + "\n", encoding="utf-8")
     grpc_port, metrics_port = _free_port(), _free_port()
     args = []
     for arg in container["args"]:
@@ -1561,11 +1658,49 @@ def test_the_pod_command_runs_the_real_server_end_to_end(etl: Any, tmp_path: Pat
             with pytest.raises(grpc.RpcError) as denied:
                 next(iter(stub.StartEventSource(request, timeout=10)))
             assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            stream = stub.StartEventSource(request, metadata=[("authorization", f"Bearer {token}")], timeout=20)
+            stream = stub.StartEventSource(request, metadata=[("authorization", f"Bearer {token}")], timeout=60)
             event = next(iter(stream))
+            body = json_.loads(event.payload)
+            # The Workflow's exit handler, as its pod runs it, while the stream is live.
+            spec_ = etl.get("WorkflowTemplate", "ftpsource-etl")["spec"]
+            handler = next(t for t in spec_["templates"] if t["name"] == spec_["onExit"])["container"]
+            settle_env = {e["name"]: e.get("value", "") for e in ftpsource_container(etl)["env"]}
+            settle_token = Path(_relocate(settle_env["FTPSOURCE_SETTLE_TOKEN_FILE"], mounts))
+            assert settle_token.read_text() != token
+            settle_args = []
+            for arg in handler["args"]:
+                arg = arg.replace("{{workflow.parameters.event_id}}", body["id"]).replace("{{workflow.name}}", "wf")
+                arg = arg.replace("{{workflow.status}}", "Succeeded")
+                if arg.startswith("{{="):
+                    arg = "succeeded"  # the expression, for a Workflow that succeeded
+                if arg.startswith("--server="):
+                    arg = f"--server=127.0.0.1:{grpc_port}"
+                elif arg.startswith("--token-file="):
+                    arg = f"--token-file={settle_token}"
+                settle_args.append(arg)
+            settled = subprocess.run(
+                [*command, *settle_args], capture_output=True, text=True, timeout=60,
+                env={**os.environ, "FTPSOURCE_LOG_FORMAT": "text"},
+            )  # fmt: skip
+            assert settled.returncode == 0, settled.stdout + settled.stderr
+            archived = Path(incoming, time.strftime("archive/%Y/%m/%d/sales.csv", time.gmtime()))
+            deadline = time.monotonic() + 30
+            while not archived.exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert archived.read_bytes() == b"Order ID,Amount\n1,10\n"
+            assert not Path(incoming, "sales.csv").exists()
+            # The stream token cannot be replaced by the settle token to open a stream.
+            with pytest.raises(grpc.RpcError) as wrong:
+                next(
+                    iter(
+                        stub.StartEventSource(
+                            request, metadata=[("authorization", f"Bearer {settle_token.read_text()}")], timeout=10
+                        )
+                    )
+                )
+            assert wrong.value.code() == grpc.StatusCode.UNAUTHENTICATED
             stream.cancel()
         assert event.name == "incoming-local"
-        body = json_.loads(event.payload)
         assert body["type"] == "ftpsource.file.ready"
 
         # What the Sensor sees: Argo wraps the payload as the `body` of its own event.
@@ -1585,8 +1720,12 @@ def test_the_pod_command_runs_the_real_server_end_to_end(etl: Any, tmp_path: Pat
         values = {
             p["src"]["dataKey"]: lookup(p["src"]["dataKey"]) for p in trigger["template"]["argoWorkflow"]["parameters"]
         }
-        assert values["body.data.url"].endswith("/sales.csv")
-        assert values["body.data.checksum.value"] == hashlib.sha256(b"Order ID,Amount\n1,10\n").hexdigest()
+        digest = hashlib.sha256(b"Order ID,Amount\n1,10\n").hexdigest()
+        assert values["body.data.checksum.value"] == digest
+        # The key the Workflow's input artifact reads holds exactly the verified bytes.
+        assert body["data"]["staged"]["bucket"] == "etl-artifacts"
+        assert s3.objects("etl-artifacts")[values["body.data.staged.key"]] == b"Order ID,Amount\n1,10\n"
+        assert values["body.id"] == body["id"]
         assert values["body.data.generation"] == 1
         # Every metric the alert rules use is one this server exports.
         import urllib.request

@@ -301,6 +301,7 @@ class Proxy:
         self.conns: set[asyncio.StreamWriter] = set()
         self.dead: set[asyncio.StreamWriter] = set()
         self._closing = asyncio.Event()
+        self._handlers: set[asyncio.Task[Any]] = set()
         self.server: asyncio.Server | None = None
         self.port = 0
 
@@ -312,13 +313,24 @@ class Proxy:
         return p
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._relay(reader, writer)
+        finally:
+            self._handlers.discard(task)
+            writer.close()  # never left for the garbage collector (a ResourceWarning in a later test)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.down:
-            writer.close()
             return
         try:
             up_r, up_w = await asyncio.open_connection(self.host, self.target_port)
         except OSError:
-            writer.close()
+            return
+        if self.down or self._closing.is_set():  # cut or closed while connecting
+            up_w.close()
             return
         pair = {writer, up_w}
         self.conns.update(pair)
@@ -339,9 +351,12 @@ class Proxy:
             finally:
                 w.close()
 
-        await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
-        self.conns.difference_update(pair)
-        self.dead.difference_update(pair)
+        try:
+            await asyncio.gather(pipe(reader, up_w), pipe(up_r, writer))
+        finally:
+            up_w.close()
+            self.conns.difference_update(pair)
+            self.dead.difference_update(pair)
 
     async def cut(self) -> None:
         self.down = True
@@ -367,4 +382,7 @@ class Proxy:
         await self.cut()
         assert self.server is not None
         self.server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
         await self.server.wait_closed()
