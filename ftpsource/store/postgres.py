@@ -29,11 +29,12 @@ from urllib.parse import unquote
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from ..core.model import Expectation, FileRecord, SetPeriod, State
+from ..core.model import Expectation, FileRecord, SetPeriod
 from ..core.settle import Outcome
 from ..errors import LeaseLost, StateError
 from . import versions as v_sql
 from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, RecentEvent, SettleResult, SourceRow, VersionRow
+from .files import FILE_COLUMNS, record_row, to_record
 from .retention import PRUNE_OUTBOX, PRUNE_VERSIONS
 from .sqlite import SCHEMA_VERSION
 
@@ -140,11 +141,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 
-_FILE_COLUMNS = (
-    "path, size, mtime, state, first_seen, stable_since, generation, ready_checksum, ready_size, "
-    "ready_mtime, problem, problem_since, checked"
-)
-_FILE_UPDATE = ", ".join(f"{c} = EXCLUDED.{c}" for c in _FILE_COLUMNS.split(", ")[1:])
+_FILE_UPDATE = ", ".join(f"{c} = EXCLUDED.{c}" for c in FILE_COLUMNS.split(", ")[1:])
 
 
 def _pg(sql: str) -> str:
@@ -197,43 +194,6 @@ def redact_url(url: str) -> str:
         return url
     items = ["password=***" if item.partition("=")[0].lower() == "password" else item for item in query.split("&")]
     return f"{head}?{'&'.join(items)}"
-
-
-def _record_row(source_id: str, r: FileRecord) -> tuple[Any, ...]:
-    return (
-        source_id,
-        r.path,
-        r.size,
-        r.mtime,
-        r.state.value,
-        r.first_seen,
-        r.stable_since,
-        r.generation,
-        r.ready_checksum,
-        r.ready_size,
-        r.ready_mtime,
-        r.problem,
-        r.problem_since,
-        r.checked,
-    )
-
-
-def _to_record(r: tuple[Any, ...]) -> FileRecord:
-    return FileRecord(
-        path=r[0],
-        size=r[1],
-        mtime=r[2],
-        state=State(r[3]),
-        first_seen=r[4],
-        stable_since=r[5],
-        generation=r[6],
-        ready_checksum=r[7],
-        ready_size=r[8],
-        ready_mtime=r[9],
-        problem=r[10],
-        problem_since=r[11],
-        checked=r[12],
-    )
 
 
 class PostgresStore:
@@ -489,12 +449,12 @@ class PostgresStore:
 
     # files ---------------------------------------------------------------------------------------
     def load_records(self, source_id: str) -> dict[str, FileRecord]:
-        rows = self._query(f"SELECT {_FILE_COLUMNS} FROM files WHERE source_id=%s", (source_id,))
-        return {r[0]: _to_record(r) for r in rows}
+        rows = self._query(f"SELECT {FILE_COLUMNS} FROM files WHERE source_id=%s", (source_id,))
+        return {r[0]: to_record(r) for r in rows}
 
     def get_record(self, source_id: str, path: str) -> FileRecord | None:
-        rows = self._query(f"SELECT {_FILE_COLUMNS} FROM files WHERE source_id=%s AND path=%s", (source_id, path))
-        return _to_record(rows[0]) if rows else None
+        rows = self._query(f"SELECT {FILE_COLUMNS} FROM files WHERE source_id=%s AND path=%s", (source_id, path))
+        return to_record(rows[0]) if rows else None
 
     def commit(
         self,
@@ -512,7 +472,7 @@ class PostgresStore:
         epoch: int | None = None,
     ) -> int:
         """Persist one decision atomically. Returns the number of events added to the outbox."""
-        rows = [_record_row(source_id, r) for r in upserts]
+        rows = [record_row(source_id, r) for r in upserts]
         gone = [(source_id, p) for p in removals]
         events = list(events)
         met = [(source_id, x.rule, x.period, x.path, x.deadline, x.state) for x in expectations]
@@ -527,7 +487,7 @@ class PostgresStore:
             cur = db.cursor()
             if rows:
                 cur.executemany(
-                    f"INSERT INTO files (source_id, {_FILE_COLUMNS}) VALUES ({','.join(['%s'] * 14)})"
+                    f"INSERT INTO files (source_id, {FILE_COLUMNS}) VALUES ({','.join(['%s'] * 14)})"
                     f" ON CONFLICT (source_id, path) DO UPDATE SET {_FILE_UPDATE}",
                     rows,
                 )

@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from ..core.model import Expectation, FileRecord, SetPeriod, State
+from ..core.model import Expectation, FileRecord, SetPeriod
 from ..core.settle import Outcome
 from ..errors import LeaseLost, StateError
 from . import versions as v_sql
 from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, RecentEvent, SettleResult, SourceRow, VersionRow
+from .files import FILE_COLUMNS, record_row, to_record
 from .retention import PRUNE_OUTBOX, PRUNE_VERSIONS
 
 __all__ = ["SCHEMA_VERSION", "Store"]
@@ -131,48 +132,6 @@ CREATE INDEX IF NOT EXISTS versions_path ON versions (source_id, path);
 CREATE INDEX IF NOT EXISTS versions_pending ON versions (source_id) WHERE action_state = 'pending';
 CREATE INDEX IF NOT EXISTS outbox_event ON outbox (event_id);
 """
-
-_FILE_COLUMNS = (
-    "path, size, mtime, state, first_seen, stable_since, generation, ready_checksum, ready_size, "
-    "ready_mtime, problem, problem_since, checked"
-)
-
-
-def _record_row(source_id: str, r: FileRecord) -> tuple[Any, ...]:
-    return (
-        source_id,
-        r.path,
-        r.size,
-        r.mtime,
-        r.state.value,
-        r.first_seen,
-        r.stable_since,
-        r.generation,
-        r.ready_checksum,
-        r.ready_size,
-        r.ready_mtime,
-        r.problem,
-        r.problem_since,
-        r.checked,
-    )
-
-
-def _to_record(r: tuple[Any, ...]) -> FileRecord:
-    return FileRecord(
-        path=r[0],
-        size=r[1],
-        mtime=r[2],
-        state=State(r[3]),
-        first_seen=r[4],
-        stable_since=r[5],
-        generation=r[6],
-        ready_checksum=r[7],
-        ready_size=r[8],
-        ready_mtime=r[9],
-        problem=r[10],
-        problem_since=r[11],
-        checked=r[12],
-    )
 
 
 def _describe(exc: sqlite3.Error, path: Path) -> str:
@@ -373,12 +332,12 @@ class Store:
 
     # files ---------------------------------------------------------------------------------------
     def load_records(self, source_id: str) -> dict[str, FileRecord]:
-        rows = self._query(f"SELECT {_FILE_COLUMNS} FROM files WHERE source_id=?", (source_id,))
-        return {r[0]: _to_record(r) for r in rows}
+        rows = self._query(f"SELECT {FILE_COLUMNS} FROM files WHERE source_id=?", (source_id,))
+        return {r[0]: to_record(r) for r in rows}
 
     def get_record(self, source_id: str, path: str) -> FileRecord | None:
-        rows = self._query(f"SELECT {_FILE_COLUMNS} FROM files WHERE source_id=? AND path=?", (source_id, path))
-        return _to_record(rows[0]) if rows else None
+        rows = self._query(f"SELECT {FILE_COLUMNS} FROM files WHERE source_id=? AND path=?", (source_id, path))
+        return to_record(rows[0]) if rows else None
 
     def commit(
         self,
@@ -400,8 +359,8 @@ class Store:
         with self._tx() as db:
             self._fence(db, source_id, epoch)
             db.executemany(
-                f"INSERT OR REPLACE INTO files (source_id, {_FILE_COLUMNS}) VALUES ({','.join('?' * 14)})",
-                (_record_row(source_id, r) for r in upserts),
+                f"INSERT OR REPLACE INTO files (source_id, {FILE_COLUMNS}) VALUES ({','.join('?' * 14)})",
+                (record_row(source_id, r) for r in upserts),
             )
             db.executemany("DELETE FROM files WHERE source_id=? AND path=?", ((source_id, p) for p in removals))
             db.executemany(
