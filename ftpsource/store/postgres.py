@@ -33,8 +33,9 @@ from ..core.model import Expectation, FileRecord, SetPeriod
 from ..core.settle import Outcome
 from ..errors import LeaseLost, StateError
 from . import versions as v_sql
-from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, RecentEvent, SettleResult, SourceRow, VersionRow
-from .files import FILE_COLUMNS, record_row, to_record
+from .api import LeaseCallback, NewEvent, RecentEvent, SettleResult, SourceRow, VersionRow
+from .files import FILE_COLUMNS, record_row
+from .reads import SharedReads
 from .retention import PRUNE_OUTBOX, PRUNE_VERSIONS
 from .sqlite import SCHEMA_VERSION
 
@@ -196,7 +197,7 @@ def redact_url(url: str) -> str:
     return f"{head}?{'&'.join(items)}"
 
 
-class PostgresStore:
+class PostgresStore(SharedReads):
     """Synchronous PostgreSQL access with one connection, re-opened after a fault. Use ``AsyncStore``
     from async code."""
 
@@ -336,6 +337,9 @@ class PostgresStore:
             except psycopg.Error as exc:
                 raise self._error(exc) from None
 
+    def _select(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
+        return self._query(_pg(sql), args)
+
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
         with self._lock:
             conn = self._connection()
@@ -350,9 +354,6 @@ class PostgresStore:
                 with contextlib.suppress(psycopg.Error):
                     self._conn.close()
                 self._conn = None
-
-    def ping(self) -> None:
-        self._query("SELECT 1")
 
     # leases --------------------------------------------------------------------------------------
     def take_lease(self, source_id: str, url: str, owner: str, now: float) -> int:
@@ -369,10 +370,6 @@ class PostgresStore:
             # Delivered at commit, to every replica listening (this one included).
             db.execute("SELECT pg_notify(%s, %s)", (LEASE_CHANNEL, f"{epoch} {source_id}"))
         return epoch
-
-    def epoch(self, source_id: str) -> int | None:
-        rows = self._query("SELECT epoch FROM sources WHERE id=%s", (source_id,))
-        return int(rows[0][0]) if rows else None
 
     async def listen_leases(self, on_change: LeaseCallback) -> None:
         """Forever: ``LISTEN`` on its own connection; reconnect with a growing pause after a fault."""
@@ -448,14 +445,6 @@ class PostgresStore:
         return int(rows[0][0]) if rows else None
 
     # files ---------------------------------------------------------------------------------------
-    def load_records(self, source_id: str) -> dict[str, FileRecord]:
-        rows = self._query(f"SELECT {FILE_COLUMNS} FROM files WHERE source_id=%s", (source_id,))
-        return {r[0]: to_record(r) for r in rows}
-
-    def get_record(self, source_id: str, path: str) -> FileRecord | None:
-        rows = self._query(f"SELECT {FILE_COLUMNS} FROM files WHERE source_id=%s AND path=%s", (source_id, path))
-        return to_record(rows[0]) if rows else None
-
     def commit(
         self,
         source_id: str,
@@ -549,14 +538,6 @@ class PostgresStore:
         return int(n)
 
     # outbox --------------------------------------------------------------------------------------
-    def undelivered(self, source_id: str, limit: int = 256, after_seq: int = 0) -> list[OutboxRow]:
-        rows = self._query(
-            "SELECT seq, event_id, type, path, payload, created FROM outbox"
-            " WHERE source_id=%s AND delivered IS NULL AND seq > %s ORDER BY seq LIMIT %s",
-            (source_id, after_seq, limit),
-        )
-        return [OutboxRow(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows]
-
     def mark_delivered(
         self, seqs: Iterable[int], now: float, *, source_id: str | None = None, epoch: int | None = None
     ) -> None:
@@ -585,14 +566,6 @@ class PostgresStore:
             (limit,),
         )
         return [RecentEvent(*r) for r in rows]
-
-    def history(self, source_id: str, path: str) -> list[HistoryRow]:
-        rows = self._query(
-            "SELECT seq, event_id, type, created, delivered, payload FROM outbox"
-            " WHERE source_id=%s AND path=%s ORDER BY seq",
-            (source_id, path),
-        )
-        return [HistoryRow(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
 
     # settling ------------------------------------------------------------------------------------------
     def settle(self, event_id: str, outcome: Outcome, message: str, now: float) -> SettleResult:
@@ -631,19 +604,3 @@ class PostgresStore:
         return int(count), oldest
 
     # expectations ----------------------------------------------------------------------------------
-    def load_expectations(self, source_id: str) -> list[Expectation]:
-        rows = self._query(
-            "SELECT rule, period, path, deadline, state FROM expectations WHERE source_id=%s ORDER BY deadline",
-            (source_id,),
-        )
-        return [Expectation(*r) for r in rows]
-
-    def load_sets(self, source_id: str) -> list[SetPeriod]:
-        rows = self._query(
-            "SELECT rule, period, name, deadline, state, generation, members FROM expect_sets"
-            " WHERE source_id=%s ORDER BY deadline",
-            (source_id,),
-        )
-        return [
-            SetPeriod(r[0], r[1], r[2], r[3], r[4], r[5], tuple((p, int(g)) for p, g in json.loads(r[6]))) for r in rows
-        ]

@@ -30,8 +30,9 @@ from ..core.model import Expectation, FileRecord, SetPeriod
 from ..core.settle import Outcome
 from ..errors import LeaseLost, StateError
 from . import versions as v_sql
-from .api import HistoryRow, LeaseCallback, NewEvent, OutboxRow, RecentEvent, SettleResult, SourceRow, VersionRow
-from .files import FILE_COLUMNS, record_row, to_record
+from .api import LeaseCallback, NewEvent, RecentEvent, SettleResult, SourceRow, VersionRow
+from .files import FILE_COLUMNS, record_row
+from .reads import SharedReads
 from .retention import PRUNE_OUTBOX, PRUNE_VERSIONS
 
 __all__ = ["SCHEMA_VERSION", "Store"]
@@ -145,7 +146,7 @@ def _describe(exc: sqlite3.Error, path: Path) -> str:
     return f"state store {path}: {text}"
 
 
-class Store:
+class Store(SharedReads):
     """Synchronous SQLite access. Use ``AsyncStore`` from async code."""
 
     def __init__(self, path: Path | str) -> None:
@@ -233,9 +234,6 @@ class Store:
         with self._lock:
             self._db.close()
 
-    def ping(self) -> None:
-        self._query("SELECT 1")
-
     # leases --------------------------------------------------------------------------------------
     def take_lease(self, source_id: str, url: str, owner: str, now: float) -> int:
         with self._tx() as db:
@@ -245,10 +243,6 @@ class Store:
             )
             db.execute("UPDATE sources SET epoch=epoch+1, owner=? WHERE id=?", (owner, source_id))
             return int(db.execute("SELECT epoch FROM sources WHERE id=?", (source_id,)).fetchone()[0])
-
-    def epoch(self, source_id: str) -> int | None:
-        rows = self._query("SELECT epoch FROM sources WHERE id=?", (source_id,))
-        return int(rows[0][0]) if rows else None
 
     async def listen_leases(self, on_change: LeaseCallback) -> None:
         """Nothing to listen to: one process owns a SQLite file, and its streams supersede each other
@@ -286,6 +280,9 @@ class Store:
                 if self._db.in_transaction:
                     self._db.execute("ROLLBACK")
                 raise StateError(_describe(exc, self.path)) from None
+
+    def _select(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
+        return self._query(sql, args)
 
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
         with self._lock:
@@ -331,14 +328,6 @@ class Store:
         return [SourceRow(*r) for r in rows]
 
     # files ---------------------------------------------------------------------------------------
-    def load_records(self, source_id: str) -> dict[str, FileRecord]:
-        rows = self._query(f"SELECT {FILE_COLUMNS} FROM files WHERE source_id=?", (source_id,))
-        return {r[0]: to_record(r) for r in rows}
-
-    def get_record(self, source_id: str, path: str) -> FileRecord | None:
-        rows = self._query(f"SELECT {FILE_COLUMNS} FROM files WHERE source_id=? AND path=?", (source_id, path))
-        return to_record(rows[0]) if rows else None
-
     def commit(
         self,
         source_id: str,
@@ -392,14 +381,6 @@ class Store:
         return len(events)
 
     # outbox --------------------------------------------------------------------------------------
-    def undelivered(self, source_id: str, limit: int = 256, after_seq: int = 0) -> list[OutboxRow]:
-        rows = self._query(
-            "SELECT seq, event_id, type, path, payload, created FROM outbox"
-            " WHERE source_id=? AND delivered IS NULL AND seq > ? ORDER BY seq LIMIT ?",
-            (source_id, after_seq, limit),
-        )
-        return [OutboxRow(r[0], r[1], r[2], r[3], bytes(r[4]), r[5]) for r in rows]
-
     def mark_delivered(
         self, seqs: Iterable[int], now: float, *, source_id: str | None = None, epoch: int | None = None
     ) -> None:
@@ -429,14 +410,6 @@ class Store:
             (limit,),
         )
         return [RecentEvent(*r) for r in rows]
-
-    def history(self, source_id: str, path: str) -> list[HistoryRow]:
-        rows = self._query(
-            "SELECT seq, event_id, type, created, delivered, payload FROM outbox"
-            " WHERE source_id=? AND path=? ORDER BY seq",
-            (source_id, path),
-        )
-        return [HistoryRow(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
 
     def forget(self, source_id: str, path: str | None = None) -> int:
         """Forget a path, or a whole source, so it is reported again. Returns how many records went.
@@ -508,19 +481,3 @@ class Store:
         return int(count), oldest
 
     # expectations ----------------------------------------------------------------------------------
-    def load_expectations(self, source_id: str) -> list[Expectation]:
-        rows = self._query(
-            "SELECT rule, period, path, deadline, state FROM expectations WHERE source_id=? ORDER BY deadline",
-            (source_id,),
-        )
-        return [Expectation(*r) for r in rows]
-
-    def load_sets(self, source_id: str) -> list[SetPeriod]:
-        rows = self._query(
-            "SELECT rule, period, name, deadline, state, generation, members FROM expect_sets"
-            " WHERE source_id=? ORDER BY deadline",
-            (source_id,),
-        )
-        return [
-            SetPeriod(r[0], r[1], r[2], r[3], r[4], r[5], tuple((p, int(g)) for p, g in json.loads(r[6]))) for r in rows
-        ]
