@@ -107,6 +107,13 @@ class Stream:
             if predicate(event):
                 return event
 
+    async def until_all(self, *predicates: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> None:
+        """Until every predicate has matched some event of this stream, in any order (events received
+        before the call count too): for events whose relative order the server does not promise."""
+        deadline = time.monotonic() + timeout
+        while not all(any(p(e) for e in self.received) for p in predicates):
+            await self.next(max(0.01, deadline - time.monotonic()))
+
     async def wait_end(self, timeout: float = 20.0) -> grpc.StatusCode | None:
         await asyncio.wait_for(self.ended.wait(), timeout)
         return self.status
