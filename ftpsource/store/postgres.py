@@ -47,6 +47,8 @@ LEASE_CHANNEL = "ftpsource_lease"
 #: Serialises schema creation and migrations when several replicas start at once.
 _MIGRATION_LOCK = 0x66747073  # "ftps"
 _CONNECT_TIMEOUT_S = 10
+#: Transactions are a few statements long; one idle this long belongs to a frozen or cut-off replica.
+IDLE_IN_TX_MS = 10_000
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -258,9 +260,13 @@ class PostgresStore(SharedReads):
             if password:
                 kwargs["password"] = password
                 self._secrets = (*self._secrets, password)
+        # Added to the URL's own options (a search_path, say), not instead of them. A replica frozen or cut
+        # off inside a transaction would hold its row locks, and with them every takeover of its sources,
+        # until TCP gave up: the server ends such a transaction after IDLE_IN_TX_MS instead.
+        options = f"{self._options} -c idle_in_transaction_session_timeout={IDLE_IN_TX_MS}"
         if self._read_only:
-            # Added to the URL's own options (a search_path, say), not instead of them.
-            kwargs["options"] = f"{self._options} -c default_transaction_read_only=on".strip()
+            options += " -c default_transaction_read_only=on"
+        kwargs["options"] = options.strip()
         return kwargs
 
     def _connection(self) -> psycopg.Connection[Any]:
