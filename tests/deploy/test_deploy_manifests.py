@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from ftpsource.config import parse_source_config
+from tests.support.contract import READY_DATA_FIELDS
 from tests.support.deploy import DEPLOY, REPO, TREES, ClusterIPForwarder, require
 from tests.support.s3 import moto_s3
 
@@ -52,23 +53,6 @@ SETTLE_LABEL = "ftpsource.example/settles"
 
 # From the product contract.
 EVENT_TYPES = {"ftpsource.file.ready", "ftpsource.file.missing", "ftpsource.file.rejected", "ftpsource.file.deleted"}
-READY_DATA_FIELDS = {
-    "source_id",
-    "url",
-    "path",
-    "name",
-    "size",
-    "mtime",
-    "checksum",
-    "reason",
-    "generation",
-    "previous",
-    "late",
-    "deadline",
-    "first_seen",
-    "stable_since",
-    "staged",
-}
 METRICS = {
     "events_total",
     "polls_total",

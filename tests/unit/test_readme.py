@@ -12,6 +12,7 @@ import yaml
 
 from ftpsource.config import ExpectRule, ExpectSet, SourceConfig
 from ftpsource.core.events import EVENT_TYPES
+from tests.support.contract import READY_DATA_FIELDS_ALWAYS
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -69,22 +70,7 @@ def test_yaml_blocks_parse(block: str) -> None:
 def test_json_example_parses_and_has_every_ready_field() -> None:
     (block,) = _blocks("json")
     event = json.loads(block)
-    assert set(event["data"]) >= {
-        "source_id",
-        "url",
-        "path",
-        "name",
-        "size",
-        "mtime",
-        "checksum",
-        "reason",
-        "generation",
-        "previous",
-        "late",
-        "deadline",
-        "first_seen",
-        "stable_since",
-    }
+    assert set(event["data"]) >= READY_DATA_FIELDS_ALWAYS
 
 
 def test_eventsource_example_config_is_valid() -> None:
