@@ -370,28 +370,6 @@ async def test_missing_root_is_a_permanent_root_error(ftp_server: FtpServer) -> 
     assert info.value.kind == "root"
 
 
-async def test_connection_refused_is_transient() -> None:
-    port = servers.free_port()
-    config = parse_source_config(f"url: ftp://user@127.0.0.1:{port}/")
-    async with FtpAdapter(config, Credentials(password=Secret("pw")), PathFilter([], [], True)) as src:
-        with pytest.raises(TransientSourceError) as info:
-            await src.list()
-    assert info.value.kind == "connect"
-
-
-async def test_silent_server_times_out() -> None:
-    async with servers.silent_server() as port:
-        config = parse_source_config(f"url: ftp://user@127.0.0.1:{port}/")
-        src = FtpAdapter(config, Credentials(password=Secret("pw")), PathFilter([], [], True), timeout_s=0.5)
-        async with src:
-            started = time.monotonic()
-            with pytest.raises(TransientSourceError) as info:
-                await src.list()
-            elapsed = time.monotonic() - started
-    assert info.value.kind == "timeout"
-    assert 0.4 < elapsed < 3.0
-
-
 # --- FTPS ------------------------------------------------------------------------------------------
 
 

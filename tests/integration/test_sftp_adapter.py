@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import os
 import secrets
-import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -357,25 +356,3 @@ async def test_missing_root_is_a_permanent_root_error(sftp_server: SftpServer) -
         with pytest.raises(PermanentSourceError) as info:
             await src.list()
     assert info.value.kind == "root"
-
-
-async def test_connection_refused_is_transient() -> None:
-    port = servers.free_port()
-    config = parse_source_config(f"url: sftp://user@127.0.0.1:{port}/\ninsecure_skip_host_key_check: true")
-    async with SftpAdapter(config, Credentials(password=Secret("pw")), PathFilter([], [], True)) as src:
-        with pytest.raises(TransientSourceError) as info:
-            await src.list()
-    assert info.value.kind == "connect"
-
-
-async def test_silent_server_times_out() -> None:
-    async with servers.silent_server() as port:
-        config = parse_source_config(f"url: sftp://user@127.0.0.1:{port}/\nhost_key: 'SHA256:{'A' * 43}'")
-        src = SftpAdapter(config, Credentials(password=Secret("pw")), PathFilter([], [], True), timeout_s=0.5)
-        async with src:
-            started = time.monotonic()
-            with pytest.raises(TransientSourceError) as info:
-                await src.list()
-            elapsed = time.monotonic() - started
-    assert info.value.kind == "timeout"
-    assert 0.4 < elapsed < 3.0
