@@ -25,7 +25,7 @@ from .config import SourceConfig
 from .core.detect import VerifyOutcome, VerifyRequest, after_verify, expired_tombstones, plan_poll
 from .core.events import EVENT_TYPES, SourceInfo, encode_event
 from .core.expect import OPEN, advance, file_status, match_arrival, prunable, warn
-from .core.model import EventSpec, Expectation, FileRecord, SetMember, SetPeriod, State
+from .core.model import Entry, EventSpec, Expectation, FileRecord, SetMember, SetPeriod, State
 from .core.sets import OPEN as SET_OPEN
 from .core.sets import advance_sets, prunable_sets, set_status, todays
 from .core.settle import SettleVersion, render_target, still_the_version
@@ -670,13 +670,32 @@ class Watcher:
             self.metrics.post_actions.labels(self.source_id, spec.action, "retry").inc()
             await store.run(store.sync.note_action_attempt, row.event_id, str(exc), self.clock())
             return False
-        await finish("done", "ok", None, target)
+        detail = None
+        if target is not None:
+            # No protocol offers a rename conditional on the file's state, so a write landing between the
+            # check above and the rename moves with the file. Look at what arrived, and say so if it is
+            # not the settled version (the move is not undone: the target is where the operator looks).
+            moved = await self._stat_quietly(src, target)
+            differs = still_the_version(version, moved, None)
+            if differs is not None:
+                detail = f"moved, but the file changed during the move ({differs})"
+                log.warning("%s: %s", row.outcome, detail, extra=extra)
+        await finish("done", "ok", detail, target)
         log.info("%s: %s", row.outcome, f"moved to {target}" if target else "deleted", extra=extra)
         rec = self.records.get(version.path)
         if rec is not None and rec.state is State.READY and rec.generation == version.generation:
             # Our own move is no deletion to report: the record becomes a tombstone right away.
             await self._commit([replace(rec, state=State.DELETED)], (), (), self.clock())
         return True
+
+    @staticmethod
+    async def _stat_quietly(src: Adapter, path: str) -> Entry | None:
+        try:
+            return await src.stat(path)
+        except SourceError as exc:
+            # The move is done; an unreadable target only loses this after-check.
+            log.info("could not look at %s after moving it: %s", path, exc)
+            return None
 
     def _count_error(self, kind: str, message: str) -> None:
         self.metrics.source_errors.labels(self.source_id, kind).inc()

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
+from ftpsource.adapters.local import LocalAdapter
 from tests.support.files import put
 from tests.support.harness import (
     REPO,
@@ -134,6 +135,29 @@ async def test_delete_applies_to_the_settled_version_only(tmp_path: Path, root: 
         assert (first.action_detail or "").startswith("changed since reported")
         assert second.outcome is None
         assert _sample(srv, "ftpsource_post_actions_total", source="drop", action="delete", result="changed") == 1
+
+
+async def test_a_write_between_check_and_move_is_named_in_the_outcome(
+    tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No protocol renames conditionally: bytes landing after the check move with the file, and the
+    recorded outcome says so instead of claiming the settled version was archived."""
+    real_rename = LocalAdapter.rename
+
+    async def racing_rename(self: LocalAdapter, path: str, target: str) -> None:
+        put(root, path, b"v2, written during the move\n", mtime=time.time() + 5)
+        await real_rename(self, path, target)
+
+    monkeypatch.setattr(LocalAdapter, "rename", racing_rename)
+    year = time.strftime("%Y", time.gmtime())
+    async with run_server(tmp_path) as srv, stream_to(srv.port, _config(root)) as stream:
+        put(root, "a.csv", b"v1\n")
+        (a,) = await _ready(stream, "a.csv")
+        await settle(srv.port, a["id"], "succeeded")
+        await eventually(lambda: versions(srv, "drop", "a.csv")[0].action_state == "done", what="moved")
+    (version,) = versions(srv, "drop", "a.csv")
+    assert (root / "archive" / year / "a.csv").read_bytes() == b"v2, written during the move\n"
+    assert (version.action_detail or "").startswith("moved, but the file changed during the move"), version
 
 
 async def test_settles_wait_for_the_next_stream_across_a_restart(tmp_path: Path, root: Path) -> None:
