@@ -766,6 +766,8 @@ def test_workflow_template_steps_and_artifacts(etl: Any) -> None:
     first = templates[templates[spec["entrypoint"]]["steps"][0][0]["template"]]
     (raw,) = first["inputs"]["artifacts"]
     assert raw["s3"] == {"key": "{{workflow.parameters.staged_key}}"}
+    # Exactly the verified bytes: Argo unpacks an input that looks like a tarball unless told not to.
+    assert raw["archive"] == {"none": {}}
     assert f"--input={raw['path']}" in first["container"]["args"]
     assert "--source-checksum={{workflow.parameters.checksum}}" in first["container"]["args"]
     # Nothing in the Workflow downloads the file or holds an FTP credential or the stream token.
