@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,13 +29,12 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from ..core.model import Expectation, FileRecord, SetPeriod
-from ..core.settle import Outcome
-from ..errors import LeaseLost, StateError
+from ..errors import StateError
 from . import versions as v_sql
-from .api import LeaseCallback, NewEvent, RecentEvent, SettleResult, SourceRow, VersionRow
+from .api import LeaseCallback, NewEvent, VersionRow
 from .files import FILE_COLUMNS, record_row
-from .reads import SharedReads
 from .retention import PRUNE_OUTBOX, PRUNE_VERSIONS
+from .shared import SharedSql
 from .sqlite import SCHEMA_VERSION
 
 __all__ = ["LEASE_CHANNEL", "PostgresStore", "is_postgres_url", "redact_url"]
@@ -199,7 +197,7 @@ def redact_url(url: str) -> str:
     return f"{head}?{'&'.join(items)}"
 
 
-class PostgresStore(SharedReads):
+class PostgresStore(SharedSql):
     """Synchronous PostgreSQL access with one connection, re-opened after a fault. Use ``AsyncStore``
     from async code."""
 
@@ -343,8 +341,14 @@ class PostgresStore(SharedReads):
             except psycopg.Error as exc:
                 raise self._error(exc) from None
 
+    _LOCK_ROWS = " FOR UPDATE"
+    _SHARE_ROWS = " FOR SHARE"
+
     def _select(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
         return self._query(_pg(sql), args)
+
+    def _exec(self, db: psycopg.Connection[Any], sql: str, args: Iterable[Any] = ()) -> psycopg.Cursor[Any]:
+        return db.execute(_pg(sql), tuple(args))
 
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
         with self._lock:
@@ -394,61 +398,6 @@ class PostgresStore(SharedReads):
                 log.warning("lease notifications interrupted (%s); reconnecting", " ".join(text.split()))
             await asyncio.sleep(pause)
             pause = min(pause * 2, 10.0)
-
-    @staticmethod
-    def _fence(db: psycopg.Connection[Any], source_id: str, epoch: int | None) -> None:
-        if epoch is None:
-            return
-        # FOR SHARE: a take_lease of another replica waits until this transaction is over, so a write
-        # either commits before the takeover or sees the new epoch and fails.
-        row = db.execute("SELECT epoch FROM sources WHERE id=%s FOR SHARE", (source_id,)).fetchone()
-        current = None if row is None else int(row[0])
-        if current != epoch:
-            raise LeaseLost(f"source {source_id}: taken over by a newer stream (epoch {current}, ours {epoch})")
-
-    # sources -----------------------------------------------------------------------------------
-    def initialized(self, source_id: str) -> bool | None:
-        rows = self._query("SELECT initialized FROM sources WHERE id=%s", (source_id,))
-        return None if not rows else rows[0][0] is not None
-
-    def begin_source(self, source_id: str, url: str, now: float, *, epoch: int | None = None) -> tuple[bool, float]:
-        with self._tx() as db:
-            self._fence(db, source_id, epoch)
-            row = db.execute(
-                "SELECT first_start, initialized FROM sources WHERE id=%s FOR UPDATE", (source_id,)
-            ).fetchone()
-            if row is None:
-                db.execute("INSERT INTO sources (id, url, first_start) VALUES (%s, %s, %s)", (source_id, url, now))
-                return True, now
-            db.execute("UPDATE sources SET url=%s WHERE id=%s", (url, source_id))
-            return row[1] is None, float(row[0])
-
-    def record_poll(
-        self, source_id: str, at: float, ok: bool, error: str | None = None, *, epoch: int | None = None
-    ) -> None:
-        with self._tx() as db:
-            self._fence(db, source_id, epoch)
-            if ok:
-                db.execute(
-                    "UPDATE sources SET last_poll=%s, last_ok_poll=%s, last_error=NULL WHERE id=%s",
-                    (at, at, source_id),
-                )
-            else:
-                db.execute("UPDATE sources SET last_poll=%s, last_error=%s WHERE id=%s", (at, error, source_id))
-
-    def list_sources(self) -> list[SourceRow]:
-        rows = self._query(
-            "SELECT s.id, s.url, s.first_start, s.last_poll, s.last_ok_poll, s.last_error,"
-            " (SELECT COUNT(*) FROM files f WHERE f.source_id=s.id AND f.state != 'deleted'),"
-            " (SELECT COUNT(*) FROM files f WHERE f.source_id=s.id AND f.state = 'pending'),"
-            " (SELECT COUNT(*) FROM outbox o WHERE o.source_id=s.id AND o.delivered IS NULL)"
-            " FROM sources s ORDER BY s.id"
-        )
-        return [SourceRow(r[0], r[1], r[2], r[3], r[4], r[5], int(r[6]), int(r[7]), int(r[8])) for r in rows]
-
-    def revision(self, source_id: str) -> int | None:
-        rows = self._query("SELECT revision FROM sources WHERE id=%s", (source_id,))
-        return int(rows[0][0]) if rows else None
 
     # files ---------------------------------------------------------------------------------------
     def commit(
@@ -517,32 +466,6 @@ class PostgresStore(SharedReads):
                 db.execute("UPDATE sources SET initialized=%s WHERE id=%s AND initialized IS NULL", (now, source_id))
         return len(events)
 
-    def forget(self, source_id: str, path: str | None = None) -> int:
-        return self.forget_files(source_id, None if path is None else [path], reset_source=path is None)
-
-    def forget_files(self, source_id: str, paths: list[str] | None, *, reset_source: bool = False) -> int:
-        with self._tx() as db:
-            if paths is None:
-                n = db.execute("DELETE FROM files WHERE source_id=%s", (source_id,)).rowcount
-            else:
-                n = sum(
-                    db.execute("DELETE FROM files WHERE source_id=%s AND path=%s", (source_id, p)).rowcount
-                    for p in paths
-                )
-            if reset_source:
-                db.execute("DELETE FROM expectations WHERE source_id=%s", (source_id,))
-                db.execute("DELETE FROM expect_sets WHERE source_id=%s", (source_id,))
-                db.execute(
-                    "UPDATE outbox SET delivered=COALESCE(delivered, -1) WHERE source_id=%s AND delivered IS NULL",
-                    (source_id,),
-                )
-                db.execute(
-                    "UPDATE sources SET initialized=NULL, first_start=%s, last_error=NULL WHERE id=%s",
-                    (time.time(), source_id),
-                )
-            db.execute("UPDATE sources SET revision=revision+1 WHERE id=%s", (source_id,))
-        return int(n)
-
     # outbox --------------------------------------------------------------------------------------
     def mark_delivered(
         self, seqs: Iterable[int], now: float, *, source_id: str | None = None, epoch: int | None = None
@@ -562,51 +485,10 @@ class PostgresStore(SharedReads):
             n += db.execute(_pg(PRUNE_VERSIONS), (source_id, before, limit)).rowcount
         return int(n)
 
-    def undelivered_count(self, source_id: str) -> int:
-        rows = self._query("SELECT COUNT(*) FROM outbox WHERE source_id=%s AND delivered IS NULL", (source_id,))
-        return int(rows[0][0])
-
-    def recent_events(self, limit: int = 20) -> list[RecentEvent]:
-        rows = self._query(
-            "SELECT source_id, event_id, type, path, created, delivered FROM outbox ORDER BY seq DESC LIMIT %s",
-            (limit,),
-        )
-        return [RecentEvent(*r) for r in rows]
-
     # settling ------------------------------------------------------------------------------------------
-    def settle(self, event_id: str, outcome: Outcome, message: str, now: float) -> SettleResult:
-        with self._tx() as db:
-            # FOR UPDATE: two replicas settling one version at once take turns; the second sees the first.
-            row = db.execute(_pg(v_sql.SELECT_ONE) + " FOR UPDATE OF v", (event_id,)).fetchone()
-            if row is None:
-                return SettleResult("not_found")
-            found = v_sql.to_version(row)
-            if found.outcome is not None:
-                return SettleResult("same" if found.outcome == outcome else "conflict", found)
-            action = found.version.action_for(outcome).action
-            state = "none" if action == "none" else "pending"
-            db.execute(_pg(v_sql.SETTLE), (now, outcome, message, action, state, event_id))
-            row = db.execute(_pg(v_sql.SELECT_ONE), (event_id,)).fetchone()
-        return SettleResult("accepted", v_sql.to_version(row))
-
-    def pending_actions(self, source_id: str) -> list[VersionRow]:
-        return [v_sql.to_version(r) for r in self._query(_pg(v_sql.PENDING), (source_id,))]
-
-    def finish_action(self, event_id: str, state: str, detail: str | None, target: str | None, now: float) -> None:
-        with self._tx() as db:
-            db.execute(_pg(v_sql.FINISH), (state, detail, target, now, event_id))
-
-    def note_action_attempt(self, event_id: str, detail: str, now: float) -> None:
-        with self._tx() as db:
-            db.execute(_pg(v_sql.NOTE_ATTEMPT), (detail, now, event_id))
-
     def versions(self, source_id: str, path: str) -> list[VersionRow]:
         if not self._query("SELECT 1 WHERE to_regclass('versions') IS NOT NULL"):
             return []  # a database from before settling, opened read-only
         return [v_sql.to_version(r) for r in self._query(_pg(v_sql.VERSIONS_OF_PATH), (source_id, path))]
-
-    def unsettled(self, source_id: str) -> tuple[int, float | None]:
-        count, oldest = self._query(_pg(v_sql.UNSETTLED), (source_id,))[0]
-        return int(count), oldest
 
     # expectations ----------------------------------------------------------------------------------

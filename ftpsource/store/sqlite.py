@@ -20,20 +20,18 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from ..core.model import Expectation, FileRecord, SetPeriod
-from ..core.settle import Outcome
-from ..errors import LeaseLost, StateError
+from ..errors import StateError
 from . import versions as v_sql
-from .api import LeaseCallback, NewEvent, RecentEvent, SettleResult, SourceRow, VersionRow
+from .api import LeaseCallback, NewEvent, VersionRow
 from .files import FILE_COLUMNS, record_row
-from .reads import SharedReads
 from .retention import PRUNE_OUTBOX, PRUNE_VERSIONS
+from .shared import SharedSql
 
 __all__ = ["SCHEMA_VERSION", "Store"]
 
@@ -146,7 +144,7 @@ def _describe(exc: sqlite3.Error, path: Path) -> str:
     return f"state store {path}: {text}"
 
 
-class Store(SharedReads):
+class Store(SharedSql):
     """Synchronous SQLite access. Use ``AsyncStore`` from async code."""
 
     def __init__(self, path: Path | str) -> None:
@@ -249,20 +247,6 @@ class Store(SharedReads):
         in memory (``epoch`` still fences them)."""
         await asyncio.Event().wait()
 
-    @staticmethod
-    def _fence(db: sqlite3.Connection, source_id: str, epoch: int | None) -> None:
-        if epoch is None:
-            return
-        row = db.execute("SELECT epoch FROM sources WHERE id=?", (source_id,)).fetchone()
-        current = None if row is None else int(row[0])
-        if current != epoch:
-            raise LeaseLost(f"source {source_id}: taken over by a newer stream (epoch {current}, ours {epoch})")
-
-    def initialized(self, source_id: str) -> bool | None:
-        """Whether the source finished its first poll; None when the state has no such source."""
-        rows = self._query("SELECT initialized FROM sources WHERE id=?", (source_id,))
-        return None if not rows else rows[0][0] is not None
-
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
@@ -284,48 +268,15 @@ class Store(SharedReads):
     def _select(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
         return self._query(sql, args)
 
+    def _exec(self, db: sqlite3.Connection, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
+        return db.execute(sql, tuple(args))
+
     def _query(self, sql: str, args: Iterable[Any] = ()) -> list[Any]:
         with self._lock:
             try:
                 return self._db.execute(sql, tuple(args)).fetchall()
             except sqlite3.Error as exc:
                 raise StateError(_describe(exc, self.path)) from None
-
-    # sources -----------------------------------------------------------------------------------
-    def begin_source(self, source_id: str, url: str, now: float, *, epoch: int | None = None) -> tuple[bool, float]:
-        """Register a source. Returns ``(first_start, first_start_time)``; ``first_start`` stays true
-        until a first poll has been committed (``commit(..., initialized=True)``)."""
-        with self._tx() as db:
-            self._fence(db, source_id, epoch)
-            row = db.execute("SELECT first_start, initialized FROM sources WHERE id=?", (source_id,)).fetchone()
-            if row is None:
-                db.execute("INSERT INTO sources (id, url, first_start) VALUES (?, ?, ?)", (source_id, url, now))
-                return True, now
-            db.execute("UPDATE sources SET url=? WHERE id=?", (url, source_id))
-            return row[1] is None, float(row[0])
-
-    def record_poll(
-        self, source_id: str, at: float, ok: bool, error: str | None = None, *, epoch: int | None = None
-    ) -> None:
-        with self._tx() as db:
-            self._fence(db, source_id, epoch)
-            if ok:
-                db.execute(
-                    "UPDATE sources SET last_poll=?, last_ok_poll=?, last_error=NULL WHERE id=?",
-                    (at, at, source_id),
-                )
-            else:
-                db.execute("UPDATE sources SET last_poll=?, last_error=? WHERE id=?", (at, error, source_id))
-
-    def list_sources(self) -> list[SourceRow]:
-        rows = self._query(
-            "SELECT s.id, s.url, s.first_start, s.last_poll, s.last_ok_poll, s.last_error,"
-            " (SELECT COUNT(*) FROM files f WHERE f.source_id=s.id AND f.state != 'deleted'),"
-            " (SELECT COUNT(*) FROM files f WHERE f.source_id=s.id AND f.state = 'pending'),"
-            " (SELECT COUNT(*) FROM outbox o WHERE o.source_id=s.id AND o.delivered IS NULL)"
-            " FROM sources s ORDER BY s.id"
-        )
-        return [SourceRow(*r) for r in rows]
 
     # files ---------------------------------------------------------------------------------------
     def commit(
@@ -398,86 +349,10 @@ class Store(SharedReads):
             n += db.execute(PRUNE_VERSIONS, (source_id, before, limit)).rowcount
         return int(n)
 
-    def undelivered_count(self, source_id: str) -> int:
-        return int(
-            self._query("SELECT COUNT(*) FROM outbox WHERE source_id=? AND delivered IS NULL", (source_id,))[0][0]
-        )
-
-    def recent_events(self, limit: int = 20) -> list[RecentEvent]:
-        """The latest events of every source, newest first (without payloads)."""
-        rows = self._query(
-            "SELECT source_id, event_id, type, path, created, delivered FROM outbox ORDER BY seq DESC LIMIT ?",
-            (limit,),
-        )
-        return [RecentEvent(*r) for r in rows]
-
-    def forget(self, source_id: str, path: str | None = None) -> int:
-        """Forget a path, or a whole source, so it is reported again. Returns how many records went.
-
-        Forgetting bumps the source's ``revision``: a running watcher reloads, and the replayed events
-        get new ids (consumers de-duplicating by id must not drop a deliberate replay). Forgetting a whole
-        source also drops its expectations and undelivered events, and makes its next poll a first start.
-        """
-        return self.forget_files(source_id, None if path is None else [path], reset_source=path is None)
-
-    def forget_files(self, source_id: str, paths: list[str] | None, *, reset_source: bool = False) -> int:
-        """Forget the named paths (or every file record when ``paths`` is None)."""
-        with self._tx() as db:
-            if paths is None:
-                n = db.execute("DELETE FROM files WHERE source_id=?", (source_id,)).rowcount
-            else:
-                n = sum(
-                    db.execute("DELETE FROM files WHERE source_id=? AND path=?", (source_id, p)).rowcount for p in paths
-                )
-            if reset_source:
-                db.execute("DELETE FROM expectations WHERE source_id=?", (source_id,))
-                db.execute("DELETE FROM expect_sets WHERE source_id=?", (source_id,))
-                db.execute("UPDATE outbox SET delivered=COALESCE(delivered, -1) WHERE source_id=?", (source_id,))
-                db.execute(
-                    "UPDATE sources SET initialized=NULL, first_start=?, last_error=NULL WHERE id=?",
-                    (time.time(), source_id),
-                )
-            db.execute("UPDATE sources SET revision=revision+1 WHERE id=?", (source_id,))
-        return int(n)
-
-    def revision(self, source_id: str) -> int | None:
-        """The source's forget counter, or None if the source is unknown."""
-        rows = self._query("SELECT revision FROM sources WHERE id=?", (source_id,))
-        return int(rows[0][0]) if rows else None
-
     # settling ------------------------------------------------------------------------------------------
-    def settle(self, event_id: str, outcome: Outcome, message: str, now: float) -> SettleResult:
-        with self._tx() as db:
-            row = db.execute(v_sql.SELECT_ONE, (event_id,)).fetchone()
-            if row is None:
-                return SettleResult("not_found")
-            found = v_sql.to_version(row)
-            if found.outcome is not None:
-                return SettleResult("same" if found.outcome == outcome else "conflict", found)
-            action = found.version.action_for(outcome).action
-            state = "none" if action == "none" else "pending"
-            db.execute(v_sql.SETTLE, (now, outcome, message, action, state, event_id))
-            row = db.execute(v_sql.SELECT_ONE, (event_id,)).fetchone()
-        return SettleResult("accepted", v_sql.to_version(row))
-
-    def pending_actions(self, source_id: str) -> list[VersionRow]:
-        return [v_sql.to_version(r) for r in self._query(v_sql.PENDING, (source_id,))]
-
-    def finish_action(self, event_id: str, state: str, detail: str | None, target: str | None, now: float) -> None:
-        with self._tx() as db:
-            db.execute(v_sql.FINISH, (state, detail, target, now, event_id))
-
-    def note_action_attempt(self, event_id: str, detail: str, now: float) -> None:
-        with self._tx() as db:
-            db.execute(v_sql.NOTE_ATTEMPT, (detail, now, event_id))
-
     def versions(self, source_id: str, path: str) -> list[VersionRow]:
         if not self._query("SELECT 1 FROM sqlite_master WHERE type='table' AND name='versions'"):
             return []  # a state file from before settling, opened read-only
         return [v_sql.to_version(r) for r in self._query(v_sql.VERSIONS_OF_PATH, (source_id, path))]
-
-    def unsettled(self, source_id: str) -> tuple[int, float | None]:
-        count, oldest = self._query(v_sql.UNSETTLED, (source_id,))[0]
-        return int(count), oldest
 
     # expectations ----------------------------------------------------------------------------------
