@@ -185,14 +185,30 @@ def plan_poll(
     skip_existing = first_start and policy.existing == "skip"
     wanted = policy.path_filter.wanted
     companion = policy.is_companion if (policy.marker or policy.sidecar) else None
-    seen: set[str] = set()
-    pending = 0
+    tracked = pending = 0
+    known_seen = 0  # records among the tracked paths: when that is all of them, none is gone
+    pending_state, deleted_state = State.PENDING, State.DELETED
+    verdict = policy.path_filter.verdicts.get
     for path, entry in listed.items():
-        if not wanted(path) or (companion is not None and companion(path)):
+        selected = verdict(path)
+        if selected is None:
+            selected = wanted(path)
+        if not selected or (companion is not None and companion(path)):
             continue
-        seen.add(path)
+        tracked += 1
         known = records.get(path)
-        if known is None and skip_existing:
+        if known is not None:
+            known_seen += 1
+            # Most of a steady poll: a settled file, unchanged (what ``observe`` would say, inline).
+            state = known.state
+            if (
+                known.size == entry.size
+                and known.mtime == entry.mtime
+                and state is not pending_state
+                and state is not deleted_state
+            ):
+                continue
+        elif skip_existing:
             plan.upserts.append(
                 FileRecord(
                     path,
@@ -249,8 +265,10 @@ def plan_poll(
         plan.verify.append(VerifyRequest(rec, entry, sidecar_path, check_key))
 
     in_scope = policy.path_filter.in_scope
-    for path, rec in records.items():
-        if path in seen or (unlisted and path.startswith(unlisted)):
+    for path, rec in records.items() if known_seen < len(records) else ():
+        if path in listed and wanted(path) and (companion is None or not companion(path)):
+            continue  # listed and tracked
+        if unlisted and path.startswith(unlisted):
             continue
         if not in_scope(path) or (companion is not None and companion(path)):
             # The config no longer asks for this path (include/exclude narrowed, recursive turned off,
@@ -278,7 +296,7 @@ def plan_poll(
         elif rec.state is not State.DELETED:
             plan.removals.append(path)
     plan.pending = pending
-    plan.tracked = len(seen)
+    plan.tracked = tracked
     return plan
 
 

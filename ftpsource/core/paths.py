@@ -10,7 +10,7 @@ from __future__ import annotations
 import posixpath
 import re
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from wcmatch import glob as wcglob
 
@@ -45,6 +45,11 @@ class PathFilter:
         if not self.recursive:
             return False
         return self._exclude is None or self._exclude.match(rel_dir) is None
+
+    @property
+    def verdicts(self) -> Mapping[str, bool]:
+        """The verdicts ``wanted`` reached so far: a hot loop's way past the call for a known path."""
+        return self._wanted
 
     def wanted(self, rel_path: str) -> bool:
         verdict = self._wanted.get(rel_path)
