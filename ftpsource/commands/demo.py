@@ -6,6 +6,11 @@ gRPC server in-process with its own temporary state, and a gRPC client that call
 then show each behaviour; the only shortcut is the server's clock, which the demo fast-forwards to a
 deadline instead of waiting for it.
 
+Where moto's standalone S3 server is installed (a dev dependency), a last step starts it in a process
+of its own and adds a second source that stages its files in a bucket there; the demo then plays the
+Workflow's part: it reads each staged object back, checks its sha256, processes it, and settles it with
+``ftpsource settle``, so one file is archived and another quarantined.
+
 A ``Checklist`` holds the events the script expects. Every event the client receives is matched
 against it; anything else counts as unexpected. The exit status is 0 only if every expected event
 arrived, with the expected fields, and nothing else did.
@@ -16,14 +21,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
 import gzip
 import hashlib
+import importlib.util
 import io
 import json
 import logging
 import os
 import random
 import secrets
+import shlex
 import signal
 import sys
 import tempfile
@@ -34,8 +42,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiobotocore.session
 import aioftp
 import grpc
+from aiobotocore.config import AioConfig
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .._proto import generic_pb2, generic_pb2_grpc
 from ..clock import ShiftedClock
@@ -46,7 +57,17 @@ from ..server import start_server
 from ..store import Store
 from .common import add_common
 
-__all__ = ["BEHAVIOURS", "Checklist", "Expected", "add_parser", "run", "run_demo"]
+__all__ = [
+    "BEHAVIOURS",
+    "STAGED",
+    "Checklist",
+    "Expected",
+    "add_parser",
+    "moto_missing",
+    "process_csv",
+    "run",
+    "run_demo",
+]
 
 EVENT_NAME = "demo"
 USER = "demo"
@@ -75,6 +96,30 @@ SET_ON_TIME = ("daily-master", ("orders_%Y%m%d.csv", "customers_%Y%m%d.csv"))
 SET_LATE = ("daily-stock", ("stock_%Y%m%d.csv", "prices_%Y%m%d.csv"))
 WARN_MIN = 5
 OTHER = "other"
+
+#: Step 9, shown only where moto's S3 server can run.
+STAGED = ("staged", "9. staged in S3, read back intact, processed; one archived, one quarantined")
+PARTNER = "partner"  # a second FTP user: its own drop zone, watched by a second source with `stage:`
+PARTNER_SOURCE = "partner-landing"
+PARTNER_EVENT = "etl"
+S3_SET = "s3"
+BUCKET = "etl-raw"
+STAGE_PREFIX = "landing"
+ARCHIVE_TO = "archive/%Y/%m/%d/{name}"
+QUARANTINE_TO = "failed/{name}"
+# A key pair only the demo's own moto server ever sees.
+S3_ACCESS_KEY = "ftpsource-demo"
+#: The S3 server's process: moto's threaded server on a free loopback port; it prints the port, and
+#: ends when its stdin closes, so it never outlives the demo, however the demo ends.
+_MOTO_CHILD = """
+import logging, sys
+logging.getLogger("werkzeug").setLevel(logging.ERROR)
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print(server.get_host_and_port()[1], flush=True)
+sys.stdin.read()
+"""
 
 _ABSENT = object()
 
@@ -278,6 +323,45 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def partner_files() -> dict[str, bytes]:
+    """Step 9's two uploads: payments.csv processes; refunds.csv has a row its processing rejects."""
+    rng = random.Random(9)
+    payments = _csv(rng, 400, "date,account,row,amount")
+    lines = _csv(rng, 120, "date,account,row,amount").split(b"\n")
+    lines[37] = lines[37].rsplit(b",", 1)[0] + b",n/a"
+    return {"payments.csv": payments, "refunds.csv": b"\n".join(lines)}
+
+
+def process_csv(data: bytes) -> tuple[int, float]:
+    """Step 9's stand-in for an ETL step: (rows, total of the last column); ValueError names a bad row."""
+    reader = csv.reader(io.StringIO(data.decode("utf-8")))
+    header = next(reader, None)
+    if not header:
+        raise ValueError("empty file")
+    rows, total = 0, 0.0
+    for number, row in enumerate(reader, start=2):
+        if len(row) != len(header):
+            raise ValueError(f"line {number}: {len(row)} fields, expected {len(header)}")
+        try:
+            total += float(row[-1])
+        except ValueError:
+            raise ValueError(f'line {number}: {header[-1]} "{row[-1]}" is not a number') from None
+        rows += 1
+    return rows, total
+
+
+def moto_missing() -> str | None:
+    """Why moto's standalone S3 server cannot run here (None if it can): step 9 needs it."""
+    for module in ("moto", "flask", "flask_cors", "werkzeug"):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return f"{module} is not installed"
+    return None
+
+
 def demo_start(now: float) -> float:
     """05:58:30 UTC of today or tomorrow (never in the past): the 06:00 deadline is 90 s away."""
     day = datetime.fromtimestamp(now, UTC).replace(hour=5, minute=58, second=30, microsecond=0)
@@ -315,7 +399,8 @@ class Demo:
         self.tmp = tmp
         self.keep_running = keep_running
         self.t0 = time.monotonic()
-        self.check = Checklist()
+        self.s3_skip = moto_missing()
+        self.check = Checklist(BEHAVIOURS if self.s3_skip else (*BEHAVIOURS, STAGED))
         self.files = Files.make()
         self.broken = os.environ.get(BREAK_ENV, "")
         self.password = secrets.token_urlsafe(12)
@@ -339,6 +424,15 @@ class Demo:
         self.closing = False
         self.free_mode = False  # after the script: print events without judging them
         self.uploaded_at: dict[str, float] = {}
+        # step 9: the partner's drop zone, the S3 server and the second stream
+        self.partner_root = tmp / "partner"
+        self.partner_password = secrets.token_urlsafe(12)
+        self.s3_secret = secrets.token_urlsafe(18)
+        self.s3_proc: asyncio.subprocess.Process | None = None
+        self.s3_task: asyncio.Task[None] | None = None
+        self.s3_endpoint = ""
+        self.partner_call: Any = None
+        self.partner_pump: asyncio.Task[None] | None = None
 
     # output ------------------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -359,20 +453,113 @@ class Demo:
     # setup -------------------------------------------------------------------------------------
     async def start_ftp(self) -> None:
         self.ftp_root.mkdir()
-        user = aioftp.User(USER, self.password, base_path=self.ftp_root, home_path="/")
-        self.ftp_server = aioftp.Server([user])
+        self.partner_root.mkdir()
+        users = [
+            aioftp.User(USER, self.password, base_path=self.ftp_root, home_path="/"),
+            aioftp.User(PARTNER, self.partner_password, base_path=self.partner_root, home_path="/"),
+        ]
+        self.ftp_server = aioftp.Server(users)
         try:
             await self.ftp_server.start("127.0.0.1", 0)
         except OSError as exc:
             raise DemoError(f"cannot start the embedded FTP server: {exc.strerror or exc}") from None
         self.ftp_port = int(self.ftp_server.address[1])
-        cred = self.creds / CREDENTIAL_SET
+        # hosts: each set may be sent to the embedded server only (a set without it cannot be used).
+        hosts = f"127.0.0.1:{self.ftp_port}"
+        self.write_credentials(CREDENTIAL_SET, username=USER, password=self.password, hosts=hosts)
+        self.write_credentials(PARTNER, username=PARTNER, password=self.partner_password, hosts=hosts)
+
+    def write_credentials(self, name: str, **files: str) -> None:
+        cred = self.creds / name
         cred.mkdir(parents=True)
-        # hosts: the set may be sent to the embedded server only (a set without it cannot be used).
-        for name, value in (("username", USER), ("password", self.password), ("hosts", f"127.0.0.1:{self.ftp_port}")):
-            path = cred / name
+        for key, value in files.items():
+            path = cred / key
             path.write_text(value + "\n", encoding="utf-8")
             path.chmod(0o600)
+
+    async def start_s3(self) -> None:
+        """moto's S3 server in a process of its own, the bucket, and the credential set ``stage`` uses."""
+        log = self.tmp / "moto.log"
+        with log.open("wb") as err:
+            self.s3_proc = proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                _MOTO_CHILD,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+            )
+        assert proc.stdout is not None
+        try:
+            async with asyncio.timeout(WAIT_S):
+                port = (await proc.stdout.readline()).strip()
+        except TimeoutError:
+            raise DemoError(f"moto's S3 server did not start within {WAIT_S:.0f}s") from None
+        if not port.isdigit():
+            lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            raise DemoError(f"moto's S3 server did not start: {lines[-1] if lines else 'no output'}")
+        self.s3_endpoint = f"http://127.0.0.1:{int(port)}"
+        self.write_credentials(
+            S3_SET,
+            access_key=S3_ACCESS_KEY,
+            secret_key=self.s3_secret,
+            endpoint=self.s3_endpoint,
+            hosts=self.s3_endpoint.removeprefix("http://"),
+        )
+        try:
+            async with self.s3_client() as s3:
+                await s3.create_bucket(Bucket=BUCKET)
+        except (BotoCoreError, ClientError) as exc:
+            raise DemoError(f"cannot create the bucket {BUCKET}: {exc}") from None
+
+    def s3_client(self) -> Any:
+        """An S3 client to the demo's server, as the Workflow's artifact step would hold one."""
+        session = aiobotocore.session.get_session()
+        return session.create_client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=S3_ACCESS_KEY,
+            aws_secret_access_key=self.s3_secret,
+            config=AioConfig(s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=WAIT_S),
+        )
+
+    async def stop_s3(self) -> None:
+        if self.s3_task is not None:
+            self.s3_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.s3_task
+            self.s3_task = None
+        proc, self.s3_proc = self.s3_proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()  # the server's cue to stop
+        try:
+            await asyncio.wait_for(proc.wait(), 5.0)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    def partner_config(self) -> str:
+        return (
+            f"id: {PARTNER_SOURCE}\n"
+            f"url: ftp://127.0.0.1:{self.ftp_port}/\n"
+            f"credentials: {PARTNER}\n"
+            f"poll_interval: {POLL_INTERVAL}\n"
+            f"stable_for: {STABLE_FOR}\n"
+            "checksum: sha256\n"
+            "stage:\n"
+            f"  url: s3://{BUCKET}/{STAGE_PREFIX}\n"
+            f"  credentials: {S3_SET}\n"
+            "on_success:\n"
+            "  action: move\n"
+            f'  to: "{ARCHIVE_TO}"\n'
+            "on_failure:\n"
+            "  action: move\n"
+            f'  to: "{QUARANTINE_TO}"\n'
+        )
 
     def source_config(self, *, expect: bool = True) -> str:
         text = (
@@ -420,23 +607,29 @@ class Demo:
         """Open a StartEventSource stream as Argo's generic EventSource does."""
 
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        self.call, self.pump = self.open_stream(EVENT_NAME, self.config_text)
+
+    def open_stream(self, name: str, config: str) -> tuple[Any, asyncio.Task[None]]:
+        """One more StartEventSource stream on the channel (one per EventSource event, as in Argo)."""
         stub = generic_pb2_grpc.EventingStub(self.channel)  # type: ignore[no-untyped-call]
-        request = generic_pb2.EventSource(name=EVENT_NAME, config=self.config_text.encode())
-        self.call = stub.StartEventSource(request)
+        call = stub.StartEventSource(generic_pb2.EventSource(name=name, config=config.encode()))
         self.stream_no += 1
         self.stream_ids[self.stream_no] = []
-        self.pump = asyncio.create_task(self._pump(self.call, self.stream_no), name=f"demo stream {self.stream_no}")
+        pump = asyncio.create_task(self._pump(call, self.stream_no), name=f"demo stream {self.stream_no}")
+        return call, pump
 
     async def disconnect(self) -> None:
         self.closing = True
-        if self.call is not None:
-            self.call.cancel()
-        if self.pump is not None:
-            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
-                await asyncio.wait_for(self.pump, 5.0)
+        for call in (self.call, self.partner_call):
+            if call is not None:
+                call.cancel()
+        for pump in (self.pump, self.partner_pump):
+            if pump is not None:
+                with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                    await asyncio.wait_for(pump, 5.0)
         if self.channel is not None:
             await self.channel.close()
-        self.call = self.channel = self.pump = None
+        self.call = self.channel = self.pump = self.partner_call = self.partner_pump = None
 
     async def _pump(self, call: Any, number: int) -> None:
         try:
@@ -470,17 +663,18 @@ class Demo:
             self.line(f"            ✗ {problem}")
 
     # helpers -----------------------------------------------------------------------------------
-    async def upload(self, name: str, data: bytes, *, chunks: int = 1, pause: float = 0.0) -> None:
+    async def upload(self, name: str, data: bytes, *, chunks: int = 1, pause: float = 0.0, user: str = USER) -> None:
         """A real FTP upload (STOR) to the embedded server, optionally slow: chunks with pauses."""
         # The server lists mtimes to the second: keep rewrites of one name at least a second apart.
         since = time.monotonic() - self.uploaded_at.get(name, -10.0)
         if since < 1.1:
             await asyncio.sleep(1.1 - since)
         size = -(-len(data) // chunks)
+        password = self.partner_password if user == PARTNER else self.password
         try:
             async with (
                 asyncio.timeout(WAIT_S + chunks * pause),
-                aioftp.Client.context("127.0.0.1", self.ftp_port, USER, self.password) as client,
+                aioftp.Client.context("127.0.0.1", self.ftp_port, user, password) as client,
                 client.upload_stream(name) as stream,
             ):
                 for i in range(chunks):
@@ -508,14 +702,17 @@ class Demo:
     def record(self, path: str) -> Any:
         return self.reader.get_record(self.source_id, path)
 
-    def all_delivered(self) -> bool:
-        rows = [s for s in self.reader.list_sources() if s.id == self.source_id]
+    def all_delivered(self, source_id: str = "") -> bool:
+        rows = [s for s in self.reader.list_sources() if s.id == (source_id or self.source_id)]
         return bool(rows) and rows[0].undelivered == 0
 
     # the script --------------------------------------------------------------------------------
     async def setup(self) -> None:
 
         await self.start_ftp()
+        if self.s3_skip is None:
+            # Started now, ready long before step 9: moto takes a second or two to import.
+            self.s3_task = asyncio.create_task(self.start_s3(), name="demo S3 server")
         self.config_text = self.source_config()
         self.source_id = parse_source_config(self.config_text).source_id(EVENT_NAME)
         await self.start_ftpsource()
@@ -539,10 +736,12 @@ class Demo:
 
     def header(self) -> None:
         start = datetime.fromtimestamp(self.clock(), UTC)
-        self.line("ftpsource demo: every behaviour in about 20 seconds, against real servers on this machine")
+        self.line("ftpsource demo: every behaviour in about 30 seconds, against real servers on this machine")
         self.line("")
         self.line(f"  FTP server  ftp://127.0.0.1:{self.ftp_port}/  embedded aioftp server, user {USER}")
         self.line(f"  ftpsource   gRPC 127.0.0.1:{self.grpc_port}, state {self.state}")
+        if self.s3_skip is None:
+            self.line("  S3 server   moto's standalone server, in a process of its own, for step 9")
         self.line("  client      calls generic.Eventing/StartEventSource as Argo's generic EventSource does")
         self.line("              and prints each event it receives:  +time  type  path  details  (what it shows)")
         self.line("")
@@ -804,6 +1003,177 @@ class Demo:
         else:
             self.check.fail("restart", "the outbox did not drain after the restart")
 
+    async def step_staged(self) -> None:
+        if self.s3_skip is not None:
+            self.line("")
+            self.line(f"9. Staged, processed, settled: skipped, moto's S3 server cannot run here ({self.s3_skip})")
+            return
+        self.section(
+            "9. Staged in S3, processed, then archived or quarantined",
+            f"A second source watches FTP user {PARTNER}'s drop zone with `stage:`. The read that hashes a",
+            f"file also lands its bytes in the bucket {BUCKET} (moto's S3 server, in a process of its own on",
+            "loopback); only then is the ready event sent, its data.staged saying where. Then the demo plays",
+            "the Workflow: it reads the staged object (not the FTP file), checks its sha256, processes it,",
+            "and reports how that ended with `ftpsource settle`, as a Workflow's exit handler does. The",
+            "source archives the file that processed and quarantines the one that did not.",
+        )
+        self.check.active = "staged"
+        try:
+            if self.s3_task is not None:
+                await self.s3_task
+        except DemoError as exc:
+            self.check.fail("staged", str(exc))
+            self.say(f"✗ {exc}")
+            return
+        config = self.partner_config()
+        self.say(f"S3 server up at {self.s3_endpoint} with the bucket {BUCKET}; the second source's config:")
+        for text in config.splitlines():
+            self.line(f"              {text}")
+        self.partner_call, self.partner_pump = self.open_stream(PARTNER_EVENT, config)
+        if not await self.until(
+            lambda: any(s.id == PARTNER_SOURCE and s.last_ok_poll for s in self.reader.list_sources())
+        ):
+            self.check.fail("staged", "ftpsource did not list the partner's drop zone within 15s")
+            return
+        files = partner_files()
+        waiting = {
+            name: self.check.expect(
+                "staged",
+                "ready",
+                name,
+                "staged, then reported",
+                {
+                    "generation": 1,
+                    "checksum.value": sha256(data),
+                    "staged.bucket": BUCKET,
+                    "staged.sha256": sha256(data),
+                    "staged.size": len(data),
+                },
+            )
+            for name, data in files.items()
+        }
+        for name, data in files.items():
+            self.say(f"{PARTNER} uploads {name} ({len(data):,} bytes)")
+            await self.upload(name, data, user=PARTNER)
+        if not all([await self.wait(exp) for exp in waiting.values()]):
+            return
+        outcomes: dict[str, tuple[str, str, str]] = {}  # name: (event id, outcome, message)
+        try:
+            async with self.s3_client() as s3:
+                for name, exp in waiting.items():
+                    assert exp.event is not None
+                    result = await self.run_workflow(s3, name, exp.event, files[name])
+                    if result is None:
+                        return
+                    outcomes[name] = (str(exp.event["id"]), *result)
+        except (BotoCoreError, ClientError) as exc:
+            self.check.fail("staged", f"cannot read the staged objects: {exc}")
+            self.say(f"✗ cannot read the staged objects: {exc}")
+            return
+        # The Workflows run once Argo has the events; ftpsource records that at the stream's next
+        # keepalive. Waiting for it keeps the lifecycle below in the order it has in a cluster.
+        if not await self.until(lambda: self.all_delivered(PARTNER_SOURCE), 10.0):
+            self.check.fail("staged", "the ready events were not confirmed delivered within 10s")
+        self.say("each Workflow's exit handler reports how it ended:")
+        for outcome in outcomes.values():
+            if not await self.settle(*outcome):
+                return
+        await self.show_post_actions(outcomes, files)
+
+    async def run_workflow(
+        self, s3: Any, name: str, event: Mapping[str, Any], uploaded: bytes
+    ) -> tuple[str, str] | None:
+        """Read the staged object, check it, process it: (outcome, message), or None if it went wrong."""
+        data_field = event.get("data") or {}
+        staged, want = data_field.get("staged") or {}, _lookup(data_field, "checksum.value")
+        key = str(staged.get("key"))
+        self.say(f"Workflow for {name} (event {str(event.get('id'))[:8]}…): reads s3://{BUCKET}/{key}")
+        reply = await s3.get_object(Bucket=BUCKET, Key=key)
+        async with reply["Body"] as body:
+            data = await body.read()
+        if sha256(data) != want or data != uploaded:
+            self.check.fail("staged", f"{name}: the staged object's bytes are not the ones reported")
+            self.say(f"✗ {len(data):,} bytes, sha256 {sha256(data)[:12]}…, not what the event reported")
+            return None
+        self.say(f"  {len(data):,} bytes, sha256 {sha256(data)[:12]}…: the checksum in the event")
+        try:
+            rows, total = process_csv(data)
+        except ValueError as exc:
+            self.say(f"  processing fails: {exc}  → failed")
+            return "failed", f"processing failed: {exc}"
+        self.say(f"  processed {rows} rows, amounts total {total:,.2f}  → succeeded")
+        return "succeeded", f"{rows} rows loaded"
+
+    async def settle(self, event_id: str, outcome: str, message: str) -> bool:
+        """Run ``ftpsource settle`` as a Workflow's exit handler does; only the process is saved."""
+        argv = ["settle", "--server", f"127.0.0.1:{self.grpc_port}", event_id, outcome, "--message", message]
+        self.say(f"$ ftpsource {shlex.join(argv)}")
+        code, output = await asyncio.to_thread(self.command, argv)
+        for text in output.splitlines():
+            self.line(f"              {text}")
+        if code != 0:
+            self.check.fail("staged", f"ftpsource settle {outcome} exited {code}")
+            return False
+        return True
+
+    async def show_post_actions(self, outcomes: Mapping[str, tuple[str, str, str]], files: Mapping[str, bytes]) -> None:
+        """Wait for the source to act on each settle; prove it on disk; show ``ftpsource state show``."""
+
+        def latest(name: str) -> Any:
+            versions = self.reader.versions(PARTNER_SOURCE, name)
+            return versions[-1] if versions else None
+
+        def acted() -> bool:
+            return all((v := latest(name)) is not None and v.action_state not in (None, "pending") for name in outcomes)
+
+        if not await self.until(acted):
+            self.check.fail("staged", "the source did not act on the settles within 15s")
+            self.say("✗ the source did not act on the settles")
+            return
+        for name, (_, outcome, _) in outcomes.items():
+            v = latest(name)
+            verb, folder = ("archived", "archive/") if outcome == "succeeded" else ("quarantined", "failed/")
+            target = self.partner_root / (v.target or "")
+            if (
+                v.action_state == "done"
+                and str(v.target).startswith(folder)
+                and target.is_file()
+                and target.read_bytes() == files[name]
+                and not (self.partner_root / name).exists()
+            ):
+                self.say(f"{name} {verb}: the FTP server now has {v.target}, and no {name}")
+            else:
+                problem = f"{name} was not {verb} ({v.action_state}: {v.action_detail or v.target})"
+                self.check.fail("staged", problem)
+                self.say(f"✗ {problem}")
+        for name in outcomes:
+            self.say(f"$ ftpsource state show --state {self.state} {PARTNER_SOURCE} {name}")
+            self.state_show(name)
+
+    def state_show(self, path: str) -> None:
+        """The lifecycle part of ``ftpsource state show`` for a file of the partner's source."""
+        code, output = self.command(["state", "show", "--state", str(self.state), PARTNER_SOURCE, path])
+        if code != 0:
+            self.check.fail("staged", f"state show {path} exited {code}: {output}")
+        lifecycle = output[output.find("versions:") :] if "versions:" in output else output
+        for line in lifecycle.splitlines():
+            self.line(f"              {line}")
+
+    def command(self, argv: Sequence[str]) -> tuple[int, str]:
+        """A command of this command line, run in this process (a new one would take seconds to start
+        on a busy machine): its exit status and what it printed."""
+        from ..cli import build_parser  # not at the top: the command line is built from this module too
+
+        args = build_parser().parse_args(argv)
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                code = int(args.handler(args))
+        except FtpsourceError as exc:
+            code = 2
+            out.write(f"ftpsource {args.command}: {exc}\n")
+        return code, out.getvalue().rstrip()
+
     async def script(self) -> None:
         await self.setup()
         for step in (
@@ -815,6 +1185,7 @@ class Demo:
             self.step_late,
             self.step_set_late,
             self.step_restart,
+            self.step_staged,
         ):
             await step()
         self.check.active = None
@@ -841,6 +1212,10 @@ class Demo:
         self.line("")
         self.line("The servers stay up; Ctrl-C stops them and deletes the temporary files.")
         self.line(f"  FTP server   127.0.0.1:{p}, user {USER}, password {pw}  (files in {self.ftp_root})")
+        if self.s3_endpoint:
+            self.line(f"  FTP user     {PARTNER}, password {self.partner_password}  (files in {self.partner_root})")
+            self.line(f"  S3 server    {self.s3_endpoint}  bucket {BUCKET}, access key {S3_ACCESS_KEY}")
+            self.line(f"               (secret key in {self.creds / S3_SET / 'secret_key'})")
         self.line(f"  ftpsource    gRPC 127.0.0.1:{self.grpc_port}; this client keeps printing its events below")
         if self.running is not None and self.running.metrics_port:
             self.line(f"  status page  http://127.0.0.1:{self.running.metrics_port}/  (sources, pending files, today's")
@@ -854,6 +1229,7 @@ class Demo:
 
     async def close(self) -> None:
         self.closing = True
+        await self.stop_s3()
         if self.running is not None:
             with contextlib.suppress(Exception):
                 await self.running.stop(1.0)

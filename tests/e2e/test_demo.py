@@ -1,11 +1,15 @@
 """``ftpsource demo`` as a user runs it: a subprocess, judged by its output, exit status and duration.
 
 The good run and a deliberately broken run (``FTPSOURCE_DEMO_BREAK=identical`` re-uploads different
-bytes in the "identical" step) start together, so the two take the time of one.
+bytes in the "identical" step) start together, so the two take the time of one. The run left up with
+``--keep-running`` is also where the S3 step is checked beyond its output: what landed in the bucket
+and where the settled files went on the FTP server.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import os
 import re
@@ -19,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
-from ftpsource.commands.demo import BEHAVIOURS, Checklist
+from ftpsource.commands.demo import BEHAVIOURS, STAGED, Checklist, Demo, moto_missing, process_csv
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 120
@@ -73,7 +78,8 @@ def runs() -> Iterator[dict[str, Run]]:
     for run in started.values():
         if run.proc.poll() is None:
             run.proc.kill()
-            run.proc.communicate()
+        if run.result is None and run.proc.stdout is not None and not run.proc.stdout.closed:
+            run.proc.communicate()  # also for a run that ended unread (its test deselected): close its pipes
 
 
 def test_demo_shows_every_behaviour_in_under_a_minute(runs: dict[str, Run]) -> None:
@@ -88,10 +94,20 @@ def test_demo_shows_every_behaviour_in_under_a_minute(runs: dict[str, Run]) -> N
     assert re.search(r"set\.complete +daily-master .*on time", out), out
     assert re.search(r"set\.at_risk +daily-stock", out) and re.search(r"set\.incomplete +daily-stock", out), out
     assert re.search(r"set\.complete +daily-stock .*late: true", out), out
+    # step 9 runs wherever the tests run (moto is a dev dependency): staged, read back, settled, moved
+    assert moto_missing() is None
+    assert f"✓ {STAGED[1]}" in out, out
+    assert re.search(r"ready +payments\.csv .*\(staged, then reported\)", out), out
+    assert "processing fails: line 38: amount" in out
+    assert re.search(r"settled event [0-9a-f]+ as succeeded \(action: move\)", out), out
+    assert re.search(r"settled event [0-9a-f]+ as failed \(action: move\)", out), out
+    assert re.search(r"moved +\S+ +to archive/\d{4}/\d\d/\d\d/payments\.csv", out), out
+    assert re.search(r"moved +\S+ +to failed/refunds\.csv", out), out
     match = re.search(r"total time (\d+(?:\.\d+)?) s", out)
     assert match is not None, out
     assert float(match.group(1)) < 60
     assert wall < 60, f"the demo took {wall:.1f}s"
+    assert "16 events received: all expected, nothing else" in out
     assert "Traceback" not in out + err, err
     assert err.strip() == "", err
 
@@ -107,6 +123,7 @@ def test_keep_running_prints_the_status_page_url(runs: dict[str, Run]) -> None:
         found = re.search(r"status page +(http://127\.0\.0\.1:\d+/)", line)
         if found:
             break
+    _check_what_step_9_left(seen)
     with urllib.request.urlopen(found.group(1), timeout=10) as response:
         page = response.read().decode()
     assert "daily-master" in page and "daily-stock" in page and "ftpsource status" in page
@@ -117,6 +134,58 @@ def test_keep_running_prints_the_status_page_url(runs: dict[str, Run]) -> None:
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0 and "stopping" in out
+
+
+def _check_what_step_9_left(lines: list[str]) -> None:
+    """The partner's drop zone and the bucket, as the demo left them: each staged object holds the
+    bytes of a settled file, found under archive/ or failed/ and no longer where it was uploaded."""
+    text = "".join(lines)
+    drop = re.search(r"FTP user +partner, .*\(files in (\S+)\)", text)
+    s3 = re.search(r"S3 server +(http://127\.0\.0\.1:\d+) +bucket (\S+), access key (\S+)", text)
+    secret = re.search(r"\(secret key in (\S+)\)", text)
+    assert drop and s3 and secret, text
+    root = Path(drop.group(1))
+    archived = list(root.glob("archive/*/*/*/payments.csv"))
+    quarantined = root / "failed" / "refunds.csv"
+    assert len(archived) == 1 and quarantined.is_file(), sorted(str(p) for p in root.rglob("*"))
+    assert not (root / "payments.csv").exists() and not (root / "refunds.csv").exists()
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3.group(1),
+        aws_access_key_id=s3.group(3),
+        aws_secret_access_key=Path(secret.group(1)).read_text().strip(),
+        region_name="us-east-1",
+    )
+    try:
+        bucket = s3.group(2)
+        keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
+        staged = {key: client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+        assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    finally:
+        client.close()
+    settled = [archived[0].read_bytes(), quarantined.read_bytes()]
+    # content-addressed: one object per file, named by the sha256 of exactly its bytes
+    assert sorted(staged) == sorted(f"landing/sha256/{hashlib.sha256(data).hexdigest()}" for data in settled)
+    assert sorted(staged.values()) == sorted(settled)
+    rows, _ = process_csv(archived[0].read_bytes())
+    assert rows == 400
+    with pytest.raises(ValueError, match="not a number"):
+        process_csv(quarantined.read_bytes())
+
+
+def test_without_moto_the_s3_step_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "moto", None)  # what an image without the dev tools has
+    assert moto_missing() == "moto is not installed"
+    demo = Demo(tmp_path, keep_running=False)
+    assert STAGED[1] not in demo.check.titles.values()
+    asyncio.run(demo.step_staged())
+    out = capsys.readouterr().out
+    assert out.strip().splitlines() == [
+        "9. Staged, processed, settled: skipped, moto's S3 server cannot run here (moto is not installed)"
+    ]
+    assert demo.check.ok
 
 
 def test_demo_fails_when_a_step_goes_wrong(runs: dict[str, Run]) -> None:
