@@ -22,7 +22,7 @@ from typing import Any
 
 from .adapters import Adapter, adapter_for, verify_version
 from .config import SourceConfig
-from .core.detect import PollPlan, VerifyOutcome, VerifyRequest, after_verify, expired_tombstones, plan_poll
+from .core.detect import PollPlan, VerifyOutcome, VerifyRequest, after_verify, plan_poll, tombstone, unknown_paths
 from .core.events import EVENT_TYPES, SourceInfo, encode_event
 from .core.expect import OPEN, advance, file_status, match_arrival, prunable, warn
 from .core.model import Entry, EventSpec, Expectation, FileRecord, SetMember, SetPeriod, State
@@ -111,7 +111,11 @@ class Watcher:
         self.epoch = epoch
         self.policy = config.policy()
         self.info = SourceInfo(source_id, config.display_url, self.policy.checksum)
+        #: The records of the files that are there. Tombstones stay in the store, looked up when their path
+        #: is listed again, except for a source with sets: a member counts once it was reported, even if
+        #: it is gone since, so there they are kept here too (until their retention ends).
         self.records: dict[str, FileRecord] = {}
+        self._keep_tombstones = bool(config.expect_sets)
         self.expectations: dict[tuple[str, str], Expectation] = {}
         self.sets: dict[tuple[str, str], SetPeriod] = {}
         #: for the status page: the last few problems (time, kind, message) and the last complete poll
@@ -209,8 +213,9 @@ class Watcher:
         self.rules_since = max(self.first_start_at, self.clock())
         revision = await store.run(store.sync.revision, self.source_id)
         self.info.revision = revision or 0
+        load = store.sync.load_records if self._keep_tombstones else store.sync.live_records
         with full_collections_paused():
-            self.records = await store.run(store.sync.load_records, self.source_id)
+            self.records = await store.run(load, self.source_id)
             freeze_long_lived()
         self.expectations = {
             (x.rule, x.period): x for x in await store.run(store.sync.load_expectations, self.source_id)
@@ -301,6 +306,13 @@ class Watcher:
                 self._bad_names_seen.add(bad)
                 log.warning("listing: %s", bad, extra=self._log_extra)
                 self._count_error("bad_name", bad)
+        tombstones: dict[str, FileRecord] = {}
+        if not first_start and not self._keep_tombstones:
+            # A listed path without a record may be a reported file coming back: its tombstone, if it
+            # has one, is in the store (looked up a few hundred paths per statement, off the loop).
+            unknown = await asyncio.to_thread(unknown_paths, listing.entries, self.records, self.policy)
+            if unknown:
+                tombstones = await self.store.run(self.store.sync.tombstones, sid, unknown)
         now = self.clock()
         # Off the loop: comparing a million-file listing with the records takes over a second, and
         # streams, the status page and other sources must not wait for it. Nothing else changes
@@ -313,6 +325,7 @@ class Watcher:
             self.policy,
             first_start=first_start,
             unlisted_dirs=listing.unlisted_dirs,
+            tombstones=tombstones,
         )
         self._listed = len(listing.entries)
         await asyncio.to_thread(drop_in_slices, listing.entries)
@@ -546,12 +559,15 @@ class Watcher:
         )
         # Only after the commit succeeded does memory follow the database, in slices so that a
         # first start with a million files does not hold the event loop while the dict fills.
-        records = self.records
+        records, keep = self.records, self._keep_tombstones
         for i in range(0, len(upserts), MEMORY_SLICE):
             if i:
                 await asyncio.sleep(0)
             for rec in upserts[i : i + MEMORY_SLICE]:
-                records[rec.path] = rec
+                if rec.state is State.DELETED and not keep:
+                    records.pop(rec.path, None)
+                else:
+                    records[rec.path] = rec
         for path in removals:
             records.pop(path, None)
         for x in expectations:
@@ -593,9 +609,17 @@ class Watcher:
             dropped += n
             if n < PRUNE_BATCH:
                 break
-        while paths := expired_tombstones(self.records, now, self.retention_s, PRUNE_BATCH):
-            await self._commit((), paths, (), now)
+        while True:
+            paths = await store.run(
+                store.sync.prune_tombstones, self.source_id, now - self.retention_s, PRUNE_BATCH, epoch=self.epoch
+            )
+            for path in paths:
+                rec = self.records.get(path)
+                if rec is not None and rec.state is State.DELETED:
+                    del self.records[path]
             dropped += len(paths)
+            if len(paths) < PRUNE_BATCH:
+                break
         if dropped:
             log.info("pruned %d rows past their retention", dropped, extra=self._log_extra)
         return dropped
@@ -707,7 +731,8 @@ class Watcher:
         rec = self.records.get(version.path)
         if rec is not None and rec.state is State.READY and rec.generation == version.generation:
             # Our own move is no deletion to report: the record becomes a tombstone right away.
-            await self._commit([replace(rec, state=State.DELETED)], (), (), self.clock())
+            now = self.clock()
+            await self._commit([tombstone(rec, now)], (), (), now)
         return True
 
     @staticmethod

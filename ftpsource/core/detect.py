@@ -17,12 +17,16 @@ A READY/REJECTED/SKIPPED record whose size or mtime changes becomes PENDING agai
 Files that disappear are dropped while unreported; once reported they keep a DELETED tombstone so
 identical bytes uploaded again are still recognised as already delivered. Files the filters no
 longer select are forgotten the same way, without a ``deleted`` event: they were not deleted.
+Tombstones need not be among the records a poll is given: the caller looks up the tombstones of the
+listed paths it has no record of (``unknown_paths``) and passes them in, so only live files have to be
+held in memory between polls.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Literal
 
 from .model import Digest, Entry, EventSpec, FileRecord, State, version_identity
@@ -34,11 +38,11 @@ __all__ = [
     "VerifyOutcome",
     "VerifyRequest",
     "after_verify",
-    "expired_tombstones",
     "marker_releases",
     "observe",
     "plan_poll",
     "tombstone",
+    "unknown_paths",
 ]
 
 
@@ -142,23 +146,23 @@ def marker_releases(marker: Entry | None, entry: Entry) -> bool:
 
 def tombstone(rec: FileRecord, now: float) -> FileRecord:
     """A reported file's record once it is gone: ``stable_since`` becomes the time it went, which is
-    what its retention counts from (see ``expired_tombstones``)."""
+    what its retention counts from (the store prunes it ``--retention-days`` later)."""
     return replace(rec, state=State.DELETED, stable_since=now)
 
 
-def expired_tombstones(
-    records: Mapping[str, FileRecord], now: float, retention_s: float, limit: int | None = None
-) -> list[str]:
-    """Paths whose tombstone is older than ``retention_s`` (at most ``limit``): forgetting them bounds
-    the state. Identical bytes uploaded again after that are reported again, as a new file."""
-    cutoff = now - retention_s
-    out: list[str] = []
-    for path, rec in records.items():
-        if rec.state is State.DELETED and rec.stable_since < cutoff:
-            out.append(path)
-            if limit is not None and len(out) >= limit:
-                break
-    return out
+def unknown_paths(entries: Iterable[Entry], records: Mapping[str, FileRecord], policy: Policy) -> list[str]:
+    """The listed paths ``plan_poll`` would consider that have no record: the only ones whose
+    tombstones it needs (``plan_poll(..., tombstones=...)``)."""
+    wanted = policy.path_filter.wanted
+    companion = policy.is_companion if (policy.marker or policy.sidecar) else None
+    return [
+        e.path
+        for e in entries
+        if e.path not in records and wanted(e.path) and (companion is None or not companion(e.path))
+    ]
+
+
+_NONE: Mapping[str, FileRecord] = MappingProxyType({})
 
 
 def _due(due: float | None, at: float) -> float:
@@ -173,11 +177,14 @@ def plan_poll(
     *,
     first_start: bool = False,
     unlisted_dirs: Iterable[str] = (),
+    tombstones: Mapping[str, FileRecord] = _NONE,
 ) -> PollPlan:
     """Compare a complete listing with the records and decide what changed and what to verify.
 
     ``first_start`` is true only for the very first poll of a source (``existing`` applies then).
     Records under ``unlisted_dirs`` (directories the adapter could not read) are left untouched.
+    ``tombstones``: the tombstones of listed paths without a record (those not in ``records``
+    already), so that bytes seen before are recognised; a path that is back replaces its tombstone.
     """
     unlisted = tuple(d.rstrip("/") + "/" for d in unlisted_dirs)
     plan = PollPlan()
@@ -208,7 +215,7 @@ def plan_poll(
                 and state is not deleted_state
             ):
                 continue
-        elif skip_existing:
+        elif (known := tombstones.get(path)) is None and skip_existing:  # a tombstone: a reported file back
             plan.upserts.append(
                 FileRecord(
                     path,

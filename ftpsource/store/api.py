@@ -12,7 +12,7 @@ partitioned owner can never write after its successor started. ``epoch=None`` wr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -154,6 +154,18 @@ class StateStore(Protocol):
 
     # files
     def load_records(self, source_id: str) -> dict[str, FileRecord]: ...
+
+    def live_records(self, source_id: str) -> dict[str, FileRecord]:
+        """The records of files that are there (every record but the tombstones)."""
+        ...
+
+    def tombstones(self, source_id: str, paths: Sequence[str]) -> dict[str, FileRecord]:
+        """The tombstones among ``paths``, looked up a few hundred at a time."""
+        ...
+
+    def prune_tombstones(self, source_id: str, before: float, limit: int, *, epoch: int | None = None) -> list[str]:
+        """Drop at most ``limit`` tombstones of files gone before ``before``; returns their paths."""
+        ...
 
     def get_record(self, source_id: str, path: str) -> FileRecord | None: ...
 

@@ -33,7 +33,7 @@ from ..errors import StateError
 from . import versions as v_sql
 from .api import LeaseCallback, NewEvent, VersionRow
 from .files import FILE_COLUMNS, record_row
-from .retention import PRUNE_OUTBOX, PRUNE_VERSIONS
+from .retention import PRUNE_OUTBOX, PRUNE_VERSIONS, RETENTION_INDEXES
 from .shared import SharedSql
 from .sqlite import SCHEMA_VERSION
 
@@ -314,7 +314,7 @@ class PostgresStore(SharedSql):
     def _migrate(self, conn: psycopg.Connection[Any]) -> None:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            for statement in _SCHEMA:
+            for statement in (*_SCHEMA, *RETENTION_INDEXES):
                 conn.execute(statement)
             row = conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:

@@ -1,4 +1,5 @@
-"""What both backends share for pruning: the SQL that drops delivered events past their retention.
+"""What both backends share for pruning: the SQL that drops what is past its retention, and the
+indexes that let it find those rows without walking the rest.
 
 Statements use ``?`` placeholders (SQLite's); the PostgreSQL backend swaps them for ``%s``. Each runs
 on at most ``limit`` rows, so one pruning transaction stays short however much has piled up.
@@ -6,7 +7,7 @@ on at most ``limit`` rows, so one pruning transaction stays short however much h
 
 from __future__ import annotations
 
-__all__ = ["PRUNE_OUTBOX", "PRUNE_VERSIONS"]
+__all__ = ["PRUNE_OUTBOX", "PRUNE_TOMBSTONES", "PRUNE_VERSIONS", "RETENTION_INDEXES"]
 
 #: Delivered (or dropped by ``forget``) events older than the cut-off, except the event of a version
 #: still waiting to be settled: its delivery time is what ``unsettled_versions`` counts from.
@@ -20,4 +21,16 @@ PRUNE_VERSIONS = (
     "DELETE FROM versions WHERE event_id IN (SELECT v.event_id FROM versions v WHERE v.source_id=? AND v.ready < ?"
     " AND (v.settled IS NOT NULL OR v.expects_settle = 0) AND (v.action_state IS NULL OR v.action_state != 'pending')"
     " AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_id = v.event_id AND o.delivered IS NULL) LIMIT ?)"
+)
+#: Tombstones whose file went (``stable_since``) before the cut-off; returns their paths.
+PRUNE_TOMBSTONES = (
+    "DELETE FROM files WHERE source_id=? AND path IN (SELECT path FROM files WHERE source_id=? AND state='deleted'"
+    " AND stable_since < ? LIMIT ?) RETURNING path"
+)
+#: Without these, each pruning statement scans the source's whole retention window to find its few
+#: hundred rows, and a busy source's daily pruning grows with the window.
+RETENTION_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS files_tombstones ON files (source_id, stable_since) WHERE state = 'deleted'",
+    "CREATE INDEX IF NOT EXISTS outbox_delivered ON outbox (source_id, delivered) WHERE delivered IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS versions_ready ON versions (source_id, ready)",
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..core.model import Expectation, FileRecord, SetPeriod
@@ -20,8 +20,12 @@ from ..gcpause import drop_in_slices
 from . import versions as v_sql
 from .api import HistoryRow, OutboxRow, RecentEvent, SettleResult, SourceRow, VersionRow
 from .files import FILE_COLUMNS, to_record
+from .retention import PRUNE_TOMBSTONES
 
-__all__ = ["SharedSql"]
+__all__ = ["LOOKUP_BATCH", "SharedSql"]
+
+#: Paths looked up per statement (well below both databases' limits on parameters).
+LOOKUP_BATCH = 500
 
 
 class SharedSql:
@@ -191,6 +195,27 @@ class SharedSql:
         records = {r[0]: to_record(r) for r in rows}
         drop_in_slices(rows)  # a million rows freed at once would hold the GIL for 0.1 s
         return records
+
+    def live_records(self, source_id: str) -> dict[str, FileRecord]:
+        rows = self._select(f"SELECT {FILE_COLUMNS} FROM files WHERE source_id=? AND state != 'deleted'", (source_id,))
+        return {r[0]: to_record(r) for r in rows}
+
+    def tombstones(self, source_id: str, paths: Sequence[str]) -> dict[str, FileRecord]:
+        found: dict[str, FileRecord] = {}
+        for i in range(0, len(paths), LOOKUP_BATCH):
+            chunk = paths[i : i + LOOKUP_BATCH]
+            rows = self._select(
+                f"SELECT {FILE_COLUMNS} FROM files WHERE source_id=? AND state='deleted'"
+                f" AND path IN ({','.join('?' * len(chunk))})",
+                (source_id, *chunk),
+            )
+            found.update((r[0], to_record(r)) for r in rows)
+        return found
+
+    def prune_tombstones(self, source_id: str, before: float, limit: int, *, epoch: int | None = None) -> list[str]:
+        with self._tx() as db:
+            self._fence(db, source_id, epoch)
+            return [r[0] for r in self._exec(db, PRUNE_TOMBSTONES, (source_id, source_id, before, limit)).fetchall()]
 
     def get_record(self, source_id: str, path: str) -> FileRecord | None:
         rows = self._select(f"SELECT {FILE_COLUMNS} FROM files WHERE source_id=? AND path=?", (source_id, path))

@@ -30,7 +30,7 @@ from ..errors import StateError
 from . import versions as v_sql
 from .api import LeaseCallback, NewEvent, VersionRow
 from .files import FILE_COLUMNS, record_row
-from .retention import PRUNE_OUTBOX, PRUNE_VERSIONS
+from .retention import PRUNE_OUTBOX, PRUNE_VERSIONS, RETENTION_INDEXES
 from .shared import SharedSql
 
 __all__ = ["SCHEMA_VERSION", "Store"]
@@ -174,7 +174,7 @@ class Store(SharedSql):
         try:
             # One statement at a time: executescript() would commit, and two processes opening a new
             # file at once must not both see "no schema yet".
-            for statement in filter(str.strip, _SCHEMA.split(";")):
+            for statement in [*filter(str.strip, _SCHEMA.split(";")), *RETENTION_INDEXES]:
                 db.execute(statement)
             row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:

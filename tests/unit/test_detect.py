@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ftpsource.core.detect import Policy, after_verify, expired_tombstones, plan_poll
+from ftpsource.core.detect import Policy, after_verify, plan_poll, unknown_paths
 from ftpsource.core.model import Digest, Entry, EventSpec, FileRecord, State
 from ftpsource.core.paths import PathFilter, Template
 
@@ -25,18 +25,28 @@ def policy(**kw: object) -> Policy:
 
 @dataclass
 class Sim:
-    """A tiny in-memory 'filesystem' driven through the pure functions, as the watcher would."""
+    """A tiny in-memory 'filesystem' driven through the pure functions, as the watcher would: live
+    records in memory, tombstones apart (the store) and passed in for the listed paths without a record."""
 
     pol: Policy
     files: dict[str, bytes]
     mtimes: dict[str, float]
     records: dict[str, FileRecord]
     events: list[EventSpec]
+    tombstones: dict[str, FileRecord]
     first: bool = True
 
     @classmethod
     def new(cls, **kw: object) -> Sim:
-        return cls(policy(**kw), {}, {}, {}, [])
+        return cls(policy(**kw), {}, {}, {}, [], {})
+
+    def apply(self, rec: FileRecord) -> None:
+        if rec.state is State.DELETED:
+            self.records.pop(rec.path, None)
+            self.tombstones[rec.path] = rec
+        else:
+            self.records[rec.path] = rec
+            self.tombstones.pop(rec.path, None)
 
     def write(self, path: str, content: bytes, t: float) -> None:
         self.files[path] = content
@@ -49,10 +59,12 @@ class Sim:
         return [Entry(p, len(c), self.mtimes[p]) for p, c in self.files.items()]
 
     def poll(self, now: float) -> list[EventSpec]:
-        plan = plan_poll(self.entries(), self.records, now, self.pol, first_start=self.first)
+        entries = self.entries()
+        back = {p: self.tombstones[p] for p in unknown_paths(entries, self.records, self.pol) if p in self.tombstones}
+        plan = plan_poll(entries, self.records, now, self.pol, first_start=self.first, tombstones=back)
         self.first = False
         for r in plan.upserts:
-            self.records[r.path] = r
+            self.apply(r)
         for p in plan.removals:
             self.records.pop(p, None)
         new = list(plan.events)
@@ -66,7 +78,7 @@ class Sim:
                 digest = Digest(algo, value, "local", len(content))
                 after = Entry(req.record.path, len(content), self.mtimes[req.record.path])
                 outcome = after_verify(req, digest, after, now, self.pol)
-            self.records[outcome.record.path] = outcome.record
+            self.apply(outcome.record)
             if outcome.event:
                 new.append(outcome.event)
         self.events.extend(new)
@@ -391,7 +403,7 @@ def test_files_the_filters_no_longer_select_are_forgotten_not_deleted(
     assert plan.events == []  # d/b.txt is still there: no `deleted`
     assert "d/b.txt" not in {r.path for r in plan.upserts if r.state is not State.DELETED}
     for r in plan.upserts:
-        sim.records[r.path] = r
+        sim.apply(r)
     # Widening the filters again: the same bytes are not reported a second time.
     sim.pol = policy(deletes=True)
     assert sim.poll(3 * S) == [] and sim.poll(4 * S) == []
@@ -404,17 +416,22 @@ def test_tombstones_expire_after_the_retention_and_identity_holds_until_then() -
     assert kinds(sim.poll(S)) == [("ready", "a", "new", 1)]
     del sim.files["a"]
     sim.poll(100.0)
-    assert sim.records["a"].state is State.DELETED and sim.records["a"].stable_since == 100.0
-    retention = 1000.0
-    assert expired_tombstones(sim.records, 1099.0, retention) == []
+    assert "a" not in sim.records  # only live files are held; the tombstone is looked up when "a" is back
+    assert sim.tombstones["a"].state is State.DELETED and sim.tombstones["a"].stable_since == 100.0
     sim.write("a", b"same bytes", 0.0)  # back within the retention: recognised, nothing emitted
     sim.poll(1050.0)
     assert sim.poll(1050.0 + S) == []
     del sim.files["a"]
     sim.poll(2000.0)
-    assert expired_tombstones(sim.records, 3001.0, retention) == ["a"]
-    assert expired_tombstones({**sim.records, "b": sim.records["a"]}, 3001.0, retention, limit=1) == ["a"]
-    del sim.records["a"]  # what the watcher commits
+    assert sim.tombstones["a"].stable_since == 2000.0  # the retention counts from the last time it went
+    del sim.tombstones["a"]  # pruned by the store once the retention has passed (tests/unit/test_store.py)
     sim.write("a", b"same bytes", 0.0)  # back after the retention: a new file again
     sim.poll(3100.0)
     assert kinds(sim.poll(3100.0 + S)) == [("ready", "a", "new", 1)]
+
+
+def test_only_listed_paths_without_a_record_that_a_poll_considers_need_their_tombstones() -> None:
+    pol = policy(marker=Template("{path}.done"), path_filter=PathFilter(["**/*.csv", "**/*.done"], [], True))
+    known = FileRecord("old.csv", 1, 0.0, State.READY, 0.0, 0.0, generation=1)
+    listed = [Entry(p, 1, 0.0) for p in ("old.csv", "new.csv", "new.csv.done", "notes.txt")]
+    assert unknown_paths(listed, {"old.csv": known}, pol) == ["new.csv"]

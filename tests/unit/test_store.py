@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -428,3 +429,23 @@ def test_prune_keeps_the_event_of_a_version_waiting_to_be_settled(opener: Opener
     s.finish_action("id2", "done", None, "done/b.csv", 40.0)
     s.prune_delivered("src", 100.0, 100)
     assert s.versions("src", "b.csv") == [] and [v.event_id for v in s.versions("src", "a.csv")] == ["id1"]
+
+
+def test_tombstones_are_looked_up_by_path_and_pruned_past_the_cutoff_in_bounded_batches(opener: Opener) -> None:
+    s = opener()
+    s.begin_source("src", "file:///x", 1.0)
+    s.begin_source("other", "file:///y", 1.0)
+    gone = [rec(f"t{i}", State.DELETED, generation=1, ready_checksum=f"sum{i}") for i in range(5)]
+    recent = replace(gone[0], path="recent", stable_since=500.0)
+    s.commit("src", [*gone, rec("live", State.READY, generation=1), recent])
+    s.commit("other", [rec("t0", State.DELETED, generation=1)])
+    assert set(s.live_records("src")) == {"live"}  # what a watcher holds in memory
+    many = [f"p{i}" for i in range(1_200)]  # more than one statement's worth of paths
+    found = s.tombstones("src", [*many, "t1", "live", "t3", "nowhere"])
+    assert found == {"t1": gone[1], "t3": gone[3]}  # tombstones only, of this source only
+    assert s.tombstones("src", []) == {}
+    batches = [s.prune_tombstones("src", 100.0, 2) for _ in range(4)]  # one small transaction at a time
+    assert [len(b) for b in batches] == [2, 2, 1, 0]
+    assert sorted(p for b in batches for p in b) == [f"t{i}" for i in range(5)]
+    assert set(s.load_records("src")) == {"live", "recent"}  # newer than the cut-off, or not a tombstone
+    assert set(s.load_records("other")) == {"t0"}  # another source's state is its own
