@@ -27,6 +27,8 @@ from ftpsource.store import (
     open_store_read_only,
     redact_url,
 )
+from ftpsource.store.retention import PRUNE_OUTBOX, PRUNE_TOMBSTONES, PRUNE_VERSIONS
+from ftpsource.store.versions import UNSETTLED
 from tests.support.postgres import PgDatabase, PostgresCluster
 
 Opener = Callable[[], StateStore]
@@ -449,3 +451,25 @@ def test_tombstones_are_looked_up_by_path_and_pruned_past_the_cutoff_in_bounded_
     assert sorted(p for b in batches for p in b) == [f"t{i}" for i in range(5)]
     assert set(s.load_records("src")) == {"live", "recent"}  # newer than the cut-off, or not a tombstone
     assert set(s.load_records("other")) == {"t0"}  # another source's state is its own
+
+
+@pytest.mark.parametrize(
+    ("statement", "args", "index"),
+    [
+        (PRUNE_TOMBSTONES.removesuffix(" RETURNING path"), ("s", "s", 1.0, 1), "files_tombstones"),
+        (PRUNE_OUTBOX, ("s", 1.0, 1.0, 1), "outbox_delivered"),
+        (PRUNE_VERSIONS, ("s", 1.0, 1), "versions_ready"),
+        (UNSETTLED, ("s",), "versions_unsettled"),
+    ],
+)
+def test_what_runs_daily_on_a_busy_source_reads_an_index_not_the_retention_window(
+    tmp_path: Path, statement: str, args: tuple[object, ...], index: str
+) -> None:
+    """Pruning and the unsettled gauge find their few rows through an index; without one each of them
+    walked every event, version or tombstone of the window (350,000 of each on a busy source)."""
+    s = Store(tmp_path / "s.db")
+    try:
+        plan = " | ".join(r[3] for r in s._db.execute(f"EXPLAIN QUERY PLAN {statement}", args))
+    finally:
+        s.close()
+    assert f"USING INDEX {index} " in plan, plan
