@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import posixpath
@@ -20,7 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from .adapters import Adapter, adapter_for, verify_version
+from .adapters import Adapter, Verification, adapter_for, verify_version
 from .config import SourceConfig
 from .core.detect import PollPlan, VerifyOutcome, VerifyRequest, after_verify, plan_poll, tombstone, unknown_paths
 from .core.events import EVENT_TYPES, SourceInfo, encode_event
@@ -42,7 +43,10 @@ __all__ = ["Backoff", "Watcher", "cancel_and_wait", "freeze_long_lived", "refres
 log = logging.getLogger(__name__)
 
 VERIFY_BATCH = 64
+#: Small local files verified per worker-thread job (see ``Adapter.verify_small``).
+SMALL_BATCH = 32
 DELIVER_BATCH = 128
+DELIVER_BACKLOG_BATCH = 1024
 FREEZE_AFTER_UPSERTS = 1000
 #: From this many listed files on, a poll keeps full collections off while it lists and plans.
 LARGE_LISTING = 50_000
@@ -342,13 +346,16 @@ class Watcher:
         download is committed, and its event sent, as soon as the store is free."""
         outcomes: asyncio.Queue[tuple[VerifyOutcome | None, Expectation | None] | None] = asyncio.Queue()
 
+        jobs = self._verify_jobs(src, requests)
+
         async def produce() -> None:
             try:
-                for i in range(0, len(requests), VERIFY_BATCH):
-                    tasks = [asyncio.ensure_future(self._verify(src, req)) for req in requests[i : i + VERIFY_BATCH]]
+                for i in range(0, len(jobs), VERIFY_BATCH):
+                    tasks = [asyncio.ensure_future(job()) for job in jobs[i : i + VERIFY_BATCH]]
                     try:
                         for task in asyncio.as_completed(tasks):
-                            outcomes.put_nowait(await task)
+                            for outcome in await task:
+                                outcomes.put_nowait(outcome)
                     finally:
                         # A download cancelled half-way closes its data connection on the way out; wait
                         # for that, so no connection outlives the adapter (or the loop) it belongs to.
@@ -373,6 +380,32 @@ class Watcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await producer
         return pending, next_due
+
+    def _verify_jobs(
+        self, src: Adapter, requests: Sequence[VerifyRequest]
+    ) -> list[Callable[[], Awaitable[list[tuple[VerifyOutcome | None, Expectation | None]]]]]:
+        """The verifications as jobs: small files without a sidecar ``SMALL_BATCH`` at a time when the
+        adapter reads them so (and nothing is staged: an upload streams through the event loop), the
+        others one by one."""
+        small_max = src.small_file_max if self._stager is None else 0
+        jobs: list[Callable[[], Awaitable[list[tuple[VerifyOutcome | None, Expectation | None]]]]] = []
+        small: list[VerifyRequest] = []
+        for req in requests:
+            if req.sidecar_path is None and req.entry.size <= small_max:
+                small.append(req)
+                if len(small) == SMALL_BATCH:
+                    jobs.append(functools.partial(self._verify_small, src, small))
+                    small = []
+            else:
+                jobs.append(functools.partial(self._verify_one, src, req))
+        if small:
+            jobs.append(functools.partial(self._verify_small, src, small))
+        return jobs
+
+    async def _verify_one(
+        self, src: Adapter, req: VerifyRequest
+    ) -> list[tuple[VerifyOutcome | None, Expectation | None]]:
+        return [await self._verify(src, req)]
 
     async def _commit_verified(
         self,
@@ -475,22 +508,43 @@ class Watcher:
     async def _verify_once(
         self, src: Adapter, req: VerifyRequest, sink: Upload | None
     ) -> tuple[VerifyOutcome | None, Expectation | None]:
-        path = req.record.path
-        extra = {"source": self.source_id, "path": path}
         policy = self.policy
         async with self._verify_slots:
             try:
-                found = await verify_version(src, req, policy.checksum, policy.validate, sink)
-            except SourceError as exc:
-                self._count_error(exc.kind, f"{path}: {exc}")
-                log.warning("verification failed, will retry: %s", exc, extra=extra)
-                return None, None
-            except Exception:
-                # A bug or a surprise from a library must not stop every other file of the source (nor
-                # end the stream in a crash loop): this file keeps its record and is tried again.
-                self._count_error("internal", f"{path}: verification crashed")
-                log.exception("verification crashed, will retry", extra=extra)
-                return None, None
+                found: Verification | Exception = await verify_version(src, req, policy.checksum, policy.validate, sink)
+            except Exception as exc:
+                found = exc
+        return self._decide(req, found)
+
+    async def _verify_small(
+        self, src: Adapter, requests: Sequence[VerifyRequest]
+    ) -> list[tuple[VerifyOutcome | None, Expectation | None]]:
+        """Verify small files together (``Adapter.verify_small``): one slot, one read of them all."""
+        policy = self.policy
+        async with self._verify_slots:
+            try:
+                found = await src.verify_small(requests, policy.checksum, policy.validate)
+            except Exception as exc:
+                found = [exc] * len(requests)
+        return [self._decide(req, f) for req, f in zip(requests, found, strict=True)]
+
+    def _decide(
+        self, req: VerifyRequest, found: Verification | Exception
+    ) -> tuple[VerifyOutcome | None, Expectation | None]:
+        """What reading a version (or failing to) decides about it."""
+        path = req.record.path
+        extra = {"source": self.source_id, "path": path}
+        policy = self.policy
+        if isinstance(found, SourceError):
+            self._count_error(found.kind, f"{path}: {found}")
+            log.warning("verification failed, will retry: %s", found, extra=extra)
+            return None, None
+        if isinstance(found, Exception):
+            # A bug or a surprise from a library must not stop every other file of the source (nor
+            # end the stream in a crash loop): this file keeps its record and is tried again.
+            self._count_error("internal", f"{path}: verification crashed")
+            log.error("verification crashed, will retry", exc_info=found, extra=extra)
+            return None, None
         digest, after, sidecar_problem = found.digest, found.after, found.sidecar_problem
         if sidecar_problem:
             log.warning("sidecar %s: %s", req.sidecar_path, sidecar_problem, extra=extra)
@@ -768,6 +822,7 @@ class Watcher:
         store = self.store
         pending = self.unconfirmed
         last_seq = 0
+        limit = DELIVER_BATCH
         while True:
             if not alive():
                 return
@@ -781,11 +836,11 @@ class Watcher:
                 )
                 await self._refresh_gauges()
             self.outbox_changed.clear()
-            rows = (
-                await store.run(store.sync.undelivered, self.source_id, DELIVER_BATCH, last_seq)
-                if self._write_more
-                else []
-            )
+            rows = await store.run(store.sync.undelivered, self.source_id, limit, last_seq) if self._write_more else []
+            # A full read means a backlog: read more at a time while it lasts. Each read waits for the
+            # store's thread, behind the commits of a burst; at one small read per commit, delivery
+            # would trail detection by seconds.
+            limit = DELIVER_BACKLOG_BATCH if len(rows) == limit else DELIVER_BATCH
             for row in rows:
                 await write(row)
                 pending.append((row.seq, time.monotonic()))

@@ -11,7 +11,7 @@ import abc
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -35,6 +35,7 @@ __all__ = [
     "Verification",
     "adapter_factory",
     "child_path",
+    "content_verifier",
     "register",
     "unlistable_dir",
     "verify_version",
@@ -51,6 +52,9 @@ class Adapter(abc.ABC):
     scheme: ClassVar[str]
     #: ``checksum.method`` for content read through ``read``.
     read_method: ClassVar[Literal["local", "download"]] = "download"
+    #: Files up to this size (without a sidecar) may be verified several at a time by ``verify_small``;
+    #: 0: one at a time through ``verify_version``.
+    small_file_max: ClassVar[int] = 0
 
     def __init__(self, config: SourceConfig, credentials: Credentials, path_filter: PathFilter) -> None:
         self.config = config
@@ -169,6 +173,19 @@ class Adapter(abc.ABC):
         """Delete ``path``. Raises ``ActionRefused`` when the server refuses."""
         raise ActionRefused(f"{self.scheme}: deleting files is not supported")
 
+    async def verify_small(
+        self, requests: Sequence[VerifyRequest], checksum: Algorithm | None, validate: bool
+    ) -> Sequence[Verification | Exception]:
+        """``verify_version`` of each request (files of at most ``small_file_max`` bytes, no sidecar),
+        in order; a file's failure is its item, not raised, so it costs none of the others."""
+        out: list[Verification | Exception] = []
+        for req in requests:
+            try:
+                out.append(await verify_version(self, req, checksum, validate))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
     async def read_small(self, path: str, limit: int = 1024 * 1024) -> bytes:
         """Read a small companion file (a sidecar); raises ``FileVanished`` if it is missing."""
         out = bytearray()
@@ -253,6 +270,11 @@ class Verification:
     vanished: str | None
 
 
+def content_verifier(path: str, validate: bool) -> Verifier | None:
+    """What checks a file's content while it is hashed (its format's verifier), if ``validate``."""
+    return verifier_for(path) if validate else None
+
+
 async def verify_version(
     adapter: Adapter, req: VerifyRequest, checksum: Algorithm | None, validate: bool, sink: Sink | None = None
 ) -> Verification:
@@ -261,7 +283,7 @@ async def verify_version(
     Raises ``SourceError`` when the server fails; a file that changes or vanishes is not an error.
     """
     path = req.record.path
-    verifier = verifier_for(path) if validate else None
+    verifier = content_verifier(path, validate)
     sidecar_problem: str | None = None
     if req.sidecar_path is not None:
         try:

@@ -21,13 +21,14 @@ import hashlib
 import logging
 import os
 import stat as stat_mod
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 
 from watchfiles import awatch
 
+from ..core.detect import VerifyRequest
 from ..core.model import Algorithm, Digest, Entry, Listing, Verifier
 from ..errors import ActionRefused, FileVanished, PermanentSourceError, TransientSourceError
-from .base import CHUNK_SIZE, Adapter, Sink, child_path, register, unlistable_dir
+from .base import CHUNK_SIZE, Adapter, Sink, Verification, child_path, content_verifier, register, unlistable_dir
 
 __all__ = ["LocalAdapter"]
 
@@ -88,6 +89,7 @@ def _open_dir(path: str) -> tuple[int, os._ScandirIterator[str]]:
 class LocalAdapter(Adapter):
     scheme = "file"
     read_method = "local"
+    small_file_max = 256 * 1024
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -206,20 +208,20 @@ class LocalAdapter(Adapter):
     async def list(self) -> Listing:
         return await asyncio.to_thread(self._walk)
 
-    async def stat(self, path: str) -> Entry | None:
-        def _stat() -> Entry | None:
-            full = os.path.join(self.root, path)
-            try:
-                st = os.stat(full)
-                if not _inside(os.path.realpath(full), self.real_root):
-                    return None  # its bytes are not ours to describe
-            except (FileNotFoundError, NotADirectoryError):
-                return None
-            except OSError as exc:
-                raise TransientSourceError(f"cannot stat {path!r}: {exc.strerror}", kind="io") from None
-            return Entry(path, st.st_size, st.st_mtime) if stat_mod.S_ISREG(st.st_mode) else None
+    def _stat_sync(self, path: str) -> Entry | None:
+        full = os.path.join(self.root, path)
+        try:
+            st = os.stat(full)
+            if not _inside(os.path.realpath(full), self.real_root):
+                return None  # its bytes are not ours to describe
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise TransientSourceError(f"cannot stat {path!r}: {exc.strerror}", kind="io") from None
+        return Entry(path, st.st_size, st.st_mtime) if stat_mod.S_ISREG(st.st_mode) else None
 
-        return await asyncio.to_thread(_stat)
+    async def stat(self, path: str) -> Entry | None:
+        return await asyncio.to_thread(self._stat_sync, path)
 
     # reading -----------------------------------------------------------------------------------------
     async def read(self, path: str) -> AsyncGenerator[bytes, None]:
@@ -299,6 +301,34 @@ class LocalAdapter(Adapter):
             # The bytes must also reach the event loop for the upload: the streaming path does that.
             return await super().digest(path, algorithm, verifier, expected_size, sink)
         return await asyncio.to_thread(self._digest_sync, path, algorithm, verifier, expected_size)
+
+    def _verify_small_sync(
+        self, requests: Sequence[VerifyRequest], checksum: Algorithm | None, validate: bool
+    ) -> Sequence[Verification | Exception]:
+        out: list[Verification | Exception] = []
+        for req in requests:
+            path = req.record.path
+            try:
+                try:
+                    verifier = content_verifier(path, validate)
+                    digest = self._digest_sync(path, checksum, verifier, req.entry.size)
+                except FileVanished as exc:
+                    out.append(Verification(None, self._stat_sync(path), None, str(exc)))
+                    continue
+                assert digest.mtime is not None
+                out.append(Verification(digest, Entry(path, digest.size, digest.mtime), None, None))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    async def verify_small(
+        self, requests: Sequence[VerifyRequest], checksum: Algorithm | None, validate: bool
+    ) -> Sequence[Verification | Exception]:
+        # One worker-thread job for all of them: for a small file the hop to a thread and back cost
+        # more of the event loop than everything else the watcher does with it.
+        if any(req.sidecar_path is not None for req in requests):
+            return await super().verify_small(requests, checksum, validate)
+        return await asyncio.to_thread(self._verify_small_sync, requests, checksum, validate)
 
     # settling ------------------------------------------------------------------------------------------
     def _dir_fd(self, directory: str, *, create: bool = False) -> int:
