@@ -1,14 +1,17 @@
-"""``stage``: land a version's bytes in S3-compatible object storage during the read that hashes them.
+"""``stage``: land a version's bytes in S3-compatible object storage, streamed as they are read.
 
-The bytes go up as a multipart upload while they are read (memory stays at a few parts). With a key
-template that needs no digest (``{source_id}/{path}/{generation}``) it goes straight to the final key;
-otherwise under a temporary key below the prefix (``.ftpsource-incoming/``), because the final key of a
-content-addressed object is known only after the last byte. Once the version is found ready, the
-upload is completed (and, from a temporary key, copied server-side to its final key, which then
-carries the SHA-256 as object metadata, ``x-amz-meta-sha256``); if the final key already holds those
-bytes, nothing is copied. A version that changed while being read, or was not new, has its multipart
-upload aborted: nothing is left in the bucket. Files no bigger than one part are sent in one PUT at
-the end.
+The bytes go up as a multipart upload while they are read (memory stays at a few parts). When the
+final key is known before the read, the upload goes straight there: with a key template that needs no
+digest (``{source_id}/{path}/{generation}``), or when the digest is known first (a local file hashed
+by the verification read, or a server-side hash); a key that already holds those bytes (same
+``x-amz-meta-sha256`` and size, see ``Stager.holds``) is then not uploaded at all. Otherwise (a
+content-addressed key of a remote file without a server hash) it goes under a temporary key below the
+prefix (``.ftpsource-incoming/``), because the final key is known only after the last byte. Once the
+version is found ready, the upload is completed (and, from a temporary key, copied server-side to its
+final key); objects whose digest is known carry it as object metadata, ``x-amz-meta-sha256``. If the
+final key already holds those bytes, nothing is copied. A version that changed while being read, or
+was not new, has its multipart upload aborted: nothing is left in the bucket. Files no bigger than one
+part are sent in one PUT at the end.
 
 What this relies on, as MinIO and S3 document it: path-style addressing, multipart parts of at least
 5 MiB except the last and at most 10,000 parts, ``CopyObject`` up to 5 GiB (``UploadPartCopy``
@@ -143,22 +146,47 @@ class Stager:
             await self._client_cm.__aexit__(exc_type, exc, tb)
         self.client = None
 
-    def upload(self, expected_size: int, final_key: str | None = None) -> Upload:
-        """``final_key``: where the object will go, when the key template does not need the digest; the
-        upload then goes straight there, with no temporary object and no copy."""
+    def upload(self, expected_size: int, final_key: str | None = None, sha256: str | None = None) -> Upload:
+        """``final_key``: where the object will go, when it is known before reading; the upload then goes
+        straight there, with no temporary object and no copy. ``sha256``: the digest, when known before
+        reading (the object carries it from the start)."""
         assert self.client is not None, "use the Stager as an async context manager"
-        return Upload(self.client, self.target, expected_size, final_key)
+        return Upload(self.client, self.target, expected_size, final_key, sha256)
+
+    async def holds(self, key: str, sha256: str, size: int) -> bool:
+        """Whether ``key`` already holds these bytes (its ``x-amz-meta-sha256`` and size match)."""
+        assert self.client is not None, "use the Stager as an async context manager"
+        return await _holds(self.client, self.target.bucket, key, sha256, size)
+
+
+async def _holds(client: S3Client, bucket: str, key: str, sha256: str, size: int) -> bool:
+    with _errors("checking the object"):
+        try:
+            head = await client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+    return head.get("Metadata", {}).get("sha256") == sha256 and head.get("ContentLength") == size
 
 
 class Upload:
     """The bytes of one read on their way to the bucket; ``finish`` or ``abort`` ends it."""
 
-    def __init__(self, client: S3Client, target: StageTarget, expected_size: int, final_key: str | None = None) -> None:
+    def __init__(
+        self,
+        client: S3Client,
+        target: StageTarget,
+        expected_size: int,
+        final_key: str | None = None,
+        sha256: str | None = None,
+    ) -> None:
         self._client = client
         self._target = target
         base = f"{target.prefix}/{INCOMING}" if target.prefix else INCOMING
         self._direct = final_key is not None
         self._temp_key = final_key if final_key is not None else f"{base}/{uuid.uuid4().hex}"
+        self._metadata = {"sha256": sha256} if sha256 is not None and self._direct else {}
         # Parts grow with the file so that even a large one stays under S3's part count.
         self._part_size = max(PART_SIZE, -(-expected_size // MAX_PARTS))
         self._buffer = bytearray()
@@ -183,7 +211,9 @@ class Upload:
         if self._upload_id is None:
             self.failed = True  # until the upload exists
             with _errors("uploading"):
-                created = await self._client.create_multipart_upload(Bucket=self._target.bucket, Key=self._temp_key)
+                created = await self._client.create_multipart_upload(
+                    Bucket=self._target.bucket, Key=self._temp_key, Metadata=self._metadata
+                )
             self._upload_id = created["UploadId"]
             self.failed = False
         await self._slots.acquire()
@@ -217,7 +247,7 @@ class Upload:
         target, client = self._target, self._client
         key = target.key(source_id=source_id, path=path, sha256=sha256, generation=generation)
         staged = Staged(f"s3://{target.bucket}/{key}", target.bucket, key, self.size, sha256)
-        if await self._holds(key, sha256):
+        if await _holds(client, target.bucket, key, sha256, self.size):
             await self.abort()  # those bytes are there already: upload nothing more
             return staged
         metadata = {"sha256": sha256}
@@ -230,7 +260,7 @@ class Upload:
             await self._start_part(bytes(self._buffer))
             self._buffer.clear()
         parts = await self._parts()
-        if self._direct and key != self._temp_key:
+        if self._direct and (key != self._temp_key or self._metadata.get("sha256", sha256) != sha256):
             raise StageError(f"object storage: the key changed while reading ({self._temp_key!r} -> {key!r})")
         with _errors("completing the upload"):
             await client.complete_multipart_upload(
@@ -248,16 +278,6 @@ class Upload:
             with contextlib.suppress(ClientError, BotoCoreError, OSError, TimeoutError):
                 await client.delete_object(Bucket=target.bucket, Key=self._temp_key)
         return staged
-
-    async def _holds(self, key: str, sha256: str) -> bool:
-        with _errors("checking the object"):
-            try:
-                head = await self._client.head_object(Bucket=self._target.bucket, Key=key)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                    return False
-                raise
-        return head.get("Metadata", {}).get("sha256") == sha256 and head.get("ContentLength") == self.size
 
     async def _copy(self, key: str, metadata: dict[str, str]) -> None:
         bucket, client = self._target.bucket, self._client

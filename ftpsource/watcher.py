@@ -462,35 +462,79 @@ class Watcher:
         return Stager(stage.target(), self._stage_credentials, self.config.timeout_s)
 
     async def _verify(self, src: Adapter, req: VerifyRequest) -> tuple[VerifyOutcome | None, Expectation | None]:
-        """Verify one version; with ``stage``, its bytes go to the bucket in the same read, and a ready
-        event is made only once its object is complete (a staging failure: nothing now, retried later)."""
-        if self._stager is None:
+        """Verify one version; with ``stage``, its bytes also go to the bucket, and a ready event is made
+        only once its object is complete (a staging failure: nothing now, retried later).
+
+        Which way the bytes go is decided here, and only here. The upload goes straight to the final key
+        when that key is known before the bytes are sent: the key template needs no digest (a new
+        version's generation is known), or the digest can be had first without a second transfer (a
+        local file is hashed by the verification read, then read again from the page cache for the
+        upload; a server-side hash). A key that already holds those bytes gets no upload at all. Only a
+        remote file without a server hash is read once into a temporary key and copied afterwards:
+        reading it twice would double the transfer."""
+        stager = self._stager
+        if stager is None:
             return await self._verify_once(src, req, None)
         if self.clock() < self._stage_wait_until:
             return None, None  # object storage failed a moment ago: do not read the file for nothing
-        target = self._stager.target
-        final_key = None
+        target, path, size = stager.target, req.record.path, req.entry.size
+        generation = req.record.generation + 1  # the generation the version gets should it be new
         if not target.needs_digest:
-            # Should the version be new, its generation is the next one: the key is known before reading.
-            rec = req.record
-            final_key = target.key(source_id=self.source_id, path=rec.path, sha256="", generation=rec.generation + 1)
-        upload = self._stager.upload(req.entry.size, final_key)
+            key = target.key(source_id=self.source_id, path=path, sha256="", generation=generation)
+            return await self._verify_staging(src, req, stager.upload(size, key))
+        if src.read_method == "local":
+            outcome, met = await self._verify_once(src, req, None)
+            return await self._stage_hashed(src, req, outcome, met, stager)
+        async with self._verify_slots:
+            try:
+                known = await src.server_digest(path, "sha256")
+            except SourceError as exc:
+                self._count_error(exc.kind, f"{path}: {exc}")
+                log.warning("verification failed, will retry: %s", exc, extra={"source": self.source_id, "path": path})
+                return None, None
+        if known is None:
+            return await self._verify_staging(src, req, stager.upload(size))
+        key = target.key(source_id=self.source_id, path=path, sha256=known, generation=generation)
+        try:
+            held = await stager.holds(key, known, size)
+        except StageError as exc:
+            return self._stage_error(path, exc)
+        if not held:
+            return await self._verify_staging(src, req, stager.upload(size, key, known), expect=known)
+        # Nothing to upload: verified as without staging (the server hash again; a download only to validate).
+        outcome, met = await self._verify_once(src, req, None)
+        event = _ready_event(outcome)
+        if outcome is None or event is None:
+            return outcome, met
+        if event.checksum != known or event.generation != generation:
+            return await self._changed_while_read(src, req, "the bytes hashed are not those the server hashed")
+        self._stage_backoff.reset()
+        staged = where_staged(
+            target, source_id=self.source_id, path=path, generation=generation, sha256=known, size=size
+        )
+        return replace(outcome, event=replace(event, staged=staged)), met
+
+    async def _verify_staging(
+        self, src: Adapter, req: VerifyRequest, upload: Upload, expect: str | None = None
+    ) -> tuple[VerifyOutcome | None, Expectation | None]:
+        """Verify with the one read also streaming to ``upload``; complete it if the version is ready.
+        ``expect``: the digest the upload's key and metadata were made for; other bytes abort it."""
         finished = False
         try:
             outcome, met = await self._verify_once(src, req, upload)
-            event = outcome.event if outcome is not None else None
-            if outcome is None or event is None or event.type != "ready" or event.checksum is None:
+            event = _ready_event(outcome)
+            if outcome is None or event is None or event.checksum is None:
                 if upload.failed:
                     self._stage_failed("uploading failed")
                 return outcome, met
+            if expect is not None and event.checksum != expect:
+                return await self._changed_while_read(src, req, "the bytes read are not those the server hashed")
             try:
                 staged = await upload.finish(
                     source_id=self.source_id, path=event.path, generation=event.generation, sha256=event.checksum
                 )
             except StageError as exc:
-                self._count_error(exc.kind, f"{event.path}: {exc}")
-                self._stage_failed(str(exc))
-                return None, None
+                return self._stage_error(event.path, exc)
             finished = True
             self._stage_backoff.reset()
             return replace(outcome, event=replace(event, staged=staged)), met
@@ -499,6 +543,67 @@ class Watcher:
                 # Changed while read, same bytes as before, or a failure: nothing stays in the bucket.
                 with contextlib.suppress(StageError):
                     await asyncio.shield(upload.abort())
+
+    async def _stage_hashed(
+        self, src: Adapter, req: VerifyRequest, outcome: VerifyOutcome | None, met: Expectation | None, stager: Stager
+    ) -> tuple[VerifyOutcome | None, Expectation | None]:
+        """Stage a local version the verification read found ready: its content-addressed key is known,
+        so unless that key holds the bytes, a second read (hashing again) streams them straight there."""
+        event = _ready_event(outcome)
+        if outcome is None or event is None or event.checksum is None or event.size is None:
+            return outcome, met
+        path, sha256, size = event.path, event.checksum, event.size
+        staged = where_staged(
+            stager.target, source_id=self.source_id, path=path, generation=event.generation, sha256=sha256, size=size
+        )
+        try:
+            held = await stager.holds(staged.key, sha256, size)
+        except StageError as exc:
+            return self._stage_error(path, exc)
+        if not held:
+            upload = stager.upload(size, staged.key, sha256)
+            finished = False
+            try:
+                async with self._verify_slots:
+                    again = await src.digest(path, "sha256", None, size, upload)
+                after = await src.stat(path)
+                if again.value != sha256 or after is None or (after.size, after.mtime) != (size, event.mtime):
+                    raise FileVanished(f"{path}: changed between hashing and uploading")
+                await upload.finish(source_id=self.source_id, path=path, generation=event.generation, sha256=sha256)
+                finished = True
+            except FileVanished as exc:
+                return await self._changed_while_read(src, req, str(exc))
+            except StageError as exc:
+                return self._stage_error(path, exc)
+            except SourceError as exc:
+                self._count_error(exc.kind, f"{path}: {exc}")
+                log.warning("staging read failed, will retry: %s", exc, extra={"source": self.source_id, "path": path})
+                return None, None
+            finally:
+                if not finished:
+                    with contextlib.suppress(StageError):
+                        await asyncio.shield(upload.abort())
+            self.metrics.bytes_hashed.labels(self.source_id).inc(size)
+        self._stage_backoff.reset()
+        return replace(outcome, event=replace(event, staged=staged)), met
+
+    async def _changed_while_read(
+        self, src: Adapter, req: VerifyRequest, why: str
+    ) -> tuple[VerifyOutcome | None, Expectation | None]:
+        """The version is not complete after all: pending again, as when it changes during a read."""
+        path = req.record.path
+        log.info("changed while being read, pending again: %s", why, extra={"source": self.source_id, "path": path})
+        try:
+            after = await src.stat(path)
+        except SourceError as exc:
+            self._count_error(exc.kind, f"{path}: {exc}")
+            return None, None
+        return after_verify(req, None, after, self.clock(), self.policy), None
+
+    def _stage_error(self, path: str, exc: StageError) -> tuple[None, None]:
+        self._count_error(exc.kind, f"{path}: {exc}")
+        self._stage_failed(str(exc))
+        return None, None
 
     def _stage_failed(self, why: str) -> None:
         delay = self._stage_backoff.next()
@@ -883,6 +988,11 @@ async def refresh_unsettled(store: AsyncStore, metrics: Metrics, source_id: str)
     count, oldest = await store.run(store.sync.unsettled, source_id)
     metrics.unsettled.labels(source_id).set(count)
     metrics.unsettled_oldest.labels(source_id).set(oldest or 0)
+
+
+def _ready_event(outcome: VerifyOutcome | None) -> EventSpec | None:
+    event = outcome.event if outcome is not None else None
+    return event if event is not None and event.type == "ready" else None
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:

@@ -17,7 +17,7 @@ import pytest
 from tests.support.files import put
 from tests.support.harness import Proxy, eventually, ready, ready_events, run_server, stream_to
 from tests.support.s3 import ACCESS_KEY, SECRET_KEY, S3Server, moto_s3
-from tests.support.sources import write_credentials
+from tests.support.sources import source_under_test, write_credentials
 
 BUCKET = "etl-raw"
 
@@ -47,7 +47,7 @@ def _config(root: Path, **kw: Any) -> dict[str, Any]:
 
 
 async def test_staged_object_holds_the_reported_bytes_once(tmp_path: Path, root: Path, s3: S3Server) -> None:
-    big = os.urandom(9 * 1024 * 1024 + 123)  # more than one part: a multipart upload, then a copy
+    big = os.urandom(9 * 1024 * 1024 + 123)  # more than one part: a multipart upload
     async with (
         run_server(tmp_path, credentials_dir=_creds(tmp_path, s3.endpoint)) as srv,
         stream_to(srv.port, _config(root)) as stream,
@@ -64,20 +64,60 @@ async def test_staged_object_holds_the_reported_bytes_once(tmp_path: Path, root:
             "sha256": checksum,
         }
         landed = s3.objects(BUCKET)
-        assert list(landed) == [staged["key"]]  # the temporary upload is gone
+        assert list(landed) == [staged["key"]]
         assert hashlib.sha256(landed[staged["key"]]).hexdigest() == checksum
         head = s3.client.head_object(Bucket=BUCKET, Key=staged["key"])
         assert head["Metadata"]["sha256"] == checksum
+        # A local file is hashed first, so its bytes went straight to the final key: no temporary
+        # object, no copy, one multipart upload of two parts.
+        writes = [r for r in s3.requests if r.writes]
+        assert {r.key for r in writes} == {staged["key"]}
+        assert [r for r in s3.requests if r.copy_source is not None] == []
+        assert sum(r.method == "POST" and r.query == "uploads" for r in writes) == 1
+        assert sum(r.method == "PUT" for r in writes) == 2
+        seen = len(s3.requests)
 
         # The same bytes under another name: the same object, not uploaded again; a small file: one PUT.
         put(root, "copy/of-big.bin", big)
         put(root, "small.csv", b"a,b\n1,2\n")
         again, small = await ready_events(stream, "copy/of-big.bin", "small.csv")
         assert again["data"]["staged"]["key"] == staged["key"]
+        assert [r.key for r in s3.requests[seen:] if r.writes] == [small["data"]["staged"]["key"]]
         assert s3.client.get_object(Bucket=BUCKET, Key=small["data"]["staged"]["key"])["Body"].read() == b"a,b\n1,2\n"
         assert sorted(s3.objects(BUCKET)) == sorted([staged["key"], small["data"]["staged"]["key"]])
         assert s3.multipart_uploads(BUCKET) == []
         assert SECRET_KEY not in str(stream.received)
+
+
+@pytest.mark.parametrize(("kind", "copied"), [("ftp-proftpd", False), ("ftp-pyftpdlib", True)])
+async def test_a_server_hash_makes_the_key_known_before_downloading(
+    tmp_path: Path, s3: S3Server, kind: str, copied: bool
+) -> None:
+    """proftpd hashes on the server: one download straight to the content-addressed key, and none of the
+    same bytes under another name. pyftpdlib cannot: one download to a temporary key, then a copy."""
+    async with source_under_test(kind, tmp_path) as source:
+        config = source.config(
+            id="landing", stable_for="300ms", poll_interval="300ms", stage=_config(source.root)["stage"]
+        )
+        async with (
+            run_server(tmp_path, credentials_dir=_creds(tmp_path, s3.endpoint)) as srv,
+            stream_to(srv.port, config) as stream,
+        ):
+            big = os.urandom(9 * 1024 * 1024)
+            put(source.root, "big.bin", big)
+            event = await stream.until(ready("big.bin"))
+            key = event["data"]["staged"]["key"]
+            assert key == f"landing/sha256/{hashlib.sha256(big).hexdigest()}"
+            assert s3.objects(BUCKET) == {key: big}
+            assert any(r.copy_source is not None for r in s3.requests) is copied
+            assert any(r.key.startswith("landing/.ftpsource-incoming/") for r in s3.requests) is copied
+            seen = len(s3.requests)
+            put(source.root, "again.bin", big)
+            again = await stream.until(ready("again.bin"))
+            assert again["data"]["staged"]["key"] == key
+            uploaded_again = [r for r in s3.requests[seen:] if r.writes]
+            assert (uploaded_again == []) is not copied  # without a server hash: found held only at the end
+            assert s3.objects(BUCKET) == {key: big} and s3.multipart_uploads(BUCKET) == []
 
 
 async def test_key_template_and_sha256_required(tmp_path: Path, root: Path, s3: S3Server) -> None:
@@ -121,9 +161,9 @@ async def test_a_file_changed_while_staged_leaves_nothing(tmp_path: Path, root: 
             run_server(tmp_path, credentials_dir=_creds(tmp_path, f"http://127.0.0.1:{proxy.port}")) as srv,
             stream_to(srv.port, config) as stream,
         ):
-            proxy.freeze()  # the first part's upload stalls half-way through the read
+            proxy.freeze()  # staging stalls between the read that hashes and the read that uploads
             put(root, "grow.bin", os.urandom(20 * 1024 * 1024), mtime=time.time() - 60)
-            await eventually(lambda: bool(proxy.conns), 30, "the upload to start")
+            await eventually(lambda: bool(proxy.conns), 30, "staging to start")
             with (root / "grow.bin").open("ab") as f:
                 f.write(b"more bytes after the read began")
             proxy.restore()
@@ -135,6 +175,44 @@ async def test_a_file_changed_while_staged_leaves_nothing(tmp_path: Path, root: 
             final = (root / "grow.bin").read_bytes()
             assert event["data"]["checksum"]["value"] == hashlib.sha256(final).hexdigest()
             assert list(s3.objects(BUCKET).values()) == [final]
+            assert len(stream.received) == 1
+    finally:
+        await proxy.close()
+
+
+async def test_a_file_rewritten_between_hashing_and_uploading_leaves_nothing(
+    tmp_path: Path, root: Path, s3: S3Server
+) -> None:
+    """A local file is read twice (hash, then upload to the content-addressed key): other bytes the
+    second time, even at the same size and mtime, abort the upload, and the version waits to be stable."""
+    host, port = s3.endpoint.removeprefix("http://").split(":")
+    proxy = await Proxy.start(host, int(port))
+    try:
+        async with (
+            run_server(tmp_path, credentials_dir=_creds(tmp_path, f"http://127.0.0.1:{proxy.port}")) as srv,
+            stream_to(srv.port, _config(root, stable_for="2s")) as stream,
+        ):
+            proxy.freeze()  # the look for an object holding the hashed bytes stalls
+            first, second = os.urandom(9 * 1024 * 1024), os.urandom(9 * 1024 * 1024)
+            mtime = time.time() - 60
+            put(root, "same.bin", first, mtime=mtime)
+            await eventually(lambda: bool(proxy.conns), 30, "the hash read to end")
+            put(root, "same.bin", second, mtime=mtime)
+            proxy.restore()
+            first_key = f"landing/sha256/{hashlib.sha256(first).hexdigest()}"
+            await eventually(
+                lambda: any(r.method == "DELETE" and "uploadId" in r.query and r.key == first_key for r in s3.requests),
+                10,
+                "the direct upload to be aborted",
+            )
+            assert s3.multipart_uploads(BUCKET) == [] and s3.objects(BUCKET) == {}
+            assert stream.received == []
+            # Pending again, as for any change while read: staged once stable, under its own digest.
+            event = await stream.until(ready("same.bin"))
+            checksum = hashlib.sha256(second).hexdigest()
+            assert event["data"]["checksum"]["value"] == checksum
+            assert s3.objects(BUCKET) == {f"landing/sha256/{checksum}": second}
+            assert [r for r in s3.requests if r.copy_source is not None] == []
             assert len(stream.received) == 1
     finally:
         await proxy.close()
