@@ -737,10 +737,16 @@ class Watcher:
             self.sets[(y.rule, y.period)] = y
         for y in sets_dropped:
             self.sets.pop((y.rule, y.period), None)
+        # Label lookups once per kind of event, not once per event: a burst commits 1,024 at a time.
+        counts = Counter((spec.type, spec.reason or "") for spec in events)
+        for (kind, reason), n in counts.items():
+            self.metrics.events.labels(self.source_id, EVENT_TYPES[kind], reason).inc(n)
+        latency = None
         for spec in events:
-            self.metrics.events.labels(self.source_id, EVENT_TYPES[spec.type], spec.reason or "").inc()
             if spec.type == "ready":
-                self.metrics.detection_latency.labels(self.source_id).observe(max(0.0, now - spec.first_seen))
+                if latency is None:
+                    latency = self.metrics.detection_latency.labels(self.source_id)
+                latency.observe(max(0.0, now - spec.first_seen))
                 log.info(
                     "ready: %s generation %d",
                     spec.reason,
