@@ -48,6 +48,14 @@ UNSETTLED = (
 
 def insert_rows(source_id: str, events: Iterable[NewEvent], now: float) -> list[tuple[Any, ...]]:
     """``INSERT`` parameters for the ready events among ``events``."""
+    texts: dict[PostAction, str] = {}  # a burst's versions share their source's two actions
+
+    def text(action: PostAction) -> str:
+        found = texts.get(action)
+        if found is None:
+            found = texts[action] = action.to_json()
+        return found
+
     return [
         (
             e.event_id,
@@ -57,8 +65,8 @@ def insert_rows(source_id: str, events: Iterable[NewEvent], now: float) -> list[
             v.size,
             v.mtime,
             v.checksum,
-            v.on_success.to_json(),
-            v.on_failure.to_json(),
+            text(v.on_success),
+            text(v.on_failure),
             int(v.expects_settle),
             now,
         )
