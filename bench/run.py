@@ -19,7 +19,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import config_lag, delivery, hashing, loop_lag, memory, poll, remote, replicas, retention, sftp, stage
+from . import bigdir, config_lag, delivery, hashing, loop_lag, memory, poll, remote, replicas, retention, sftp, stage
 from .common import Result, machine_notes, scratch_dir
 from .report import DOC, ORDER, write
 
@@ -43,6 +43,10 @@ BENCHMARKS: dict[str, tuple[Benchmark, str]] = {
     "stage": (stage.run, "hash + stage 1 GiB to S3 (moto) vs boto3 upload_file (goal: <= 1.5x its time)"),
     "delivery-pg": (delivery.run_pg, "10,000 new files to a gRPC client, PostgreSQL state (goal: <= stable_for + 6 s)"),
     "replicas": (replicas.run, "16 sources' bursts on two replicas vs one, PostgreSQL state (goal: <= 0.8x the time)"),
+    "remote-bigdir": (
+        bigdir.run,
+        "one 100,000-file directory on vsftpd: loop lag, memory, vs lftp (goal: lag <= 100 ms)",
+    ),
 }
 assert tuple(BENCHMARKS) == ORDER
 

@@ -19,13 +19,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
+import hashlib
 import logging
 import posixpath
 import re
 import ssl
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 import aioftp
@@ -45,6 +47,76 @@ _IDLE_CHECK_S = 10.0
 _LIST_READ_SIZE = 64 * 1024
 _HASH_NAMES: dict[str, str] = {"sha256": "SHA-256", "md5": "MD5"}
 _HEX_LENGTH: dict[str, int] = {"sha256": 64, "md5": 32}
+
+# One directory's listing may hold at most this many lines, of at most MAX_LINE_BYTES each (a real
+# line is a name of at most 255 bytes plus its facts), and MAX_DIR_BYTES in all: a server that sends
+# an endless or garbage listing is refused with the directory named, before it can fill memory.
+MAX_DIR_ENTRIES = 1_000_000
+MAX_DIR_BYTES = 256 * 1024 * 1024
+MAX_LINE_BYTES = 8 * 1024
+# Lines skipped (unparseable, unusable names) that are described one by one, per directory; the rest
+# are counted in one warning.
+_PROBLEMS_PER_DIR = 20
+# MDTM commands sent back to back on one connection before their replies are read.
+_MDTM_WINDOW = 32
+# Settling the listed files gives the loop back this often.
+_SETTLE_SLICE = 4096
+_MISSING = object()
+
+
+class _ListingRefused(Exception):
+    """A directory's listing broke a limit (the message says which); nothing it sent is used."""
+
+
+class _Lines:
+    """Splits a listing into lines as its chunks arrive, holding only the unfinished last line."""
+
+    def __init__(self, max_lines: int, max_bytes: int) -> None:
+        self.max_lines = max_lines
+        self.max_bytes = max_bytes
+        self.lines = 0
+        self.size = 0
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise _ListingRefused(f"the listing is longer than {self.max_bytes:,} bytes")
+        lines = (self._tail + chunk if self._tail else chunk).split(b"\n")
+        self._tail = lines.pop()
+        if len(self._tail) > MAX_LINE_BYTES or any(len(line) > MAX_LINE_BYTES + 1 for line in lines):
+            raise _ListingRefused(f"a line is longer than {MAX_LINE_BYTES:,} bytes: not a directory listing")
+        self.lines += len(lines)
+        if self.lines > self.max_lines:
+            raise _ListingRefused(f"more than {self.max_lines:,} entries")
+        return lines
+
+    def end(self) -> list[bytes]:
+        tail, self._tail = self._tail, b""
+        if not tail:
+            return []
+        self.lines += 1
+        if self.lines > self.max_lines:
+            raise _ListingRefused(f"more than {self.max_lines:,} entries")
+        return [tail]
+
+
+@dataclass(slots=True)
+class _Walk:
+    """One listing in progress: what is found so far, and the per-line parse memo."""
+
+    listing: Listing
+    now: datetime
+    previous: dict[bytes, _Facts | None]
+    parsed: dict[bytes, _Facts | None] = field(default_factory=dict)
+    files: list[tuple[str, _Facts]] = field(default_factory=list)
+    need_mdtm: list[str] = field(default_factory=list)
+    queue: collections.deque[str] = field(default_factory=lambda: collections.deque([""]))
+
+
+def _line_key(raw: bytes, is_mlsd: bool) -> bytes:
+    # A digest, not the line: the memo outlives the listing and must not keep a copy of its text.
+    return hashlib.blake2b(raw, digest_size=16, person=b"mlsd" if is_mlsd else b"list").digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +147,13 @@ class _Features:
         return frozenset(a.strip().rstrip("*").upper() for a in self.raw["HASH"].split(";") if a.strip())
 
 
-@dataclass(frozen=True, slots=True)
-class _Memo:
-    """The mtime given for a path, remembered with the LIST facts it was derived from."""
-
-    size: int
-    list_mtime: float
-    resolution_s: int
-    mtime: float
+# What an adapter keeps per listed line and per file between polls is held in plain tuples of plain
+# values: the garbage collector stops tracking those, so the full collections that a large listing
+# sets off do not walk 100,000s of them (a ``ListEntry`` or a dataclass stays tracked for life).
+#: a ``ListEntry``'s fields: (name, kind, size, mtime, resolution_s)
+_Facts = tuple[str, str, int | None, float | None, int]
+#: the mtime given for a path, with the LIST facts it was derived from: (size, list_mtime, resolution_s, mtime)
+_Memo = tuple[int, float, int, float]
 
 
 class _Connection:
@@ -108,6 +179,20 @@ class _Connection:
             raise
         self.clean = True
         return str(code), info
+
+    async def pipeline(self, commands: list[str]) -> list[tuple[str, list[str]]]:
+        """Send ``commands`` back to back, then read their replies in order (RFC 959 lets a client
+        send before the previous reply; the server answers each in turn)."""
+        if any("\r" in c or "\n" in c for c in commands):
+            raise ValueError("a command must not contain CR or LF")
+        self.clean = False
+        await self.client.stream.write("".join(c + "\r\n" for c in commands).encode("utf-8"))
+        replies = []
+        for _ in commands:
+            code, info = await self.client.parse_response()
+            replies.append((str(code), info))
+        self.clean = True
+        return replies
 
     async def _passive_port(self) -> int:
         while True:
@@ -160,6 +245,90 @@ class _Connection:
         self.client.close()
 
 
+class _DirReader:
+    """Parses one directory's listing line by line as it arrives; adds what it found to the walk only
+    once the whole listing has arrived (a refused listing adds nothing)."""
+
+    def __init__(self, adapter: FtpAdapter, walk: _Walk, rel: str) -> None:
+        self._adapter = adapter
+        self._walk = walk
+        self._rel = rel
+        self._files: list[tuple[str, _Facts]] = []
+        self._dirs: list[str] = []
+        self._need_mdtm: list[str] = []
+        self._problems = 0
+        self._hidden = 0
+        self._overflow = Listing([])
+
+    def take(self, is_mlsd: bool, lines: list[bytes]) -> None:
+        walk, rel = self._walk, self._rel
+        previous, parsed = walk.previous, walk.parsed
+        for raw in lines:
+            raw = raw.rstrip(b"\r")
+            if not raw.strip():
+                continue
+            key = _line_key(raw, is_mlsd)
+            facts = previous.get(key, _MISSING)
+            if facts is _MISSING:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    self._child(raw, False)  # described as a bad name
+                    continue
+                try:
+                    entry = parse_mlsx_line(line) if is_mlsd else parse_list_line(line, now=walk.now)
+                except ValueError as exc:
+                    self._warn(f"{rel or '.'}: skipped a line that could not be parsed ({exc})")
+                    continue
+                facts = None if entry is None else entry[:]
+            assert facts is None or type(facts) is tuple
+            parsed[key] = facts
+            if facts is None:
+                continue
+            name, kind, size, mtime, _ = facts
+            if kind not in ("file", "dir"):
+                continue  # links, devices, and MLSD's entries for the directory itself and its parent
+            child = self._child(name, kind == "dir")
+            if child is None:
+                continue
+            if kind == "dir":
+                if self._adapter.path_filter.descend(child):
+                    self._dirs.append(child)
+            elif size is not None and mtime is not None:
+                self._files.append((child, facts))
+                if self._adapter._needs_mdtm(child, facts):
+                    self._need_mdtm.append(child)
+
+    def _child(self, name: str | bytes, is_dir: bool) -> str | None:
+        target = self._walk.listing if self._problems < _PROBLEMS_PER_DIR else self._overflow
+        before = len(target.bad_names)
+        child = child_path(target, self._rel, name, is_dir=is_dir)
+        if len(target.bad_names) > before:
+            self._problems += 1
+            if target is self._overflow:
+                self._hidden += 1
+                target.bad_names.clear()
+        return child
+
+    def _warn(self, warning: str) -> None:
+        self._problems += 1
+        if self._problems <= _PROBLEMS_PER_DIR:
+            self._walk.listing.warnings.append(warning)
+        else:
+            self._hidden += 1
+
+    def commit(self) -> None:
+        walk = self._walk
+        walk.files.extend(self._files)
+        walk.need_mdtm.extend(self._need_mdtm)
+        walk.queue.extend(self._dirs)
+        if self._hidden:
+            walk.listing.warnings.append(
+                f"{self._rel or '.'}: skipped {self._hidden:,} more lines that could not be parsed or named "
+                "unusable entries"
+            )
+
+
 def _code(exc: aioftp.StatusCodeError) -> str:
     return str(exc.received_codes[-1]) if exc.received_codes else "000"
 
@@ -196,13 +365,22 @@ class FtpAdapter(RemoteAdapter):
         if not self._password and self._user == "anonymous":
             self._password = "ftpsource@"
         self._idle: list[_Connection] = []
-        self._parsed: dict[tuple[bool, bytes], ListEntry | None] = {}
+        self._parsed: dict[bytes, _Facts | None] = {}
         self._parsed_day: date | None = None
         self._features: _Features | None = None
         self._mlsd: bool | None = None  # None: not tried yet
         self._list_command = "LIST -a"
         self._mdtm_ok = True
+        self._mdtm_window = _MDTM_WINDOW
+        self._mdtm_pipelined = True  # False once a server failed to answer MDTMs sent back to back
+        self._mdtm_pipelined_ok = False  # True once one has answered them
         self._memo: dict[str, _Memo] = {}
+        # The last listing's entries: an unchanged file gets the same object again, so a steady listing
+        # allocates nothing the garbage collector has to track (and sets off no full collection).
+        self._last: dict[str, Entry] = {}
+        #: limits of one directory's listing (see ``MAX_DIR_ENTRIES``)
+        self.max_dir_entries = MAX_DIR_ENTRIES
+        self.max_dir_bytes = MAX_DIR_BYTES
 
     # errors ------------------------------------------------------------------------------------------
     def _translate_protocol(self, exc: BaseException, action: str) -> SourceError | None:
@@ -346,67 +524,86 @@ class FtpAdapter(RemoteAdapter):
         return posixpath.join(root, rel) if rel else root
 
     # listing -----------------------------------------------------------------------------------------
-    async def _transfer_all(self, conn: _Connection, command: str) -> bytes:
+    async def _stream(
+        self, conn: _Connection, command: str, lines: _Lines, take: Callable[[list[bytes]], None]
+    ) -> None:
+        """Run a listing command, handing its lines to ``take`` a chunk at a time as they arrive.
+
+        The loop gets a turn after every chunk. A listing that breaks a limit of ``lines`` raises
+        ``_ListingRefused`` with the session still in step when the server confirms the abort.
+        """
         async with asyncio.timeout(self.timeout_s):
             reader, writer, done = await conn.open_data(command)
-        chunks: list[bytes] = []
+        refused: _ListingRefused | None = None
         try:
             while True:
                 async with asyncio.timeout(self.timeout_s):
                     chunk = await reader.read(_LIST_READ_SIZE)
                 if not chunk:
+                    take(lines.end())
                     break
-                chunks.append(chunk)
+                self.stats["list_chunks"] += 1
+                take(lines.feed(chunk))
+                # A fast server keeps the reader's buffer full, so reading would never wait: yield here.
+                await asyncio.sleep(0)
+        except _ListingRefused as exc:
+            refused = exc
         finally:
             await _close_writer(writer)
+        if refused is None:
+            if not done:
+                async with asyncio.timeout(self.timeout_s):
+                    await conn.cmd(None, "2xx", "1xx")
+            return
         if not done:
-            async with asyncio.timeout(self.timeout_s):
-                await conn.cmd(None, "2xx", "1xx")
-        return b"".join(chunks)
+            # The server answers the abandoned transfer with 426 or 451 (or 226): once that reply is
+            # read the session is in step. If it never comes, ``conn`` stays marked out of step.
+            with contextlib.suppress(TimeoutError, OSError, aioftp.AIOFTPException, ValueError):
+                async with asyncio.timeout(min(self.timeout_s, 5.0)):
+                    await conn.cmd(None, "2xx", "1xx")
+        raise refused
 
-    async def _list_dir(self, conn: _Connection) -> tuple[bytes, bool]:
-        """List the current directory; returns (data, is_mlsd)."""
+    async def _list_dir(self, conn: _Connection, take: Callable[[bool, list[bytes]], None]) -> None:
+        """List the current directory, handing its lines to ``take(is_mlsd, lines)`` as they arrive."""
         if self._mlsd is not False:
+            lines = self._lines()
             try:
-                data = await self._transfer_all(conn, "MLSD")
+                await self._stream(conn, "MLSD", lines, functools.partial(take, True))
             except aioftp.StatusCodeError as exc:
-                if self._mlsd is None and _code(exc) in ("500", "502"):
+                if self._mlsd is None and _code(exc) in ("500", "502") and not lines.size:
                     log.debug("%s: no MLSD (%s); listing with LIST", self._where(), _reply(exc))
                     self._mlsd = False
                 else:
                     raise
             else:
                 self._mlsd = True
-                return data, True
+                return
         try:
-            return await self._transfer_all(conn, self._list_command), False
+            await self._stream(conn, self._list_command, self._lines(), functools.partial(take, False))
+            return
         except aioftp.StatusCodeError as exc:
             # "LIST -a" shows dot files (a marker may be one); a server that takes "-a" for a path
             # refuses it, and then plain LIST has to do.
             if self._list_command == "LIST" or not _code(exc).startswith("5"):
                 raise
-        data = await self._transfer_all(conn, "LIST")
+        await self._stream(conn, "LIST", self._lines(), functools.partial(take, False))
         self._list_command = "LIST"
-        return data, False
 
-    async def _walk(self, conn: _Connection, listing: Listing) -> list[tuple[str, ListEntry]]:
-        now = datetime.now(UTC)
-        # Parsing LIST lines is most of a steady listing's cost, and an unchanged file gives the same
-        # line every time: reuse last listing's parse per raw line. LIST omits the year of recent
-        # files, which is inferred from today, so the memo lives for one UTC day at most.
-        previous = self._parsed if self._parsed_day == now.date() else {}
-        parsed: dict[tuple[bool, bytes], ListEntry | None] = {}
-        files: list[tuple[str, ListEntry]] = []
-        queue: collections.deque[str] = collections.deque([""])
+    def _lines(self) -> _Lines:
+        return _Lines(self.max_dir_entries, self.max_dir_bytes)
+
+    async def _walk(self, conn: _Connection, walk: _Walk) -> None:
+        """List directories from ``walk.queue`` on ``conn`` until none is left or ``conn`` is out of step."""
         where = self._where()
-        while queue:
-            rel = queue.popleft()
+        while walk.queue and conn.clean:
+            rel = walk.queue.popleft()
             entered = False
+            reader = _DirReader(self, walk, rel)
             try:
                 async with asyncio.timeout(self.timeout_s):
                     await conn.cmd(f"CWD {self._abs(rel)}", "2xx")
                 entered = True
-                data, is_mlsd = await self._list_dir(conn)
+                await self._list_dir(conn, reader.take)
             except aioftp.StatusCodeError as exc:
                 if not _refused(exc):
                     raise
@@ -420,81 +617,48 @@ class FtpAdapter(RemoteAdapter):
                     root_error = PermanentSourceError(
                         f"{where}: root directory {self.url.root!r} cannot be entered: {_reply(exc)}", kind="root"
                     )
-                unlistable_dir(listing, rel, _reply(exc), root_error)
+                unlistable_dir(walk.listing, rel, _reply(exc), root_error)
                 continue
-            for raw in data.split(b"\n"):
-                raw = raw.rstrip(b"\r")
-                if not raw.strip():
-                    continue
-                key = (is_mlsd, raw)
-                if key in previous:
-                    entry = previous[key]
-                else:
-                    try:
-                        line = raw.decode("utf-8")
-                    except UnicodeDecodeError:
-                        child_path(listing, rel, raw)  # described as a bad name
-                        continue
-                    try:
-                        entry = parse_mlsx_line(line) if is_mlsd else parse_list_line(line, now=now)
-                    except ValueError as exc:
-                        listing.warnings.append(f"{rel or '.'}: skipped a line that could not be parsed ({exc})")
-                        continue
-                parsed[key] = entry
-                if entry is None or entry.kind not in ("file", "dir"):
-                    continue  # links, devices, and MLSD's entries for the directory itself and its parent
-                child = child_path(listing, rel, entry.name, is_dir=entry.kind == "dir")
-                if child is None:
-                    continue
-                if entry.kind == "dir":
-                    if self.path_filter.descend(child):
-                        queue.append(child)
-                elif entry.kind == "file" and entry.size is not None and entry.mtime is not None:
-                    files.append((child, entry))
-        self._parsed, self._parsed_day = parsed, now.date()
-        return files
+            except _ListingRefused as exc:
+                root_error = TransientSourceError(f"{where}: cannot list the root directory: {exc}", kind="list")
+                unlistable_dir(walk.listing, rel, str(exc), root_error)
+                continue
+            reader.commit()
 
-    def _settle(self, path: str, entry: ListEntry, exact: float | None) -> Entry:
-        """The mtime to report for a listed file, stable while its LIST facts stay the same."""
-        assert entry.size is not None and entry.mtime is not None
-        if entry.resolution_s <= 1:
-            return Entry(path, entry.size, entry.mtime)
+    def _settle(self, path: str, facts: _Facts, exact: float | None, into: dict[str, _Memo] | None = None) -> Entry:
+        """The mtime to report for a listed file, stable while its LIST facts stay the same; what it
+        remembers goes ``into`` the next listing's memo (by default, the current one)."""
+        _, _, size, list_mtime, resolution_s = facts
+        assert size is not None and list_mtime is not None
+        if resolution_s <= 1:
+            return Entry(path, size, list_mtime)
         memo = self._memo.get(path)
         if exact is not None:
             mtime = exact
+        elif memo is not None and memo[:3] == (size, list_mtime, resolution_s):
+            mtime = memo[3]
         elif (
             memo is not None
-            and memo.size == entry.size
-            and memo.list_mtime == entry.mtime
-            and memo.resolution_s == entry.resolution_s
-        ):
-            mtime = memo.mtime
-        elif (
-            memo is not None
-            and memo.size == entry.size
-            and entry.resolution_s > memo.resolution_s
-            and memo.list_mtime - memo.list_mtime % entry.resolution_s == entry.mtime
+            and memo[0] == size
+            and resolution_s > memo[2]
+            and memo[1] - memo[1] % resolution_s == list_mtime
         ):
             # ``ls`` switched to the coarser year form (file older than six months): same file.
-            mtime = memo.mtime
+            mtime = memo[3]
         else:
-            mtime = entry.mtime
-        self._memo[path] = _Memo(entry.size, entry.mtime, entry.resolution_s, mtime)
-        return Entry(path, entry.size, mtime)
+            mtime = list_mtime
+        (self._memo if into is None else into)[path] = (size, list_mtime, resolution_s, mtime)
+        return Entry(path, size, mtime)
 
-    def _needs_mdtm(self, path: str, entry: ListEntry) -> bool:
-        if entry.resolution_s <= 1 or not self._mdtm_ok:
+    def _needs_mdtm(self, path: str, facts: _Facts) -> bool:
+        _, _, size, list_mtime, resolution_s = facts
+        if resolution_s <= 1 or not self._mdtm_ok:
             return False
         features = self._features
         if features is not None and not features.has("MDTM"):
             return False
         memo = self._memo.get(path)
-        return not (
-            memo is not None
-            and memo.size == entry.size
-            and memo.list_mtime == entry.mtime
-            and memo.resolution_s == entry.resolution_s
-        )
+        return memo is None or memo[:3] != (size, list_mtime, resolution_s)
 
     async def _mdtm(self, conn: _Connection, path: str) -> float | None:
         """The exact mtime of ``path``; None when the server cannot tell (vanished, unsupported)."""
@@ -511,15 +675,55 @@ class FtpAdapter(RemoteAdapter):
         except ValueError:
             return None
 
+    async def _mdtm_batch(self, conn: _Connection, paths: list[str], results: dict[str, float | None]) -> None:
+        """Exact mtimes of ``paths`` into ``results``: their MDTMs sent back to back, the replies read after."""
+        commands = [f"MDTM {self._abs(path)}" for path in paths]
+        async with asyncio.timeout(self.timeout_s):
+            replies = await conn.pipeline(commands)
+        self.stats["mdtm_round_trips"] += 1
+        for path, (code, info) in zip(paths, replies, strict=True):
+            mtime: float | None = None
+            if code == "213":
+                self.stats["mdtm"] += 1
+                with contextlib.suppress(ValueError):
+                    mtime = parse_mdtm(info[-1])
+            elif code in ("500", "502", "504"):
+                self._mdtm_ok = False
+            results[path] = mtime
+
     async def _exact_mtimes(self, paths: list[str]) -> dict[str, float | None]:
+        """Exact mtimes of ``paths`` over up to ``max_connections`` pooled connections, each sending
+        ``_MDTM_WINDOW`` MDTMs back to back; a server that does not answer that goes one at a time."""
         results: dict[str, float | None] = {}
         pending = collections.deque(paths)
 
+        async def one_at_a_time(conn: _Connection, batch: list[str]) -> None:
+            for path in batch:
+                results[path] = await self._mdtm(conn, path)
+                self.stats["mdtm_round_trips"] += 1
+
         async def worker() -> None:
-            async with self._connection() as conn:
-                while pending and self._mdtm_ok:
-                    path = pending.popleft()
-                    results[path] = await self._mdtm(conn, path)
+            while pending and self._mdtm_ok:
+                async with self._connection() as conn:
+                    while pending and self._mdtm_ok and conn.clean:
+                        batch = [pending.popleft() for _ in range(min(self._mdtm_window, len(pending)))]
+                        if len(batch) == 1 or not self._mdtm_pipelined:
+                            await one_at_a_time(conn, batch)
+                            continue
+                        try:
+                            await self._mdtm_batch(conn, batch, results)
+                        except (TimeoutError, OSError, aioftp.AIOFTPException, ValueError):
+                            if self._mdtm_pipelined_ok:
+                                raise
+                            # Never answered back-to-back commands (some servers drop what follows the
+                            # first): this connection is out of step; go one at a time from now on.
+                            log.info("%s: MDTMs sent back to back went unanswered; asking one at a time", self._where())
+                            self._mdtm_pipelined = False
+                            conn.clean = False
+                            pending.extendleft(reversed(batch))
+                        else:
+                            self._mdtm_pipelined_ok = True
+                        await asyncio.sleep(0)
 
         workers = max(1, min(self.config.max_connections, (len(paths) + 19) // 20))
         tasks = [asyncio.create_task(worker()) for _ in range(workers)]
@@ -532,17 +736,34 @@ class FtpAdapter(RemoteAdapter):
         return results
 
     async def list(self) -> Listing:
-        listing = Listing([])
+        now = datetime.now(UTC)
+        # Parsing LIST lines is most of a steady listing's cost, and an unchanged file gives the same
+        # line every time: reuse last listing's parse per line. LIST omits the year of recent files,
+        # which is inferred from today, so the memo lives for one UTC day at most.
+        walk = _Walk(Listing([]), now, self._parsed if self._parsed_day == now.date() else {})
         with self._errors("listing"):
-            async with self._connection() as conn:
-                files = await self._walk(conn, listing)
-            need = [path for path, entry in files if self._needs_mdtm(path, entry)]
-            exact = await self._exact_mtimes(need) if need else {}
-        listing.entries = [self._settle(path, entry, exact.get(path)) for path, entry in files]
-        listed = {path for path, _ in files}
-        for path in [p for p in self._memo if p not in listed]:
-            del self._memo[path]
-        return listing
+            while walk.queue:
+                # A connection left out of step by a refused listing is dropped; the walk goes on on another.
+                async with self._connection() as conn:
+                    await self._walk(conn, walk)
+            self._parsed, self._parsed_day = walk.parsed, now.date()
+            exact = await self._exact_mtimes(walk.need_mdtm) if walk.need_mdtm else {}
+        memo: dict[str, _Memo] = {}
+        last: dict[str, Entry] = {}
+        previous = self._last
+        entries: list[Entry] = []
+        for start in range(0, len(walk.files), _SETTLE_SLICE):
+            for path, facts in walk.files[start : start + _SETTLE_SLICE]:
+                entry = self._settle(path, facts, exact.get(path), memo)
+                before = previous.get(path)
+                if before is not None and before.size == entry.size and before.mtime == entry.mtime:
+                    entry = before
+                last[path] = entry
+                entries.append(entry)
+            await asyncio.sleep(0)
+        self._memo, self._last = memo, last  # files no longer listed are forgotten
+        walk.listing.entries = entries
+        return walk.listing
 
     async def stat(self, path: str) -> Entry | None:
         with self._errors(f"checking {path!r}"):
@@ -585,26 +806,37 @@ class FtpAdapter(RemoteAdapter):
 
     async def _stat_by_listing(self, conn: _Connection, path: str) -> Entry | None:
         parent, name = posixpath.split(path)
+        now = datetime.now(UTC)
+        found: list[ListEntry] = []
+
+        def take(is_mlsd: bool, lines: list[bytes]) -> None:
+            for raw in lines:
+                try:
+                    line = raw.rstrip(b"\r").decode("utf-8")
+                    entry = parse_mlsx_line(line) if is_mlsd else parse_list_line(line, now=now)
+                except ValueError:  # includes UnicodeDecodeError
+                    continue
+                if entry is not None and entry.name == name:
+                    found.append(entry)
+
         try:
             async with asyncio.timeout(self.timeout_s):
                 await conn.cmd(f"CWD {self._abs(parent)}", "2xx")
-            data, is_mlsd = await self._list_dir(conn)
+            await self._list_dir(conn, take)
         except aioftp.StatusCodeError as exc:
             if _refused(exc):
                 return None
             raise
-        now = datetime.now(UTC)
-        for raw in data.split(b"\n"):
-            try:
-                line = raw.rstrip(b"\r").decode("utf-8")
-                entry = parse_mlsx_line(line) if is_mlsd else parse_list_line(line, now=now)
-            except ValueError:  # includes UnicodeDecodeError
-                continue
-            if entry is not None and entry.name == name:
-                if entry.kind != "file" or entry.size is None or entry.mtime is None:
-                    return None
-                return self._settle(path, entry, None)
-        return None
+        except _ListingRefused as exc:
+            raise TransientSourceError(
+                f"{self._where()}: cannot list directory {parent or '.'!r}: {exc}", kind="list"
+            ) from exc
+        if not found:
+            return None
+        entry = found[0]
+        if entry.kind != "file" or entry.size is None or entry.mtime is None:
+            return None
+        return self._settle(path, entry, None)
 
     # content -----------------------------------------------------------------------------------------
     async def read(self, path: str) -> AsyncGenerator[bytes, None]:

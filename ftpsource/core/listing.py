@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import calendar
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Literal, NamedTuple
 
 __all__ = ["ListEntry", "name_problem", "parse_list_line", "parse_mdtm", "parse_mlsx_line", "quote_name"]
 
 Kind = Literal["file", "dir", "link", "other"]
 
 
-@dataclass(frozen=True, slots=True)
-class ListEntry:
-    """One line of a directory listing. ``mtime`` is seconds since the epoch; ``size`` None for dirs."""
+class ListEntry(NamedTuple):
+    """One line of a directory listing. ``mtime`` is seconds since the epoch; ``size`` None for dirs.
+
+    A tuple of plain values, so the garbage collector stops tracking it: an adapter keeps one per line
+    of a (possibly huge) listing between polls, and full collections would otherwise walk them all.
+    """
 
     name: str
     kind: Kind
