@@ -48,6 +48,7 @@ __all__ = [
     "asyncssh_server",
     "counting_listener",
     "free_port",
+    "hostile_ftp_server",
     "make_tls_files",
     "openssh_server",
     "proftpd_server",
@@ -695,6 +696,136 @@ async def silent_server() -> AsyncIterator[int]:
         server.close()
         for writer in writers:
             writer.close()
+        await server.wait_closed()
+
+
+#: what a directory's listing sends: ``listing(directory)`` yields the data connection's chunks
+ListingBody = Callable[[str], AsyncIterator[bytes]]
+
+
+@dataclass
+class HostileFtp:
+    port: int
+    #: every command received, in order
+    commands: list[str] = field(default_factory=list)
+    #: how each listing ended: "complete", or "aborted" when the client closed the data connection
+    transfers: list[str] = field(default_factory=list)
+    logins: int = 0
+
+    def url(self, path: str = "/") -> str:
+        return f"ftp://alice@{HOST}:{self.port}{path}"
+
+
+@contextlib.asynccontextmanager
+async def hostile_ftp_server(listing: ListingBody, *, flush_input: bool = False) -> AsyncIterator[HostileFtp]:
+    """A small FTP responder whose directory listings are whatever ``listing`` sends (endless lines,
+    a line that never ends, garbage). LIST only (no MLSD), MDTM answers a fixed time, any password
+    works. A listing abandoned by the client is answered 426 on the control connection, as servers
+    do. ``flush_input``: only the first command of each read is answered and the rest dropped, as a
+    server that does not take commands sent back to back."""
+    state = HostileFtp(0)
+    tasks: set[asyncio.Task[None]] = set()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        cwd = "/"
+        data: asyncio.Queue[asyncio.StreamWriter] = asyncio.Queue()
+        data_server: asyncio.Server | None = None
+
+        async def reply(text: str) -> None:
+            writer.write(text.encode() + b"\r\n")
+            await writer.drain()
+
+        async def transfer(directory: str) -> None:
+            out = await asyncio.wait_for(data.get(), 10)
+            writers.append(out)
+            await reply("150 Here comes the directory listing.")
+            try:
+                async for chunk in listing(directory):
+                    out.write(chunk)
+                    await out.drain()
+            except (ConnectionError, OSError):
+                state.transfers.append("aborted")
+                await reply("426 Failure writing network stream.")
+                return
+            finally:
+                out.close()
+            state.transfers.append("complete")
+            await reply("226 Directory send OK.")
+
+        try:
+            await reply("220 hostile test server")
+            while True:
+                if flush_input:
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        return
+                    line = chunk.split(b"\n", 1)[0]  # what followed in the same read is dropped
+                else:
+                    line = await reader.readline()
+                    if not line:
+                        return
+                command = line.decode().strip()
+                state.commands.append(command)
+                verb, _, arg = command.partition(" ")
+                verb = verb.upper()
+                if verb == "USER":
+                    await reply("331 Please specify the password.")
+                elif verb == "PASS":
+                    state.logins += 1
+                    await reply("230 Login successful.")
+                elif verb == "FEAT":
+                    await reply("211-Features:\r\n MDTM\r\n SIZE\r\n EPSV\r\n211 End")
+                elif verb in ("TYPE", "OPTS", "NOOP"):
+                    await reply("200 OK.")
+                elif verb == "CWD":
+                    cwd = arg
+                    await reply("250 Directory successfully changed.")
+                elif verb == "EPSV":
+                    if data_server is not None:
+                        data_server.close()
+                    while not data.empty():  # opened for a command that was refused
+                        data.get_nowait().close()
+
+                    async def accept(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+                        await data.put(w)
+
+                    data_server = await asyncio.start_server(accept, HOST, 0)
+                    port = data_server.sockets[0].getsockname()[1]
+                    await reply(f"229 Entering Extended Passive Mode (|||{port}|)")
+                elif verb == "LIST":
+                    await transfer(cwd)
+                elif verb == "MDTM":
+                    await reply("213 20250101123456")
+                elif verb == "QUIT":
+                    await reply("221 Goodbye.")
+                    return
+                else:
+                    await reply("502 Command not implemented.")
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if data_server is not None:
+                data_server.close()
+            writer.close()
+
+    def start(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.ensure_future(handle(reader, writer))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    server = await asyncio.start_server(start, HOST, 0)
+    state.port = int(server.sockets[0].getsockname()[1])
+    try:
+        yield state
+    finally:
+        server.close()
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for w in writers:
+            w.close()
         await server.wait_closed()
 
 
