@@ -5,8 +5,11 @@ opened here, because aioftp completes the TLS handshake of a data connection bef
 transfer command, and servers that only start TLS after the command (vsftpd, proftpd) then hang.
 
 Listing walks the tree with ``CWD`` + ``MLSD``, falling back to ``LIST`` (parsed by ``listparse``) on
-servers without MLSD. ``LIST`` times are coarse (minute or day), so exact times come from ``MDTM``
-where the server has it, asked only when a file's ``(size, LIST time)`` changes; an unchanged file
+servers without MLSD. A directory's listing is parsed line by line as it arrives, giving the event
+loop a turn after every chunk, and is refused (with the directory named) past ``MAX_DIR_ENTRIES``
+lines, ``MAX_DIR_BYTES`` or a line over ``MAX_LINE_BYTES``. ``LIST`` times are coarse (minute or day),
+so exact times come from ``MDTM`` where the server has it, asked only when a file's ``(size, LIST
+time)`` changes, ``_MDTM_WINDOW`` commands sent back to back per pooled connection; an unchanged file
 gets the same ``Entry`` on every poll. A transfer abandoned part-way leaves the control connection in
 an unknown state in aioftp (it may still owe a reply), so that connection is discarded rather than reused.
 

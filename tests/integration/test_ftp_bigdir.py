@@ -179,3 +179,11 @@ async def test_a_server_that_drops_commands_sent_back_to_back_gets_them_one_at_a
         assert server.logins == 2
         await src.list()  # the connection it ended on is still in step
         assert server.logins == 2
+
+
+async def test_a_listing_past_its_byte_limit_is_refused_by_name() -> None:
+    async with servers.hostile_ftp_server(endless_subdir) as server, adapter(server.url(), "pw") as src:
+        src.max_dir_bytes = 200_000
+        listing = await src.list()
+    assert listing.unlisted_dirs == ["sub"]
+    assert listing.warnings == ["cannot list directory 'sub': the listing is longer than 200,000 bytes"]
