@@ -32,6 +32,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import aioftp
 
@@ -62,7 +63,7 @@ MAX_LINE_BYTES = 8 * 1024
 _PROBLEMS_PER_DIR = 20
 # MDTM commands sent back to back on one connection before their replies are read.
 _MDTM_WINDOW = 32
-# Settling the listed files gives the loop back this often.
+# Settling the listed files, and freeing what the last listing kept, give the loop back this often.
 _SETTLE_SLICE = 4096
 _MISSING = object()
 
@@ -115,6 +116,18 @@ class _Walk:
     files: list[tuple[str, _Facts]] = field(default_factory=list)
     need_mdtm: list[str] = field(default_factory=list)
     queue: collections.deque[str] = field(default_factory=lambda: collections.deque([""]))
+
+
+async def _free(*containers: list[Any] | dict[Any, Any]) -> None:
+    """Empty big containers a slice at a time: freeing 100,000s of objects at once holds the loop."""
+    for container in containers:
+        while container:
+            if isinstance(container, dict):
+                for _ in range(min(_SETTLE_SLICE, len(container))):
+                    container.popitem()
+            else:
+                del container[-_SETTLE_SLICE:]
+            await asyncio.sleep(0)
 
 
 def _line_key(raw: bytes, is_mlsd: bool) -> bytes:
@@ -650,7 +663,8 @@ class FtpAdapter(RemoteAdapter):
             mtime = memo[3]
         else:
             mtime = list_mtime
-        (self._memo if into is None else into)[path] = (size, list_mtime, resolution_s, mtime)
+        remembered = (size, list_mtime, resolution_s, mtime)
+        (self._memo if into is None else into)[path] = memo if memo == remembered else remembered
         return Entry(path, size, mtime)
 
     def _needs_mdtm(self, path: str, facts: _Facts) -> bool:
@@ -743,7 +757,8 @@ class FtpAdapter(RemoteAdapter):
         # Parsing LIST lines is most of a steady listing's cost, and an unchanged file gives the same
         # line every time: reuse last listing's parse per line. LIST omits the year of recent files,
         # which is inferred from today, so the memo lives for one UTC day at most.
-        walk = _Walk(Listing([]), now, self._parsed if self._parsed_day == now.date() else {})
+        kept = self._parsed
+        walk = _Walk(Listing([]), now, kept if self._parsed_day == now.date() else {})
         with self._errors("listing"):
             while walk.queue:
                 # A connection left out of step by a refused listing is dropped; the walk goes on on another.
@@ -757,15 +772,17 @@ class FtpAdapter(RemoteAdapter):
         entries: list[Entry] = []
         for start in range(0, len(walk.files), _SETTLE_SLICE):
             for path, facts in walk.files[start : start + _SETTLE_SLICE]:
-                entry = self._settle(path, facts, exact.get(path), memo)
                 before = previous.get(path)
+                entry = self._settle(path if before is None else before.path, facts, exact.get(path), memo)
                 if before is not None and before.size == entry.size and before.mtime == entry.mtime:
                     entry = before
-                last[path] = entry
+                last[entry.path] = entry
                 entries.append(entry)
             await asyncio.sleep(0)
+        old = (kept, self._memo, self._last)
         self._memo, self._last = memo, last  # files no longer listed are forgotten
         walk.listing.entries = entries
+        await _free(walk.files, walk.need_mdtm, exact, *old)
         return walk.listing
 
     async def stat(self, path: str) -> Entry | None:
