@@ -67,6 +67,8 @@ MAX_BAD_NAMES_REMEMBERED = 10_000
 RECENT_ERRORS = 10
 
 Clock = Callable[[], float]
+#: A verification's outcome, the expectation it met, and its event already encoded for the outbox.
+Verified = tuple[VerifyOutcome | None, Expectation | None, NewEvent | None]
 
 
 class Backoff:
@@ -344,7 +346,7 @@ class Watcher:
         commit takes everything verified while the previous one ran (at most ``COMMIT_MAX``). A burst of
         small files then costs a few dozen transactions, not one per ``VERIFY_BATCH``, while a slow
         download is committed, and its event sent, as soon as the store is free."""
-        outcomes: asyncio.Queue[tuple[VerifyOutcome | None, Expectation | None] | None] = asyncio.Queue()
+        outcomes: asyncio.Queue[Verified | None] = asyncio.Queue()
 
         jobs = self._verify_jobs(src, requests)
 
@@ -354,8 +356,11 @@ class Watcher:
                     tasks = [asyncio.ensure_future(job()) for job in jobs[i : i + VERIFY_BATCH]]
                     try:
                         for task in asyncio.as_completed(tasks):
-                            for outcome in await task:
-                                outcomes.put_nowait(outcome)
+                            for outcome, met in await task:
+                                # Encoded now, while the store commits earlier outcomes on its thread,
+                                # rather than in a row with the commit that takes it.
+                                event = outcome.event if outcome is not None else None
+                                outcomes.put_nowait((outcome, met, None if event is None else self._encode(event)))
                     finally:
                         # A download cancelled half-way closes its data connection on the way out; wait
                         # for that, so no connection outlives the adapter (or the loop) it belongs to.
@@ -408,14 +413,11 @@ class Watcher:
         return [await self._verify(src, req)]
 
     async def _commit_verified(
-        self,
-        outcomes: Sequence[tuple[VerifyOutcome | None, Expectation | None]],
-        pending: int,
-        next_due: float | None,
+        self, outcomes: Sequence[Verified], pending: int, next_due: float | None
     ) -> tuple[int, float | None]:
         """Commit one batch of verification outcomes; returns the pending count and next due time."""
-        done = [o for o, _ in outcomes if o is not None]
-        met = [m for o, m in outcomes if o is not None and o.event is not None and m is not None]
+        done = [o for o, _, _ in outcomes if o is not None]
+        met = [m for o, m, _ in outcomes if o is not None and o.event is not None and m is not None]
         now = self.clock()
         await self._commit(
             [o.record for o in done],
@@ -423,6 +425,7 @@ class Watcher:
             [o.event for o in done if o.event is not None],
             now,
             expectations=met,
+            encoded=[e for _, _, e in outcomes if e is not None],
         )
         pending -= sum(1 for o in done if o.record.state is not State.PENDING)
         if any(o.event is not None and o.event.type == "ready" for o in done):
@@ -674,6 +677,17 @@ class Watcher:
             log.warning("not ready: %s", outcome.record.problem, extra=extra)
         return outcome, match.expectation
 
+    def _encode(self, spec: EventSpec) -> NewEvent:
+        """An event as the outbox keeps it: its id and payload, and for ``ready`` its settling version."""
+        eid, payload = encode_event(self.info, spec)
+        version = None
+        if spec.type == "ready":
+            # The actions go with the version now, so a later settle does not depend on a later config.
+            version = SettleVersion(
+                spec.path, spec.generation, spec.size, spec.mtime, spec.checksum, self._on_success, self._on_failure
+            )
+        return NewEvent(eid, spec.type, spec.path, payload, version)
+
     async def _commit(
         self,
         upserts: Sequence[FileRecord],
@@ -686,21 +700,17 @@ class Watcher:
         expectations_dropped: Sequence[Expectation] = (),
         sets: Sequence[SetPeriod] = (),
         sets_dropped: Sequence[SetPeriod] = (),
+        encoded: Sequence[NewEvent] | None = None,
     ) -> None:
+        """Commit a decision. ``encoded``: the ``events`` already encoded (``_encode``), in order."""
         if not (
             upserts or removals or events or initialized or expectations or expectations_dropped or sets or sets_dropped
         ):
             return
-        encoded = []
-        for spec in events:
-            eid, payload = encode_event(self.info, spec)
-            version = None
-            if spec.type == "ready":
-                # The actions go with the version now, so a later settle does not depend on a later config.
-                version = SettleVersion(
-                    spec.path, spec.generation, spec.size, spec.mtime, spec.checksum, self._on_success, self._on_failure
-                )
-            encoded.append(NewEvent(eid, spec.type, spec.path, payload, version))
+        if encoded is None:
+            encoded = [self._encode(spec) for spec in events]
+        elif len(encoded) != len(events):
+            raise ValueError("encoded events do not match the events")
         store = self.store
         await store.run(
             store.sync.commit,
