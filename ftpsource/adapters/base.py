@@ -213,12 +213,16 @@ def child_path(listing: Listing, rel: str, name: str | bytes, *, is_dir: bool = 
     if is_dir and name in (".", "..", b".", b".."):
         return None
     where = rel.rstrip("/") or "."
-    if isinstance(name, bytes):
-        try:
+    try:
+        if isinstance(name, bytes):
             name = name.decode("utf-8")
-        except UnicodeDecodeError:
-            listing.bad_names.append(f"{where}: skipped an entry whose name is not UTF-8: {quote_name(name)}")
-            return None
+        else:
+            # os.scandir decodes bytes that are not UTF-8 as surrogate escapes: such a str encodes to
+            # no UTF-8 either, and a record or event holding it could never be written.
+            name.encode("utf-8")
+    except UnicodeError:
+        listing.bad_names.append(f"{where}: skipped an entry whose name is not UTF-8: {quote_name(name)}")
+        return None
     problem = name_problem(name)
     if problem is not None:
         listing.bad_names.append(f"{where}: skipped an entry whose name {problem}: {quote_name(name)}")

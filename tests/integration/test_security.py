@@ -206,6 +206,33 @@ async def test_symlinks_out_of_the_root_are_neither_read_nor_reported_and_logged
     assert_not_leaked(secret, events=json.dumps(stream.received), logs=caplog.text, metrics=text)
 
 
+async def test_a_local_name_that_is_not_utf8_is_skipped_counted_once_and_the_source_keeps_going(
+    tmp_path: Path, root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="ftpsource")
+    (root / "ok.csv").write_bytes(b"fine\n")
+    with open(os.path.join(os.fsencode(root), b"bad-\xff.csv"), "wb") as f:
+        f.write(b"any uploader can name a file so")
+    config = {"url": f"file://{root}", "stable_for": "200ms", "poll_interval": "200ms"}
+    async with run_server(tmp_path) as srv, stream_to(srv.port, config) as stream:
+        await stream.until(ready("ok.csv"))
+        text = ""
+
+        def polled_thrice() -> bool:
+            nonlocal text
+            text = metrics_text(srv.metrics_port)
+            return _polls_ok(text) >= 3
+
+        await eventually(polled_thrice, what="three polls")
+        (root / "sentinel").write_bytes(b"s")
+        await stream.until(ready("sentinel"))
+    assert [e["data"]["path"] for e in stream.received] == ["ok.csv", "sentinel"]
+    bad_count = [line for line in text.splitlines() if 'kind="bad_name"' in line and "source_errors_total{" in line]
+    assert len(bad_count) == 1 and float(bad_count[0].split()[-1]) == 1
+    warnings = [r.getMessage() for r in caplog.records if "skipped an entry whose name" in r.getMessage()]
+    assert warnings == ["listing: .: skipped an entry whose name is not UTF-8: 'bad-\\udcff.csv'"]
+
+
 async def test_a_file_swapped_for_a_link_out_of_the_root_after_listing_is_not_read(tmp_path: Path, root: Path) -> None:
     outside = tmp_path / "outside.csv"
     outside.write_bytes(b"not yours")

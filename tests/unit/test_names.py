@@ -59,3 +59,11 @@ def test_good_names_become_relative_paths_and_descriptions_are_short() -> None:
     assert child_path(listing, "", "x/" * 10_000) is None
     assert [len(d) < 150 for d in listing.bad_names] == [True, True]
     assert "not UTF-8" in listing.bad_names[0] and "contains '/'" in listing.bad_names[1]
+
+
+def test_a_str_name_decoded_from_bytes_that_are_not_utf8_is_refused_too() -> None:
+    # os.scandir hands such a name over as a str with surrogate escapes: no event, record or log can
+    # encode it as UTF-8, so it is as bad as the bytes a remote server sends.
+    listing = Listing([])
+    assert child_path(listing, "d", "bad\udcff.csv") is None
+    assert listing.bad_names == ["d: skipped an entry whose name is not UTF-8: 'bad\\udcff.csv'"]
