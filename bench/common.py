@@ -11,12 +11,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from ftpsource.loopmon import LoopMonitor
 
 __all__ = [
+    "LoopLag",
     "Result",
     "best_of_alternating",
     "fmt_s",
@@ -29,6 +32,7 @@ __all__ = [
 ]
 
 ROUNDS = 3
+T = TypeVar("T")
 
 
 @dataclass
@@ -84,6 +88,36 @@ def best_of_alternating(
         for name, fn in candidates:
             times[name].append(fn())
     return times
+
+
+class LoopLag:
+    """The worst event-loop lag over the stretches measured with it: the server's own ``LoopMonitor``
+    (what ``ftpsource_event_loop_lag_seconds`` reports) sampling the running loop every 10 ms.
+
+    In-process benchmarks run the server and the client on one loop, so the figure includes the client.
+    """
+
+    def __init__(self) -> None:
+        self.worst_s = 0.0
+
+    @contextlib.asynccontextmanager
+    async def measuring(self) -> AsyncIterator[LoopLag]:
+        monitor = LoopMonitor(interval_s=0.01, window_s=1e9)
+        monitor.start()
+        try:
+            yield self
+        finally:
+            self.worst_s = max(self.worst_s, monitor.worst_lag_s())
+            await monitor.stop()
+
+    async def over(self, awaitable: Awaitable[T]) -> T:
+        """``await awaitable`` while measuring: ``asyncio.run(lag.over(main()))``."""
+        async with self.measuring():
+            return await awaitable
+
+    @property
+    def line(self) -> str:
+        return f"worst event-loop lag: {fmt_s(self.worst_s)}"
 
 
 def time_command(argv: Sequence[str], *, stdout: int | None = subprocess.DEVNULL) -> float:

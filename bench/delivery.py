@@ -32,7 +32,7 @@ from ftpsource.logging import setup_logging
 from tests.support.harness import open_stream, run_server
 from tests.support.postgres import PgDatabase, postgres_cluster
 
-from .common import Result, fmt_s
+from .common import LoopLag, Result, fmt_s
 
 __all__ = ["run", "run_pg"]
 
@@ -161,14 +161,14 @@ def _measure(
     scratch: Path, quick: bool, name: str, backend: str, slack_s: float, database: Callable[[Path], PgDatabase | None]
 ) -> Result:
     count = 2_000 if quick else 10_000
-    runs = []
+    runs, lag = [], LoopLag()
     with _production_logging():
         for i in range(RUNS):
             attempt = scratch / f"run{i}"
             attempt.mkdir()
             db = database(attempt)
             state = None if db is None else {"state": db.url, "state_password_file": db.password_file}
-            runs.append(asyncio.run(_run(attempt, count, slack_s, state)))
+            runs.append(asyncio.run(lag.over(_run(attempt, count, slack_s, state))))
             shutil.rmtree(attempt, ignore_errors=True)
     # Best run: on a shared VM the slow ones measure the neighbours. All of them are listed below.
     create_s, elapsed, budget, delivered, duplicates = min(runs, key=lambda r: (-r[3], r[4], r[1]))
@@ -195,6 +195,7 @@ def _measure(
             f"the {DIRS} directory renames took {fmt_s(create_s)}; {delivered:,} distinct files delivered, "
             f"{duplicates} duplicates; time beyond stable_for: {fmt_s(max(0.0, elapsed - STABLE_FOR_S))}",
             f"best of {RUNS} runs; all runs: {', '.join(fmt_s(r[1]) for r in runs)}",
+            lag.line,
         ],
     )
 

@@ -2,48 +2,60 @@
 
 A ``LoopMonitor`` (the one behind ``ftpsource_event_loop_lag_seconds``) samples the loop every 10 ms
 while the watcher runs the first poll of a 1,000,000-file tree (``existing: skip``: every file is
-recorded) and then a steady poll. The goal: nothing holds the loop for more than 100 ms.
+recorded) and then a steady poll. The goal: nothing holds the loop for more than 100 ms. Reported,
+not judged: the adapter's start (its change watch set up over the tree) and a restart's record load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 from ftpsource.adapters.local import LocalAdapter
 from ftpsource.config import parse_source_config
 from ftpsource.credentials import Credentials
-from ftpsource.loopmon import LoopMonitor
 from ftpsource.metrics import Metrics
 from ftpsource.store import AsyncStore
 from ftpsource.watcher import Watcher
 
-from .common import Result, fmt_s
+from .common import LoopLag, Result, fmt_s
 from .poll import make_tree
 
 __all__ = ["run"]
 
 LIMIT_S = 0.100
+START = "adapter start (change watch over the tree) and state load"
+RESTART = "restart: a million records loaded"
+JUDGED = ("first start", "steady")
 
 
 async def _polls(root: Path, state: Path) -> dict[str, tuple[float, float]]:
     config = parse_source_config(f"url: file://{root}\nexisting: skip\n".encode())
     store = AsyncStore.open(state)
-    watcher = Watcher(config, "big", store, Credentials(), Metrics(), adapter_factory=LocalAdapter)
-    out: dict[str, tuple[float, float]] = {}
-    async with LocalAdapter(config, Credentials(), config.policy().path_filter) as src:
-        first_start = await watcher._load()
-        for phase in ("first start", "steady"):
-            monitor = LoopMonitor(interval_s=0.01, window_s=3600.0)
-            monitor.start()
-            t0 = time.perf_counter()
-            await watcher.poll_once(src, first_start=first_start)
+
+    def watcher() -> Watcher:
+        return Watcher(config, "big", store, Credentials(), Metrics(), adapter_factory=LocalAdapter)
+
+    async def phase(name: str, work: Awaitable[Any]) -> None:
+        lag = LoopLag()
+        t0 = time.perf_counter()
+        async with lag.measuring():
+            await work
             took = time.perf_counter() - t0
             await asyncio.sleep(0.05)
-            out[phase] = (monitor.worst_lag_s(), took)
-            await monitor.stop()
-            first_start = False
+        out[name] = (lag.worst_s, took)
+
+    out: dict[str, tuple[float, float]] = {}
+    first = watcher()
+    async with LocalAdapter(config, Credentials(), config.policy().path_filter) as src:
+        # The adapter's change watch starts here, over the whole tree, and the (empty) state loads.
+        await phase(START, first._load())
+        await phase("first start", first.poll_once(src, first_start=True))
+        await phase("steady", first.poll_once(src))
+    await phase(RESTART, watcher()._load())
     store.close()
     return out
 
@@ -53,7 +65,7 @@ def run(scratch: Path, quick: bool) -> Result:
     root = scratch / "tree"
     n = make_tree(root, dirs, per_dir)
     lags = asyncio.run(_polls(root, scratch / "state.db"))
-    worst = max(lag for lag, _ in lags.values())
+    worst = max(lag for phase, (lag, _) in lags.items() if phase in JUDGED)
     return Result(
         name="loop-lag",
         goal=f"no event-loop stall over {LIMIT_S * 1000:.0f} ms while a {n:,}-file tree is polled",
@@ -64,6 +76,13 @@ def run(scratch: Path, quick: bool) -> Result:
         higher_is_better=False,
         size=f"{n:,} files",
         quick=quick,
-        details=[f"{phase}: worst lag {fmt_s(lag)}, poll {fmt_s(took)}" for phase, (lag, took) in lags.items()]
-        + ["lag sampled every 10 ms by the server's LoopMonitor; ratio = worst lag / 100 ms"],
+        details=[
+            f"{phase}: worst lag {fmt_s(lag)}, {'poll' if phase in JUDGED else 'took'} {fmt_s(took)}"
+            + ("" if phase in JUDGED else " (not judged)")
+            for phase, (lag, took) in lags.items()
+        ]
+        + [
+            f"worst event-loop lag: {fmt_s(max(lag for lag, _ in lags.values()))} (all phases)",
+            "lag sampled every 10 ms by the server's LoopMonitor; ratio = worst lag (first start, steady) / 100 ms",
+        ],
     )

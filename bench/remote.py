@@ -51,7 +51,7 @@ from tests.support import servers
 from tests.support.harness import eventually, open_stream, run_server
 from tests.support.sources import write_credentials
 
-from .common import ROUNDS, Result, best_of_alternating, fmt_s
+from .common import ROUNDS, LoopLag, Result, best_of_alternating, fmt_s
 from .hashing import BLOCK, GIB, _make_file
 
 __all__ = ["run_hash", "run_list", "run_unchanged"]
@@ -187,6 +187,7 @@ def _measure_list(
 
     first: list[float] = []
     mdtm: dict[str, int] = {}
+    lag = LoopLag()
     connections = SourceConfig(url=srv.url()).max_connections
 
     def check(listing: Listing) -> None:
@@ -218,7 +219,7 @@ def _measure_list(
         return t2 - t1
 
     def ftpsource() -> float:
-        return runner.run(listings())
+        return runner.run(lag.over(listings()))
 
     lftp()  # warm the server's dentry/inode cache and lftp's binary for both sides
     ftpsource()
@@ -248,6 +249,7 @@ def _measure_list(
             f"lftp's fixed cost (start, connect, login, `find` of an empty directory): {fmt_s(fixed)}",
             _runs(times),
             _versions(),
+            lag.line,
         ],
     )
 
@@ -280,6 +282,7 @@ def _measure_hash(runner: asyncio.Runner, srv: servers.FtpServer, data: Path, si
     curl_argv = ["curl", "-sS", "--ftp-method", "nocwd", url, "-o", "/dev/null", "-w", "%{size_download}"]
     src = _adapter(srv)
     methods: set[str] = set()
+    lag = LoopLag()
 
     def curl() -> float:
         t0 = time.perf_counter()
@@ -299,7 +302,7 @@ def _measure_hash(runner: asyncio.Runner, srv: servers.FtpServer, data: Path, si
         return elapsed
 
     def ftpsource() -> float:
-        return runner.run(digest())
+        return runner.run(lag.over(digest()))
 
     pipeline = f"curl -sS --ftp-method nocwd {shlex.quote(url)} | openssl dgst -sha256 -r"
 
@@ -371,6 +374,7 @@ def _measure_hash(runner: asyncio.Runner, srv: servers.FtpServer, data: Path, si
             f"({fmt_s(curl_fixed)} for a 1-byte file); ftpsource reaches {floor / ours:.2f} of the SHA-256 ceiling",
             _runs(times),
             _versions(),
+            lag.line,
         ],
     )
 
@@ -403,8 +407,11 @@ def _count_commands() -> Iterator[collections.Counter[str]]:
 def run_unchanged(scratch: Path, quick: bool) -> Result:
     _require()
     count, dirs = (2_000, 20) if quick else (10_000, 100)
+    lag = LoopLag()
     with _count_commands() as commands, asyncio.Runner() as runner:
-        return runner.run(_unchanged(scratch, count, dirs, commands, quick))
+        result = runner.run(lag.over(_unchanged(scratch, count, dirs, commands, quick)))
+    result.details.append(lag.line)
+    return result
 
 
 async def _unchanged(scratch: Path, count: int, dirs: int, commands: collections.Counter[str], quick: bool) -> Result:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import time
+import urllib.request
 from pathlib import Path
 
 from tests.support.harness import ServerProcess, Stream, open_stream
@@ -33,6 +35,7 @@ FILES_PER_SOURCE = 500
 STABLE_FOR_S = 2.0
 LIMIT = 0.8
 RUNS = 2
+LAG_METRIC = "ftpsource_event_loop_lag_max_seconds"
 
 
 async def _collect(streams: list[Stream], count: int, give_up: float) -> float:
@@ -52,12 +55,32 @@ async def _collect(streams: list[Stream], count: int, give_up: float) -> float:
     return last
 
 
-def _trial(cluster: PostgresCluster, scratch: Path, replicas: int, sources: int, files: int) -> float:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worst_lag_s(metrics_port: int) -> float:
+    """A replica's ``ftpsource_event_loop_lag_max_seconds`` (its worst lag over the last minute)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return max(float(line.split()[-1]) for line in text.splitlines() if line.startswith(LAG_METRIC + " "))
+
+
+def _trial(
+    cluster: PostgresCluster, scratch: Path, replicas: int, sources: int, files: int, lags: list[float]
+) -> float:
     scratch.mkdir()
     db = cluster.create_database(scratch)
+    metrics_ports = [_free_port() for _ in range(replicas)]
     servers = [
-        ServerProcess(db.url, scratch / f"replica{i}.log", extra=["--state-password-file", str(db.password_file)])
-        for i in range(replicas)
+        ServerProcess(
+            db.url,
+            scratch / f"replica{i}.log",
+            extra=["--state-password-file", str(db.password_file), "--metrics-listen", f"127.0.0.1:{port}"],
+        )
+        for i, port in enumerate(metrics_ports)
     ]
     roots, stagings = [], []
     for s in range(sources):
@@ -85,6 +108,7 @@ def _trial(cluster: PostgresCluster, scratch: Path, replicas: int, sources: int,
                 for staging, root in zip(stagings, roots, strict=True):
                     last_in = _move_in(staging, root)
                 last_event = await _collect(streams, files, last_in + 120)
+                lags.extend([_worst_lag_s(port) for port in metrics_ports])
                 return last_event - last_in
             finally:
                 for stream in streams:
@@ -102,10 +126,11 @@ def _trial(cluster: PostgresCluster, scratch: Path, replicas: int, sources: int,
 def run(scratch: Path, quick: bool) -> Result:
     sources, files = (8, 250) if quick else (SOURCES, FILES_PER_SOURCE)
     times: dict[int, list[float]] = {1: [], 2: []}
+    lags: list[float] = []
     with postgres_cluster(durable=True) as cluster:
         for i in range(RUNS):
             for replicas in (1, 2):
-                times[replicas].append(_trial(cluster, scratch / f"r{replicas}-{i}", replicas, sources, files))
+                times[replicas].append(_trial(cluster, scratch / f"r{replicas}-{i}", replicas, sources, files, lags))
     one, two = min(times[1]) - STABLE_FOR_S, min(times[2]) - STABLE_FOR_S
     total = sources * files
     return Result(
@@ -124,5 +149,6 @@ def run(scratch: Path, quick: bool) -> Result:
             "`ftpsource serve` processes on one PostgreSQL database (fsync on), streams spread evenly",
             f"best of {RUNS}, alternating; all runs: one {', '.join(fmt_s(t) for t in times[1])}; "
             f"two {', '.join(fmt_s(t) for t in times[2])}",
+            f"worst event-loop lag: {fmt_s(max(lags))} (the replicas' `{LAG_METRIC}`, read after each burst)",
         ],
     )

@@ -25,7 +25,7 @@ from ftpsource.metrics import Metrics
 from ftpsource.store import AsyncStore
 from ftpsource.watcher import RETENTION_S, Watcher
 
-from .common import Result, rss_mb
+from .common import LoopLag, Result, rss_mb
 
 __all__ = ["run"]
 
@@ -105,7 +105,8 @@ async def _simulate(tmp: Path, days: int, per_day: int, retention_s: float) -> d
 def run(tmp: Path, quick: bool) -> Result:
     days, per_day = (60, 1_000) if quick else (365, 10_000)
     retention_s = 7 * DAY if quick else RETENTION_S
-    marks = asyncio.run(_simulate(tmp, days, per_day, retention_s))
+    lag = LoopLag()
+    marks = asyncio.run(lag.over(_simulate(tmp, days, per_day, retention_s)))
     (d1_mb, d1_rss, d1_n), (w_mb, w_rss, w_n), (e_mb, e_rss, e_n) = marks["day1"], marks["window"], marks["end"]
     ratio = max(e_mb / w_mb, e_rss / w_rss)
     retention_days = retention_s / DAY
@@ -129,5 +130,6 @@ def run(tmp: Path, quick: bool) -> Result:
             "re-uploaded content), so it grows for the retention period, then stays flat; memory holds the "
             "live files' records only",
             f"undelivered at the end: {marks['outbox']}; pid {os.getpid()}",
+            lag.line,
         ],
     )

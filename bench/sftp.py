@@ -32,7 +32,7 @@ from ftpsource.config import SourceConfig
 from ftpsource.credentials import Credentials, Secret
 from tests.support import servers
 
-from .common import ROUNDS, Result, best_of_alternating, fmt_s
+from .common import ROUNDS, LoopLag, Result, best_of_alternating, fmt_s
 from .hashing import BLOCK, _make_file
 from .remote import _make_tree, _served_from, _umask
 
@@ -119,6 +119,7 @@ def run_hash(scratch: Path, quick: bool) -> Result:
         remote, env = _rclone(srv, scratch)
         source = shlex.quote(f"{remote}{data}")
         src = _adapter(srv)
+        lag = LoopLag()
 
         def pipeline(command: str) -> float:
             t0 = time.perf_counter()
@@ -143,7 +144,7 @@ def run_hash(scratch: Path, quick: bool) -> Result:
             times = best_of_alternating(
                 [
                     ("rclone | openssl", lambda: pipeline(f"rclone cat {source} | openssl dgst -sha256 -r")),
-                    ("ftpsource", lambda: runner.run(digest())),
+                    ("ftpsource", lambda: runner.run(lag.over(digest()))),
                     ("rclone cat", lambda: pipeline(f"rclone cat {source} > /dev/null")),
                 ],
                 ROUNDS,
@@ -168,6 +169,7 @@ def run_hash(scratch: Path, quick: bool) -> Result:
             "on its connected adapter, as a watcher's downloads do",
             _versions(),
             _runs(times),
+            lag.line,
         ],
     )
 
@@ -183,6 +185,7 @@ def run_list(scratch: Path, quick: bool) -> Result:
         remote, env = _rclone(srv, scratch)
         argv = ["rclone", "lsjson", "-R", "--files-only", f"{remote}{srv.root}"]
         steady = _adapter(srv)
+        lag = LoopLag()
 
         def rclone() -> float:
             t0 = time.perf_counter()
@@ -213,8 +216,8 @@ def run_list(scratch: Path, quick: bool) -> Result:
             times = best_of_alternating(
                 [
                     ("rclone lsjson -R", rclone),
-                    ("ftpsource", lambda: runner.run(listing(steady))),
-                    ("first listing", lambda: runner.run(first())),
+                    ("ftpsource", lambda: runner.run(lag.over(listing(steady)))),
+                    ("first listing", lambda: runner.run(lag.over(first()))),
                 ],
                 ROUNDS,
             )
@@ -235,5 +238,6 @@ def run_list(scratch: Path, quick: bool) -> Result:
             f"first listing of a new adapter (connect and login included): {fmt_s(cold)}, not judged",
             _versions(),
             _runs(times),
+            lag.line,
         ],
     )

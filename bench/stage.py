@@ -34,7 +34,7 @@ from ftpsource.core.stage import DEFAULT_KEY, StageTarget
 from ftpsource.credentials import Credentials, Secret
 from ftpsource.stage import Stager
 
-from .common import Result, best_of_alternating, fmt_s
+from .common import LoopLag, Result, best_of_alternating, fmt_s
 
 __all__ = ["run"]
 
@@ -107,6 +107,7 @@ def run(scratch: Path, quick: bool) -> Result:
         # per run: (hash + HEAD, second read + parts sent, complete), and the same bytes staged again
         phases: list[tuple[float, float, float]] = []
         again: list[float] = []
+        lag = LoopLag()
 
         def hash_only() -> float:
             async def go() -> float:
@@ -117,7 +118,7 @@ def run(scratch: Path, quick: bool) -> Result:
                 digests["hash"] = d.value
                 return elapsed
 
-            return asyncio.run(go())
+            return asyncio.run(lag.over(go()))
 
         async def hash_and_look(stager: Stager) -> tuple[str, str, bool]:
             d = await src.digest("one.bin", "sha256", None, size)
@@ -150,7 +151,7 @@ def run(scratch: Path, quick: bool) -> Result:
                 assert head["ContentLength"] == size and head["Metadata"]["sha256"] == sha256
                 return elapsed
 
-            return asyncio.run(go())
+            return asyncio.run(lag.over(go()))
 
         def boto3_upload() -> float:
             fresh()
@@ -190,5 +191,6 @@ def run(scratch: Path, quick: bool) -> Result:
             "(moto assembles the object in Python); no copy, no temporary object",
             f"the same bytes staged again (hash + HEAD, nothing uploaded): {fmt_s(min(again))}",
             "all runs: " + "; ".join(f"{k} {', '.join(fmt_s(t) for t in v)}" for k, v in times.items()),
+            lag.line,
         ],
     )
