@@ -94,7 +94,7 @@ class LoopLag:
     """The worst event-loop lag over the stretches measured with it: the server's own ``LoopMonitor``
     (what ``ftpsource_event_loop_lag_seconds`` reports) sampling the running loop every 10 ms.
 
-    In-process benchmarks run the server and the client on one loop, so the figure includes the client.
+    Where a benchmark's client shares the loop with the server, the figure includes the client's work.
     """
 
     def __init__(self) -> None:

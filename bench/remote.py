@@ -409,12 +409,14 @@ def run_unchanged(scratch: Path, quick: bool) -> Result:
     count, dirs = (2_000, 20) if quick else (10_000, 100)
     lag = LoopLag()
     with _count_commands() as commands, asyncio.Runner() as runner:
-        result = runner.run(lag.over(_unchanged(scratch, count, dirs, commands, quick)))
+        result = runner.run(_unchanged(scratch, count, dirs, commands, quick, lag))
     result.details.append(lag.line)
     return result
 
 
-async def _unchanged(scratch: Path, count: int, dirs: int, commands: collections.Counter[str], quick: bool) -> Result:
+async def _unchanged(
+    scratch: Path, count: int, dirs: int, commands: collections.Counter[str], quick: bool, lag: LoopLag
+) -> Result:
     with _served_from(scratch):
         server_cm = servers.vsftpd_server()
         ftp = await server_cm.__aenter__()
@@ -427,7 +429,7 @@ async def _unchanged(scratch: Path, count: int, dirs: int, commands: collections
         async with run_server(state, credentials_dir=creds) as srv:
             stream = await open_stream(srv.port, config, name="bench")
             try:
-                return await _observe(srv, stream, count, dirs, commands, quick)
+                return await lag.over(_observe(srv, stream, count, dirs, commands, quick))
             finally:
                 await stream.close()
                 # Let the session notice the client left and close its FTP connections before the
