@@ -22,6 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from .adapters import Adapter, Verification, adapter_for, verify_version
+from .adapters.base import Sink
 from .config import SourceConfig
 from .core.detect import PollPlan, VerifyOutcome, VerifyRequest, after_verify, plan_poll, tombstone, unknown_paths
 from .core.events import EVENT_TYPES, SourceInfo, encode_event
@@ -156,6 +157,9 @@ class Watcher:
         self._stager: Stager | None = None
         self._stage_backoff = Backoff()
         self._stage_wait_until = 0.0
+        #: set once the server's hash of a file was not the hash of the bytes it sent: its word no longer
+        #: chooses a staged object's key
+        self._server_hash_wrong = False
 
     # detection -------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -488,13 +492,17 @@ class Watcher:
         if src.read_method == "local":
             outcome, met = await self._verify_once(src, req, None)
             return await self._stage_hashed(src, req, outcome, met, stager)
-        async with self._verify_slots:
-            try:
-                known = await src.server_digest(path, "sha256")
-            except SourceError as exc:
-                self._count_error(exc.kind, f"{path}: {exc}")
-                log.warning("verification failed, will retry: %s", exc, extra={"source": self.source_id, "path": path})
-                return None, None
+        known = None
+        if not self._server_hash_wrong:
+            async with self._verify_slots:
+                try:
+                    known = await src.server_digest(path, "sha256")
+                except SourceError as exc:
+                    self._count_error(exc.kind, f"{path}: {exc}")
+                    log.warning(
+                        "verification failed, will retry: %s", exc, extra={"source": self.source_id, "path": path}
+                    )
+                    return None, None
         if known is None:
             return await self._verify_staging(src, req, stager.upload(size))
         key = target.key(source_id=self.source_id, path=path, sha256=known, generation=generation)
@@ -504,12 +512,16 @@ class Watcher:
             return self._stage_error(path, exc)
         if not held:
             return await self._verify_staging(src, req, stager.upload(size, key, known), expect=known)
-        # Nothing to upload: verified as without staging (the server hash again; a download only to validate).
-        outcome, met = await self._verify_once(src, req, None)
+        # Nothing to upload, but the server's word is no evidence that its file holds the object's bytes
+        # (it could name any object whose digest it knows): the bytes are read and hashed here, and only
+        # the same digest lets the event name that object.
+        outcome, met = await self._verify_once(src, req, _DISCARD)
         event = _ready_event(outcome)
         if outcome is None or event is None:
             return outcome, met
-        if event.checksum != known or event.generation != generation:
+        if event.checksum != known:
+            return await self._server_hash_mismatch(src, req)
+        if event.generation != generation:
             return await self._changed_while_read(src, req, "the bytes hashed are not those the server hashed")
         self._stage_backoff.reset()
         staged = where_staged(
@@ -531,7 +543,7 @@ class Watcher:
                     self._stage_failed("uploading failed")
                 return outcome, met
             if expect is not None and event.checksum != expect:
-                return await self._changed_while_read(src, req, "the bytes read are not those the server hashed")
+                return await self._server_hash_mismatch(src, req)
             try:
                 staged = await upload.finish(
                     source_id=self.source_id, path=event.path, generation=event.generation, sha256=event.checksum
@@ -590,6 +602,21 @@ class Watcher:
         self._stage_backoff.reset()
         return replace(outcome, event=replace(event, staged=staged)), met
 
+    async def _server_hash_mismatch(
+        self, src: Adapter, req: VerifyRequest
+    ) -> tuple[VerifyOutcome | None, Expectation | None]:
+        """The bytes read (the file unchanged meanwhile) are not those the server's hash was of: from now
+        on this source stages through a temporary key, as for a server that does not hash, so the
+        version is reported with the digest of its bytes at the next try instead of never."""
+        if not self._server_hash_wrong:
+            self._server_hash_wrong = True
+            self._count_error("server_hash", f"{req.record.path}: the server's hash is not that of its bytes")
+            log.warning(
+                "the server's hash of a file is not the hash of the bytes it sent; staging no longer relies on it",
+                extra={"source": self.source_id, "path": req.record.path},
+            )
+        return await self._changed_while_read(src, req, "the bytes read are not those the server hashed")
+
     async def _changed_while_read(
         self, src: Adapter, req: VerifyRequest, why: str
     ) -> tuple[VerifyOutcome | None, Expectation | None]:
@@ -614,7 +641,7 @@ class Watcher:
         log.warning("staging failed (%s); the event waits, retrying in %.1fs", why, delay, extra=self._log_extra)
 
     async def _verify_once(
-        self, src: Adapter, req: VerifyRequest, sink: Upload | None
+        self, src: Adapter, req: VerifyRequest, sink: Sink | None
     ) -> tuple[VerifyOutcome | None, Expectation | None]:
         policy = self.policy
         async with self._verify_slots:
@@ -1004,6 +1031,17 @@ async def refresh_unsettled(store: AsyncStore, metrics: Metrics, source_id: str)
     count, oldest = await store.run(store.sync.unsettled, source_id)
     metrics.unsettled.labels(source_id).set(count)
     metrics.unsettled_oldest.labels(source_id).set(oldest or 0)
+
+
+class _Discard:
+    """A sink that drops what it gets: given to a read, it makes the adapter send the bytes (and hash
+    them here) rather than ask the server for its hash."""
+
+    async def write(self, chunk: bytes) -> None:
+        return None
+
+
+_DISCARD = _Discard()
 
 
 def _ready_event(outcome: VerifyOutcome | None) -> EventSpec | None:

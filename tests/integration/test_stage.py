@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 import pytest
 
+from tests.support import servers
 from tests.support.files import put
 from tests.support.harness import Proxy, eventually, ready, ready_events, run_server, stream_to
 from tests.support.s3 import ACCESS_KEY, SECRET_KEY, S3Server, moto_s3
@@ -118,6 +119,45 @@ async def test_a_server_hash_makes_the_key_known_before_downloading(
             uploaded_again = [r for r in s3.requests[seen:] if r.writes]
             assert (uploaded_again == []) is not copied  # without a server hash: found held only at the end
             assert s3.objects(BUCKET) == {key: big} and s3.multipart_uploads(BUCKET) == []
+
+
+@pytest.mark.parametrize("claim", ["an object the bucket holds", "bytes nobody has"])
+async def test_a_server_hash_that_is_not_its_bytes_never_names_an_object_in_an_event(
+    tmp_path: Path, s3: S3Server, claim: str
+) -> None:
+    """A server answers XSHA256 with a digest that is not its file's: the hash of another object in the
+    bucket (say, another source's file, whose key is its digest), or of nothing at all. The event must
+    name the object holding the bytes the server sent, and the version must still be reported."""
+    theirs = os.urandom(4096)
+    theirs_sha = hashlib.sha256(theirs).hexdigest()
+    theirs_key = f"landing/sha256/{theirs_sha}"
+    s3.client.put_object(Bucket=BUCKET, Key=theirs_key, Body=theirs, Metadata={"sha256": theirs_sha})
+    claimed = theirs_sha if claim == "an object the bucket holds" else hashlib.sha256(b"nothing").hexdigest()
+    ours = os.urandom(len(theirs))  # the same size, so that only the digest tells them apart
+    ours_sha = hashlib.sha256(ours).hexdigest()
+
+    def xsha256(path: str) -> str:
+        return claimed if path.endswith("/liar.bin") else hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+    async with servers.pyftpdlib_server(xsha256=xsha256) as ftp:
+        creds = write_credentials(tmp_path, "ftp", username=ftp.username, password=ftp.password)
+        _creds(tmp_path, s3.endpoint)
+        config = {
+            "url": ftp.url(),
+            "credentials": "ftp",
+            "id": "landing",
+            "stable_for": "300ms",
+            "poll_interval": "300ms",
+            "stage": _config(ftp.root)["stage"],
+        }
+        async with run_server(tmp_path, credentials_dir=creds) as srv, stream_to(srv.port, config) as stream:
+            put(ftp.root, "liar.bin", ours)
+            event = await stream.until(ready("liar.bin"))
+    data = event["data"]
+    assert data["checksum"]["value"] == ours_sha
+    assert data["staged"]["key"] == f"landing/sha256/{ours_sha}" and data["staged"]["sha256"] == ours_sha
+    assert s3.objects(BUCKET)[data["staged"]["key"]] == ours
+    assert s3.objects(BUCKET)[theirs_key] == theirs
 
 
 async def test_key_template_and_sha256_required(tmp_path: Path, root: Path, s3: S3Server) -> None:

@@ -304,9 +304,12 @@ async def pyftpdlib_server(
     tls_hostnames: tuple[str, ...] = ("localhost", HOST),
     without: frozenset[str] = frozenset(),
     listdir_hook: ListdirHook | None = None,
+    xsha256: Callable[[str], str] | None = None,
 ) -> AsyncIterator[FtpServer]:
     """pyftpdlib on a port-0 socket. ``tls`` requires explicit TLS on control and data channels;
-    ``without`` removes commands, e.g. ``{"MLSD", "MLST"}`` so that clients must fall back to LIST."""
+    ``without`` removes commands, e.g. ``{"MLSD", "MLST"}`` so that clients must fall back to LIST.
+    ``xsha256``: announce ``XSHA256`` and answer it with ``xsha256(local path)`` (what a server that
+    hashes on its side says, true or not)."""
     with warnings.catch_warnings():
         # pyftpdlib still imports asyncore/asynchat, deprecated since Python 3.10.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -344,6 +347,21 @@ async def pyftpdlib_server(
                     return super().listdir(path)
 
             attrs["abstracted_fs"] = HookedFS
+        if xsha256 is not None:
+            hash_of = xsha256
+            attrs["proto_cmds"] = {
+                **attrs.get("proto_cmds", handler_base.proto_cmds),
+                "XSHA256": {"perm": "r", "auth": True, "arg": True, "help": "Syntax: XSHA256 <SP> file-name"},
+            }
+
+            def on_connect(self: Any) -> None:
+                handler_base.on_connect(self)
+                self._extra_feats.append("XSHA256")
+
+            def ftp_xsha256(self: Any, path: str) -> None:
+                self.respond(f"250 {hash_of(path)}")
+
+            attrs.update(on_connect=on_connect, ftp_XSHA256=ftp_xsha256)
         handler = type("TestHandler", (handler_base,), attrs)
         ioloop = IOLoop()
         server = FTPServer((HOST, 0), handler, ioloop=ioloop)
