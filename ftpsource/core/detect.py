@@ -277,25 +277,30 @@ def plan_poll(
             continue  # listed and tracked
         if unlisted and path.startswith(unlisted):
             continue
+        # A reported file keeps a tombstone, also when it went while new bytes were being written over
+        # it (pending, generation > 0): else the reported bytes coming back would be reported again.
+        reported = rec.state in (State.READY, State.REJECTED) or (rec.state is State.PENDING and rec.generation > 0)
         if not in_scope(path) or (companion is not None and companion(path)):
             # The config no longer asks for this path (include/exclude narrowed, recursive turned off,
             # now a marker or sidecar): forget it quietly, it was not deleted. A reported version keeps
             # a tombstone so widening the filters again does not report the same bytes twice.
-            if rec.state in (State.READY, State.REJECTED):
+            if reported:
                 plan.upserts.append(tombstone(rec, now))
             elif rec.state is not State.DELETED:
                 plan.removals.append(path)
             continue
-        if rec.state in (State.READY, State.REJECTED):
+        if reported:
             plan.upserts.append(tombstone(rec, now))
-            if policy.deletes and rec.state is State.READY:
+            if policy.deletes and rec.state is not State.REJECTED:
+                ready = rec.state is State.READY
                 plan.events.append(
                     EventSpec(
                         "deleted",
                         path,
                         now,
-                        size=rec.size,
-                        mtime=rec.mtime,
+                        # the last reported version's facts (a pending record's are the bytes after it)
+                        size=rec.size if ready else rec.ready_size,
+                        mtime=rec.mtime if ready else rec.ready_mtime,
                         checksum=rec.ready_checksum,
                         generation=rec.generation,
                     )

@@ -149,6 +149,30 @@ SCENARIOS: dict[str, list[tuple[object, ...]]] = {
         ("poll", 50.0, []),
         ("poll", 50.0 + S, []),
     ],
+    "overwritten, gone before it settled, the reported bytes back: nothing": [
+        ("write", "a", b"v1", 0.0),
+        ("poll", 0.0, []),
+        ("poll", S, [("ready", "a", "new", 1)]),
+        ("write", "a", b"v2-partial", 40.0),
+        ("poll", 40.0, []),
+        ("delete", "a"),
+        ("poll", 45.0, []),
+        ("write", "a", b"v1", 50.0),
+        ("poll", 50.0, []),
+        ("poll", 50.0 + S, []),
+    ],
+    "overwritten, gone before it settled, new bytes back: reupload, generation 2": [
+        ("write", "a", b"v1", 0.0),
+        ("poll", 0.0, []),
+        ("poll", S, [("ready", "a", "new", 1)]),
+        ("write", "a", b"v2-partial", 40.0),
+        ("poll", 40.0, []),
+        ("delete", "a"),
+        ("poll", 45.0, []),
+        ("write", "a", b"v2", 50.0),
+        ("poll", 50.0, []),
+        ("poll", 50.0 + S, [("ready", "a", "reupload", 2)]),
+    ],
     "old mtime file added later is still reported": [
         ("write", "new", b"n", 1000.0),
         ("poll", 1000.0, []),
@@ -302,6 +326,7 @@ ops = st.lists(
         st.tuples(st.just("write"), st.sampled_from([b"A", b"B", b"CC"]), st.floats(0.1, 50.0)),
         st.tuples(st.just("touch"), st.just(b""), st.floats(0.1, 50.0)),
         st.tuples(st.just("poll"), st.just(b""), st.floats(0.1, 50.0)),
+        st.tuples(st.just("delete"), st.just(b""), st.floats(0.1, 50.0)),
     ),
     max_size=40,
 )
@@ -322,6 +347,8 @@ def test_property_no_early_event_and_one_event_per_content_version(steps: list[t
         elif op == "touch" and "f" in sim.files:
             sim.touch("f", t)
             last_change = t
+        elif op == "delete":
+            sim.files.pop("f", None)
         else:
             for ev in sim.poll(t):
                 assert ev.type == "ready"
@@ -407,6 +434,20 @@ def test_files_the_filters_no_longer_select_are_forgotten_not_deleted(
     # Widening the filters again: the same bytes are not reported a second time.
     sim.pol = policy(deletes=True)
     assert sim.poll(3 * S) == [] and sim.poll(4 * S) == []
+
+
+def test_a_reported_file_gone_while_new_bytes_were_written_is_deleted_as_the_version_reported() -> None:
+    sim = Sim.new(deletes=True)
+    sim.write("a", b"v1", 0.0)
+    sim.poll(0.0)
+    ready = sim.poll(S)[0]
+    sim.write("a", b"v2, half of it", 40.0)
+    assert sim.poll(40.0) == []
+    del sim.files["a"]
+    (deleted,) = sim.poll(45.0)
+    assert (deleted.type, deleted.generation, deleted.checksum) == ("deleted", 1, ready.checksum)
+    assert (deleted.size, deleted.mtime) == (ready.size, ready.mtime)
+    assert sim.tombstones["a"].generation == 1 and "a" not in sim.records
 
 
 def test_tombstones_expire_after_the_retention_and_identity_holds_until_then() -> None:
