@@ -292,15 +292,15 @@ def plan_poll(
         if reported:
             plan.upserts.append(tombstone(rec, now))
             if policy.deletes and rec.state is not State.REJECTED:
-                ready = rec.state is State.READY
+                # the last reported version's facts (a pending record's are the bytes after it)
+                pending = rec.state is State.PENDING
                 plan.events.append(
                     EventSpec(
                         "deleted",
                         path,
                         now,
-                        # the last reported version's facts (a pending record's are the bytes after it)
-                        size=rec.size if ready else rec.ready_size,
-                        mtime=rec.mtime if ready else rec.ready_mtime,
+                        size=rec.ready_size if pending and rec.ready_size is not None else rec.size,
+                        mtime=rec.ready_mtime if pending and rec.ready_mtime is not None else rec.mtime,
                         checksum=rec.ready_checksum,
                         generation=rec.generation,
                     )
