@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ftpsource.adapters import adapter_for
+from ftpsource.adapters import Verification, adapter_for
 from ftpsource.adapters.local import HASH_BLOCK
 from ftpsource.config import parse_source_config
+from ftpsource.core.detect import VerifyRequest
+from ftpsource.core.model import Entry, FileRecord, State
 from ftpsource.core.paths import PathFilter
 from ftpsource.credentials import Credentials
 from ftpsource.errors import FileVanished, PermanentSourceError
@@ -82,3 +84,31 @@ async def test_listing_prunes_excluded_dirs_and_respects_recursive(tmp_path: Pat
         assert sorted(e.path for e in (await src.list()).entries) == ["a.csv", "d/b.csv", "d/e/f.csv"]
     async with local(tmp_path, recursive=False) as src:
         assert [e.path for e in (await src.list()).entries] == ["a.csv"]
+
+
+async def test_small_files_verified_together_each_keep_their_own_result(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "secret.csv"
+    outside.write_bytes(b"not ours\n")
+    (root / "a.csv").write_bytes(b"x,y\n1,2\n")
+    (root / "b.gz").write_bytes(b"not gzip at all")
+    (root / "gone.csv").write_bytes(b"1\n")
+    (root / "link.csv").symlink_to(outside)
+    now = 1_700_000_000.0
+
+    def request(name: str, size: int) -> VerifyRequest:
+        rec = FileRecord(name, size, now, State.PENDING, now, now)
+        return VerifyRequest(rec, Entry(name, size, now), None, f"{size}:{now!r}")
+
+    requests = [request(n, (root / n).stat().st_size) for n in ("a.csv", "b.gz", "gone.csv", "link.csv")]
+    (root / "gone.csv").unlink()
+    async with local(root) as src:
+        results = await src.verify_small(requests, "sha256", True)
+    good, bad_gzip, gone, link = results
+    assert isinstance(good, Verification) and good.digest is not None
+    assert good.digest.value == hashlib.sha256(b"x,y\n1,2\n").hexdigest() and good.after is not None
+    assert isinstance(bad_gzip, Verification) and bad_gzip.digest is not None and bad_gzip.digest.problem
+    assert isinstance(gone, Verification) and gone.digest is None and gone.after is None and gone.vanished
+    # A link out of the root is not read, whatever batch it is in.
+    assert isinstance(link, Verification) and link.digest is None and "outside the source root" in str(link.vanished)
