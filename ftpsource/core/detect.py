@@ -293,14 +293,14 @@ def plan_poll(
             plan.upserts.append(tombstone(rec, now))
             if policy.deletes and rec.state is not State.REJECTED:
                 # the last reported version's facts (a pending record's are the bytes after it)
-                pending = rec.state is State.PENDING
+                was_pending = rec.state is State.PENDING
                 plan.events.append(
                     EventSpec(
                         "deleted",
                         path,
                         now,
-                        size=rec.ready_size if pending and rec.ready_size is not None else rec.size,
-                        mtime=rec.ready_mtime if pending and rec.ready_mtime is not None else rec.mtime,
+                        size=rec.ready_size if was_pending and rec.ready_size is not None else rec.size,
+                        mtime=rec.ready_mtime if was_pending and rec.ready_mtime is not None else rec.mtime,
                         checksum=rec.ready_checksum,
                         generation=rec.generation,
                     )

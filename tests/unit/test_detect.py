@@ -450,6 +450,21 @@ def test_a_reported_file_gone_while_new_bytes_were_written_is_deleted_as_the_ver
     assert sim.tombstones["a"].generation == 1 and "a" not in sim.records
 
 
+def test_a_deleted_file_leaves_the_pending_count_a_count() -> None:
+    """The pending gauge comes from plan.pending: a deletion in the same poll must not replace it."""
+    sim = Sim.new(deletes=True)
+    sim.write("gone", b"1", 0.0)
+    sim.poll(0.0)
+    sim.poll(S)
+    del sim.files["gone"]
+    sim.write("new1", b"a", 50.0)
+    sim.write("new2", b"b", 50.0)
+    entries = sim.entries()
+    plan = plan_poll(entries, sim.records, 50.0, sim.pol, first_start=False)
+    assert [e.type for e in plan.events] == ["deleted"]
+    assert type(plan.pending) is int and plan.pending == 2
+
+
 def test_tombstones_expire_after_the_retention_and_identity_holds_until_then() -> None:
     sim = Sim.new()
     sim.write("a", b"same bytes", 0.0)
