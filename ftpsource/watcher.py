@@ -27,7 +27,7 @@ from .config import SourceConfig
 from .core.detect import PollPlan, VerifyOutcome, VerifyRequest, after_verify, plan_poll, tombstone, unknown_paths
 from .core.events import EVENT_TYPES, SourceInfo, encode_event
 from .core.expect import OPEN, advance, file_status, match_arrival, prunable, warn
-from .core.model import Entry, EventSpec, Expectation, FileRecord, SetMember, SetPeriod, State
+from .core.model import EventSpec, Expectation, FileRecord, SetMember, SetPeriod, State
 from .core.sets import OPEN as SET_OPEN
 from .core.sets import advance_sets, prunable_sets, set_status, todays
 from .core.settle import SettleVersion, render_target, still_the_version
@@ -923,8 +923,7 @@ class Watcher:
             # No protocol offers a rename conditional on the file's state, so a write landing between the
             # check above and the rename moves with the file. Look at what arrived, and say so if it is
             # not the settled version (the move is not undone: the target is where the operator looks).
-            moved = await self._stat_quietly(src, target)
-            differs = still_the_version(version, moved, None)
+            differs = await self._moved_differs(src, version, target)
             if differs is not None:
                 detail = f"moved, but the file changed during the move ({differs})"
                 log.warning("%s: %s", row.outcome, detail, extra=extra)
@@ -938,13 +937,15 @@ class Watcher:
         return True
 
     @staticmethod
-    async def _stat_quietly(src: Adapter, path: str) -> Entry | None:
+    async def _moved_differs(src: Adapter, version: SettleVersion, target: str) -> str | None:
+        """Why the moved file is not the settled version; None when it is, or when it cannot be looked at."""
         try:
-            return await src.stat(path)
+            moved = await src.stat(target)
         except SourceError as exc:
-            # The move is done; an unreadable target only loses this after-check.
-            log.info("could not look at %s after moving it: %s", path, exc)
+            # The move is done; an unreadable target only loses this after-check (and claims nothing).
+            log.info("could not look at %s after moving it: %s", target, exc)
             return None
+        return still_the_version(version, moved, None)
 
     def _count_error(self, kind: str, message: str) -> None:
         self.metrics.source_errors.labels(self.source_id, kind).inc()

@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from ftpsource.adapters.local import LocalAdapter
+from ftpsource.errors import TransientSourceError
 from tests.support.files import put
 from tests.support.harness import (
     REPO,
@@ -158,6 +159,26 @@ async def test_a_write_between_check_and_move_is_named_in_the_outcome(
     (version,) = versions(srv, "drop", "a.csv")
     assert (root / "archive" / year / "a.csv").read_bytes() == b"v2, written during the move\n"
     assert (version.action_detail or "").startswith("moved, but the file changed during the move"), version
+
+
+async def test_a_target_that_cannot_be_looked_at_after_the_move_claims_nothing(
+    tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_stat = LocalAdapter.stat
+
+    async def flaky_stat(self: LocalAdapter, path: str) -> Any:
+        if path.startswith("archive/"):
+            raise TransientSourceError("the target could not be looked at", kind="io")
+        return await real_stat(self, path)
+
+    monkeypatch.setattr(LocalAdapter, "stat", flaky_stat)
+    async with run_server(tmp_path) as srv, stream_to(srv.port, _config(root)) as stream:
+        put(root, "a.csv", b"v1\n")
+        (a,) = await _ready(stream, "a.csv")
+        await settle(srv.port, a["id"], "succeeded")
+        await eventually(lambda: versions(srv, "drop", "a.csv")[0].action_state == "done", what="moved")
+    (version,) = versions(srv, "drop", "a.csv")
+    assert version.action_detail is None, version
 
 
 async def test_settles_wait_for_the_next_stream_across_a_restart(tmp_path: Path, root: Path) -> None:
