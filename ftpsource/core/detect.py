@@ -189,6 +189,7 @@ def plan_poll(
     unlisted = tuple(d.rstrip("/") + "/" for d in unlisted_dirs)
     plan = PollPlan()
     listed: dict[str, Entry] = {e.path: e for e in entries}
+    policy.path_filter.expect(len(listed))
     skip_existing = first_start and policy.existing == "skip"
     wanted = policy.path_filter.wanted
     companion = policy.is_companion if (policy.marker or policy.sidecar) else None

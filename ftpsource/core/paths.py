@@ -18,8 +18,10 @@ __all__ = ["PathFilter", "Template", "split_path"]
 
 # wcmatch's translated globs cost several microseconds per path (a lookahead per character), and
 # every poll asks about the same paths again: verdicts are memoised. The memo is dropped whenever it
-# outgrows this many paths, which bounds it (~10-30 MB) when names keep changing; a tree bigger
-# than this simply pays the regex again.
+# outgrows twice the latest listing (at least MEMO_MIN, at most MEMO_MAX paths), so it follows the live
+# tree when names keep changing (a busy drop zone with daily turnover) instead of growing to the cap;
+# a tree bigger than MEMO_MAX simply pays the regex again.
+MEMO_MIN = 10_000
 MEMO_MAX = 250_000
 
 
@@ -39,6 +41,7 @@ class PathFilter:
         self._exclude = _compile(exclude)
         self.recursive = recursive
         self._wanted: dict[str, bool] = {}
+        self._memo_limit = MEMO_MAX
 
     def descend(self, rel_dir: str) -> bool:
         """Whether to list a subdirectory. Excluded directories (e.g. hidden ones) are pruned."""
@@ -51,11 +54,15 @@ class PathFilter:
         """The verdicts ``wanted`` reached so far: a hot loop's way past the call for a known path."""
         return self._wanted
 
+    def expect(self, listed: int) -> None:
+        """Size the memo for a listing of ``listed`` paths (called once per poll)."""
+        self._memo_limit = min(MEMO_MAX, max(MEMO_MIN, 2 * listed))
+
     def wanted(self, rel_path: str) -> bool:
         verdict = self._wanted.get(rel_path)
         if verdict is None:
             verdict = self._match(rel_path)
-            if len(self._wanted) >= MEMO_MAX:
+            if len(self._wanted) >= self._memo_limit:
                 self._wanted.clear()
             self._wanted[rel_path] = verdict
         return verdict
