@@ -2,8 +2,10 @@
 
 A ``LoopMonitor`` (the one behind ``ftpsource_event_loop_lag_seconds``) samples the loop every 10 ms
 while the watcher runs the first poll of a 1,000,000-file tree (``existing: skip``: every file is
-recorded) and then a steady poll. The goal: nothing holds the loop for more than 100 ms. Reported,
-not judged: the adapter's start (its change watch set up over the tree) and a restart's record load.
+recorded) and then a steady poll. The goal: nothing holds the loop for more than 100 ms. The change
+watches over the tree (one inotify watch per directory) are set up by the first start's listing, in
+its worker thread, so they are inside a judged figure. Reported, not judged: the adapter's start (its
+inotify instance and the root's watch) with the state load, and a restart's record load.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from .poll import make_tree
 __all__ = ["run"]
 
 LIMIT_S = 0.100
-START = "adapter start (change watch over the tree) and state load"
+START = "adapter start (inotify instance, root watch) and state load"
 RESTART = "restart: a million records loaded"
 JUDGED = ("first start", "steady")
 
 
-async def _polls(root: Path, state: Path) -> dict[str, tuple[float, float]]:
+async def _polls(root: Path, state: Path) -> tuple[dict[str, tuple[float, float]], int]:
     config = parse_source_config(f"url: file://{root}\nexisting: skip\n".encode())
     store = AsyncStore.open(state)
 
@@ -48,23 +50,31 @@ async def _polls(root: Path, state: Path) -> dict[str, tuple[float, float]]:
             await asyncio.sleep(0.05)
         out[name] = (lag.worst_s, took)
 
+    async def start(src: LocalAdapter, first: Watcher) -> None:
+        await src.__aenter__()
+        await first._load()
+
     out: dict[str, tuple[float, float]] = {}
     first = watcher()
-    async with LocalAdapter(config, Credentials(), config.policy().path_filter) as src:
-        # The adapter's change watch starts here, over the whole tree, and the (empty) state loads.
-        await phase(START, first._load())
+    src = LocalAdapter(config, Credentials(), config.policy().path_filter)
+    try:
+        await phase(START, start(src, first))
+        # The first listing watches every directory it walks; the steady one finds those watches again.
         await phase("first start", first.poll_once(src, first_start=True))
         await phase("steady", first.poll_once(src))
+        watched = len(list(src._watches.watched))
+    finally:
+        await src.close()
     await phase(RESTART, watcher()._load())
     store.close()
-    return out
+    return out, watched
 
 
 def run(scratch: Path, quick: bool) -> Result:
     dirs, per_dir = (100, 1000) if quick else (1000, 1000)
     root = scratch / "tree"
     n = make_tree(root, dirs, per_dir)
-    lags = asyncio.run(_polls(root, scratch / "state.db"))
+    lags, watched = asyncio.run(_polls(root, scratch / "state.db"))
     worst = max(lag for phase, (lag, _) in lags.items() if phase in JUDGED)
     return Result(
         name="loop-lag",
@@ -82,6 +92,7 @@ def run(scratch: Path, quick: bool) -> Result:
             for phase, (lag, took) in lags.items()
         ]
         + [
+            f"change watches: {watched:,} directories, added by the first start's listing in its worker thread",
             f"worst event-loop lag: {fmt_s(max(lag for lag, _ in lags.values()))} (all phases)",
             "lag sampled every 10 ms by the server's LoopMonitor; ratio = worst lag (first start, steady) / 100 ms",
         ],

@@ -1,8 +1,9 @@
 """Local (mounted) directories: ``file:///path``.
 
-Listing is a recursive ``os.scandir`` in a worker thread. inotify (through watchfiles) wakes the poll
-loop early; the periodic full rescan stays as the safety net, because inotify misses events on NFS and
-when its queue overflows.
+Listing is a recursive ``os.scandir`` in a worker thread. inotify wakes the poll loop early: the
+listing watches each directory it walks (``dirwatch``), so no other walk of the tree is made and no
+watch is set on anything the listing would not read. The periodic full rescan stays as the safety
+net, because inotify misses events on NFS, when its queue overflows or when its limits are reached.
 
 Nothing outside the root is read or reported: a symlink whose target lies outside the root (its
 real path, every link resolved) is skipped and logged once, linked directories are never descended,
@@ -23,12 +24,11 @@ import os
 import stat as stat_mod
 from collections.abc import AsyncGenerator, Callable, Sequence
 
-from watchfiles import awatch
-
 from ..core.detect import VerifyRequest
 from ..core.model import Algorithm, Digest, Entry, Listing, Verifier
 from ..errors import ActionRefused, FileVanished, PermanentSourceError, TransientSourceError
 from .base import CHUNK_SIZE, Adapter, Sink, Verification, child_path, content_verifier, register, unlistable_dir
+from .dirwatch import DirWatches
 
 __all__ = ["LocalAdapter"]
 
@@ -97,8 +97,7 @@ class LocalAdapter(Adapter):
         self.real_root = os.path.realpath(self.root)
         self._outside_logged: set[str] = set()
         self._changed = asyncio.Event()
-        self._watch_task: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
+        self._watches = DirWatches(self.root, self._changed.set)
 
     # listing ---------------------------------------------------------------------------------------
     def _check_root(self) -> None:
@@ -118,6 +117,7 @@ class LocalAdapter(Adapter):
     def _walk(self) -> Listing:
         self._check_root()
         listing = Listing([])
+        walked: dict[str, int] = {}  # the directories read, and their watches
         stack: list[tuple[str, str]] = [(self.root, "")]
         while stack:
             directory, rel = stack.pop()
@@ -132,9 +132,12 @@ class LocalAdapter(Adapter):
                 unlistable_dir(listing, rel, str(exc.strerror), root_error)
                 continue
             try:
+                # Watched before it is read: what arrives from now on wakes the next poll.
+                self._watches.add(directory, walked)
                 self._scan(it, directory, rel, listing, stack)
             finally:
                 os.close(dir_fd)
+        self._watches.retain(walked)
         return listing
 
     def _scan(
@@ -426,25 +429,11 @@ class LocalAdapter(Adapter):
 
     # change notification -------------------------------------------------------------------------------
     async def __aenter__(self) -> LocalAdapter:
-        self._watch_task = asyncio.create_task(self._watch(), name=f"watch {self.root}")
+        # The root is watched from the start, so what arrives during the first poll wakes the next one;
+        # the listing watches the directories below it.
+        await asyncio.to_thread(self._watches.start)
+        self._watches.attach(asyncio.get_running_loop())
         return self
-
-    async def _watch(self) -> None:
-        try:
-            async for _ in awatch(
-                self.root,
-                stop_event=self._stop,
-                debounce=200,
-                step=50,
-                recursive=self.path_filter.recursive,
-                rust_timeout=1000,
-                yield_on_timeout=False,
-                ignore_permission_denied=True,
-            ):
-                self._changed.set()
-        except (OSError, RuntimeError) as exc:
-            # Missing root (reported by list()), inotify limits, ...: the periodic rescan still works.
-            log.debug("inotify watch of %s unavailable: %s", self.root, exc)
 
     async def wait_for_change(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -452,9 +441,4 @@ class LocalAdapter(Adapter):
         self._changed.clear()
 
     async def close(self) -> None:
-        self._stop.set()
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._watch_task
-            self._watch_task = None
+        self._watches.close()

@@ -25,7 +25,7 @@ FORBIDDEN = frozenset(
         "aioftp",
         "asyncssh",
         "ftplib",
-        "watchfiles",
+        "inotify_simple",
         "threading",
         "concurrent",
         "multiprocessing",
