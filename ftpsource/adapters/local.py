@@ -131,6 +131,13 @@ class LocalAdapter(Adapter):
                 root_error = PermanentSourceError(f"root directory {self.root}: {exc.strerror}", kind="permission")
                 unlistable_dir(listing, rel, str(exc.strerror), root_error)
                 continue
+            if rel and not _inside(_opened_path(dir_fd, directory), self.real_root):
+                # Scanned as a directory, but swapped for a link leading out before it was opened: not
+                # read, and its files are kept as they were (not read as deleted) until the next listing.
+                it.close()
+                os.close(dir_fd)
+                unlistable_dir(listing, rel, "now leads outside the source root; not read", PermanentSourceError(""))
+                continue
             try:
                 # Watched before it is read: what arrives from now on wakes the next poll.
                 self._watches.add(directory, walked)

@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from ftpsource.adapters import adapter_for
+from ftpsource.adapters import local as local_adapter
 from ftpsource.cli import build_parser, main
 from ftpsource.commands.serve import _allow_roots
 from ftpsource.config import ServerSettings, parse_source_config
@@ -252,6 +253,33 @@ async def test_a_file_swapped_for_a_link_out_of_the_root_after_listing_is_not_re
 
 
 # --- the network ----------------------------------------------------------------------------------
+
+
+async def test_a_directory_swapped_for_a_link_out_of_the_root_while_listing_is_not_read(
+    tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scan saw a directory; by the time it is opened it is a link leading out of the root."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.csv").write_bytes(b"not yours")
+    (root / "sub").mkdir()
+    (root / "sub" / "a.csv").write_bytes(b"mine")
+    config = parse_source_config(f"url: file://{root}")
+    real_open_dir = local_adapter._open_dir
+
+    def swapping_open_dir(path: str) -> Any:
+        if path.endswith("/sub") and (root / "sub").is_dir() and not (root / "sub").is_symlink():
+            (root / "sub" / "a.csv").unlink()
+            (root / "sub").rmdir()
+            (root / "sub").symlink_to(outside)
+        return real_open_dir(path)
+
+    monkeypatch.setattr(local_adapter, "_open_dir", swapping_open_dir)
+    async with adapter_for(config, Credentials(), config.policy().path_filter) as src:
+        listing = await src.list()
+    assert [e.path for e in listing.entries] == []
+    assert listing.unlisted_dirs == ["sub"]  # kept as it was, not read as deleted
+    assert any("outside the source root" in w for w in listing.warnings)
 
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:0", "[::]:0", "192.0.2.10:8080", "ftpsource.example:8080", ":8080"])
