@@ -32,7 +32,7 @@ from ftpsource.config import SourceConfig
 from ftpsource.core.paths import PathFilter
 from ftpsource.core.stage import DEFAULT_KEY, StageTarget
 from ftpsource.credentials import Credentials, Secret
-from ftpsource.stage import Stager
+from ftpsource.stage import Stager, preload
 
 from .common import LoopLag, Result, best_of_alternating, fmt_s
 
@@ -108,6 +108,7 @@ def run(scratch: Path, quick: bool) -> Result:
         phases: list[tuple[float, float, float]] = []
         again: list[float] = []
         lag = LoopLag()
+        preload()  # as `serve` does at start when a credential set can stage, before any stream
 
         def hash_only() -> float:
             async def go() -> float:

@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from . import stage
 from ._proto import generic_pb2, generic_pb2_grpc, settlement_pb2, settlement_pb2_grpc
 from .config import ServerSettings, SourceConfig, parse_source_config, quote_short
 from .core.settle import Outcome
@@ -527,6 +528,8 @@ async def start_server(
     """
     check_exposure(settings)
     metrics = metrics or Metrics()
+    # Before any stream: loading the S3 client's data holds the GIL for a fraction of a second.
+    await asyncio.to_thread(stage.warm_up, settings.credentials_dir)
     store = AsyncStore.open(settings.state, settings.state_password_file)
     app = App(settings, store, metrics, clock)
     server = grpc.aio.server(options=keepalive_options(settings.keepalive_s))

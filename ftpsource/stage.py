@@ -29,8 +29,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-import aiobotocore.session
-from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .config import SourceConfig
@@ -41,6 +39,7 @@ from .errors import ConfigError, StageError
 from .policy import check_endpoint_host
 
 if TYPE_CHECKING:
+    import aiobotocore.session
     from types_aiobotocore_s3 import S3Client
     from types_aiobotocore_s3.type_defs import CopySourceTypeDef
 
@@ -110,7 +109,12 @@ def _session() -> aiobotocore.session.AioSession:
 
     A new session parses botocore's S3 model and endpoint data (megabytes of JSON) when it creates its
     first client: 0.4 to 0.9 s measured on the event loop, at every stream start of a staging source.
+    The JSON parser holds the GIL even in a worker thread, so a server with stage credentials warms it
+    before it accepts streams (``warm_up``). aiobotocore (and aiohttp) are imported here, not with the
+    module: a server that never stages does not carry them (about 45 MB).
     """
+    import aiobotocore.session
+
     session = aiobotocore.session.get_session()
     loader = session.get_component("data_loader")
     for name in ("service-2", "endpoint-rule-set-1"):
@@ -118,6 +122,22 @@ def _session() -> aiobotocore.session.AioSession:
     for name in ("endpoints", "partitions", "sdk-default-configuration"):
         loader.load_data(name)
     return session
+
+
+def preload() -> None:
+    """Load the S3 client's data (once per process; blocking: call it from a worker thread)."""
+    _session()
+
+
+def warm_up(credentials_dir: Path | None) -> bool:
+    """``preload`` if any credential set can stage (has an ``access_key``), so the first staging
+    stream does not hold the event loop for it. Returns whether it did."""
+    if credentials_dir is None or not credentials_dir.is_dir():
+        return False
+    if not any((d / "access_key").is_file() for d in credentials_dir.iterdir() if d.is_dir()):
+        return False
+    preload()
+    return True
 
 
 class Stager:
@@ -134,6 +154,8 @@ class Stager:
     async def __aenter__(self) -> Self:
         creds = self._credentials
         assert creds.access_key is not None and creds.secret_key is not None
+        from aiobotocore.config import AioConfig
+
         config = AioConfig(
             s3={"addressing_style": "path"},
             connect_timeout=self._timeout_s,

@@ -42,10 +42,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiobotocore.session
 import aioftp
 import grpc
-from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .._proto import generic_pb2, generic_pb2_grpc
@@ -514,6 +512,10 @@ class Demo:
 
     def s3_client(self) -> Any:
         """An S3 client to the demo's server, as the Workflow's artifact step would hold one."""
+        # Imported here: every command module is imported by the CLI, and `serve` need not carry it.
+        import aiobotocore.session
+        from aiobotocore.config import AioConfig
+
         session = aiobotocore.session.get_session()
         return session.create_client(
             "s3",
