@@ -138,6 +138,17 @@ async def test_delete_applies_to_the_settled_version_only(tmp_path: Path, root: 
         assert _sample(srv, "ftpsource_post_actions_total", source="drop", action="delete", result="changed") == 1
 
 
+async def _archive_one(tmp_path: Path, root: Path) -> Any:
+    """Report a.csv, settle it succeeded, wait until it is moved: its one version, as recorded."""
+    async with run_server(tmp_path) as srv, stream_to(srv.port, _config(root)) as stream:
+        put(root, "a.csv", b"v1\n")
+        (a,) = await _ready(stream, "a.csv")
+        await settle(srv.port, a["id"], "succeeded")
+        await eventually(lambda: versions(srv, "drop", "a.csv")[0].action_state == "done", what="moved")
+    (version,) = versions(srv, "drop", "a.csv")
+    return version
+
+
 async def test_a_write_between_check_and_move_is_named_in_the_outcome(
     tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,12 +162,7 @@ async def test_a_write_between_check_and_move_is_named_in_the_outcome(
 
     monkeypatch.setattr(LocalAdapter, "rename", racing_rename)
     year = time.strftime("%Y", time.gmtime())
-    async with run_server(tmp_path) as srv, stream_to(srv.port, _config(root)) as stream:
-        put(root, "a.csv", b"v1\n")
-        (a,) = await _ready(stream, "a.csv")
-        await settle(srv.port, a["id"], "succeeded")
-        await eventually(lambda: versions(srv, "drop", "a.csv")[0].action_state == "done", what="moved")
-    (version,) = versions(srv, "drop", "a.csv")
+    version = await _archive_one(tmp_path, root)
     assert (root / "archive" / year / "a.csv").read_bytes() == b"v2, written during the move\n"
     assert (version.action_detail or "").startswith("moved, but the file changed during the move"), version
 
@@ -172,12 +178,7 @@ async def test_a_target_that_cannot_be_looked_at_after_the_move_claims_nothing(
         return await real_stat(self, path)
 
     monkeypatch.setattr(LocalAdapter, "stat", flaky_stat)
-    async with run_server(tmp_path) as srv, stream_to(srv.port, _config(root)) as stream:
-        put(root, "a.csv", b"v1\n")
-        (a,) = await _ready(stream, "a.csv")
-        await settle(srv.port, a["id"], "succeeded")
-        await eventually(lambda: versions(srv, "drop", "a.csv")[0].action_state == "done", what="moved")
-    (version,) = versions(srv, "drop", "a.csv")
+    version = await _archive_one(tmp_path, root)
     assert version.action_detail is None, version
 
 
