@@ -111,7 +111,7 @@ def _session() -> aiobotocore.session.AioSession:
     first client: 0.4 to 0.9 s measured on the event loop, at every stream start of a staging source.
     The JSON parser holds the GIL even in a worker thread, so a server with stage credentials warms it
     before it accepts streams (``warm_up``). aiobotocore (and aiohttp) are imported here, not with the
-    module: a server that never stages does not carry them (about 45 MB).
+    module: a server that never stages does not carry them (about 20 MB of resident memory).
     """
     import aiobotocore.session
 
