@@ -170,6 +170,22 @@ def test_allow_root_flag_and_environment(tmp_path: Path, monkeypatch: pytest.Mon
 # --- a malicious uploader -------------------------------------------------------------------------
 
 
+async def _three_polls_then_a_sentinel(srv: Any, root: Path, stream: Any) -> str:
+    """Let three polls pass over what is in the root, then wait for a fresh file's event (everything
+    polled before it has been decided). Returns the metrics page as it was after the three polls."""
+    text = ""
+
+    def polled_thrice() -> bool:
+        nonlocal text
+        text = metrics_text(srv.metrics_port)
+        return _polls_ok(text) >= 3
+
+    await eventually(polled_thrice, what="three polls")
+    (root / "sentinel").write_bytes(b"s")
+    await stream.until(ready("sentinel"))
+    return text
+
+
 async def test_symlinks_out_of_the_root_are_neither_read_nor_reported_and_logged_once(
     tmp_path: Path, root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -185,16 +201,7 @@ async def test_symlinks_out_of_the_root_are_neither_read_nor_reported_and_logged
     config = {"url": f"file://{root}", "stable_for": "200ms", "poll_interval": "200ms", "checksum": "sha256"}
     async with run_server(tmp_path) as srv, stream_to(srv.port, config) as stream:
         await stream.until_all(ready("inside.csv"), ready("in-link.csv"))  # verified in either order
-        text = ""
-
-        def polled_thrice() -> bool:
-            nonlocal text
-            text = metrics_text(srv.metrics_port)
-            return _polls_ok(text) >= 3
-
-        await eventually(polled_thrice, what="three polls")
-        (root / "sentinel").write_bytes(b"s")
-        await stream.until(ready("sentinel"))
+        text = await _three_polls_then_a_sentinel(srv, root, stream)
     paths = {e["data"]["path"] for e in stream.received}
     assert paths == {"inside.csv", "in-link.csv", "sentinel"}
     outside_logs = [r.getMessage() for r in caplog.records if "outside the source root" in r.getMessage()]
@@ -217,16 +224,7 @@ async def test_a_local_name_that_is_not_utf8_is_skipped_counted_once_and_the_sou
     config = {"url": f"file://{root}", "stable_for": "200ms", "poll_interval": "200ms"}
     async with run_server(tmp_path) as srv, stream_to(srv.port, config) as stream:
         await stream.until(ready("ok.csv"))
-        text = ""
-
-        def polled_thrice() -> bool:
-            nonlocal text
-            text = metrics_text(srv.metrics_port)
-            return _polls_ok(text) >= 3
-
-        await eventually(polled_thrice, what="three polls")
-        (root / "sentinel").write_bytes(b"s")
-        await stream.until(ready("sentinel"))
+        text = await _three_polls_then_a_sentinel(srv, root, stream)
     assert [e["data"]["path"] for e in stream.received] == ["ok.csv", "sentinel"]
     bad_count = [line for line in text.splitlines() if 'kind="bad_name"' in line and "source_errors_total{" in line]
     assert len(bad_count) == 1 and float(bad_count[0].split()[-1]) == 1
