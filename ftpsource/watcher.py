@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from .adapters import Adapter, Verification, adapter_for, verify_version
-from .adapters.base import Sink
+from .adapters.base import CHUNK_SIZE, Sink
 from .config import SourceConfig
 from .core.detect import PollPlan, VerifyOutcome, VerifyRequest, after_verify, plan_poll, tombstone, unknown_paths
 from .core.events import EVENT_TYPES, SourceInfo, encode_event
@@ -1037,6 +1037,8 @@ async def refresh_unsettled(store: AsyncStore, metrics: Metrics, source_id: str)
 class _Discard:
     """A sink that drops what it gets: given to a read, it makes the adapter send the bytes (and hash
     them here) rather than ask the server for its hash."""
+
+    read_size = CHUNK_SIZE
 
     async def write(self, chunk: bytes) -> None:
         return None

@@ -29,6 +29,7 @@ from ..errors import ActionRefused, FileVanished, SourceError
 
 __all__ = [
     "CHUNK_SIZE",
+    "HASH_POOL",
     "Adapter",
     "AdapterFactory",
     "Sink",
@@ -43,7 +44,7 @@ __all__ = [
 
 CHUNK_SIZE = 1024 * 1024
 # Jobs are single chunks (see ``Adapter.digest``), so a busy pool delays a chunk by milliseconds only.
-_HASH_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ftpsource-hash")
+HASH_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ftpsource-hash")
 
 
 class Adapter(abc.ABC):
@@ -145,7 +146,7 @@ class Adapter(abc.ABC):
                     if hashing is not None:
                         await hashing  # in order, and at most one chunk waiting per file
                     # Its own pool: the default executor also resolves host names, which a connect may need.
-                    hashing = loop.run_in_executor(_HASH_POOL, feed, chunk)
+                    hashing = loop.run_in_executor(HASH_POOL, feed, chunk)
                     if sink is not None:
                         await sink.write(chunk)
         finally:
@@ -199,6 +200,9 @@ class Adapter(abc.ABC):
 
 class Sink(Protocol):
     """Gets every chunk a digest reads, in order (the stage upload)."""
+
+    #: the chunk size it takes best (an adapter that reads locally reads this much at a time)
+    read_size: int
 
     async def write(self, chunk: bytes) -> None: ...
 

@@ -76,6 +76,10 @@ async def test_staged_object_holds_the_reported_bytes_once(tmp_path: Path, root:
         assert [r for r in s3.requests if r.copy_source is not None] == []
         assert sum(r.method == "POST" and r.query == "uploads" for r in writes) == 1
         assert sum(r.method == "PUT" for r in writes) == 2
+        # Each body is checked by the server against its Content-MD5 (computed off the event loop); the
+        # signature does not hash the body again (botocore would do that on the loop).
+        sent = [r for r in writes if r.method == "PUT"]
+        assert sent and all(r.content_md5 and r.content_sha256 == "UNSIGNED-PAYLOAD" for r in sent)
         seen = len(s3.requests)
 
         # The same bytes under another name: the same object, not uploaded again; a small file: one PUT.
@@ -84,6 +88,7 @@ async def test_staged_object_holds_the_reported_bytes_once(tmp_path: Path, root:
         again, small = await ready_events(stream, "copy/of-big.bin", "small.csv")
         assert again["data"]["staged"]["key"] == staged["key"]
         assert [r.key for r in s3.requests[seen:] if r.writes] == [small["data"]["staged"]["key"]]
+        assert [r.content_md5 is not None for r in s3.requests[seen:] if r.method == "PUT"] == [True]
         assert s3.client.get_object(Bucket=BUCKET, Key=small["data"]["staged"]["key"])["Body"].read() == b"a,b\n1,2\n"
         assert sorted(s3.objects(BUCKET)) == sorted([staged["key"], small["data"]["staged"]["key"]])
         assert s3.multipart_uploads(BUCKET) == []
@@ -293,6 +298,29 @@ async def test_storage_down_the_event_waits_then_arrives_once(tmp_path: Path, ro
             assert [e["subject"] for e in stream.received] == ["a.csv", "sentinel"]
     finally:
         await proxy.close()
+
+
+@pytest.mark.parametrize("size", [9 * 1024 * 1024 + 5, 1000], ids=["a part", "a small file's one PUT"])
+async def test_bytes_corrupted_on_the_way_are_refused_and_sent_again(
+    tmp_path: Path, root: Path, s3: S3Server, size: int
+) -> None:
+    data = os.urandom(size)
+    s3.corrupt_next_body(min(size, 1024 * 1024))
+    async with (
+        run_server(tmp_path, credentials_dir=_creds(tmp_path, s3.endpoint)) as srv,
+        stream_to(srv.port, _config(root)) as stream,
+    ):
+        put(root, "data.bin", data)
+        event = await stream.until(ready("data.bin"))
+        key = event["data"]["staged"]["key"]
+        assert s3.client.get_object(Bucket=BUCKET, Key=key)["Body"].read() == data
+        assert s3.corrupt == []  # a body was corrupted, and refused: the bytes above were sent again
+        assert [e["subject"] for e in stream.received] == ["data.bin"]
+        errors = srv.app.metrics.registry.get_sample_value(
+            "ftpsource_source_errors_total", {"source": "landing", "kind": "stage"}
+        )
+        assert errors == 1
+        assert s3.multipart_uploads(BUCKET) == []
 
 
 async def test_stage_credentials_go_only_to_listed_hosts(tmp_path: Path, root: Path, s3: S3Server) -> None:

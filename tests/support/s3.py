@@ -3,11 +3,18 @@
 MinIO is what the manifests deploy; moto speaks the same protocol for what staging uses (multipart
 uploads, copy, head, user metadata, abort), without Docker. The server logs every request it gets
 (``S3Server.requests``), so a test can tell what was sent, not only what is left.
+
+moto does not check a body against its ``Content-MD5``; S3 and MinIO do (``400 BadDigest``), so the
+server here does too. ``S3Server.corrupt_next_body`` flips a byte of the next body on its way in, as
+a bad network path would.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import io
 import logging
 import threading
 import urllib.request
@@ -35,6 +42,9 @@ class S3Request:
     key: str
     query: str
     copy_source: str | None  # the x-amz-copy-source header of a CopyObject / UploadPartCopy
+    body_size: int = 0
+    content_md5: str | None = None  # the Content-MD5 header, when sent
+    content_sha256: str | None = None  # the x-amz-content-sha256 header: a hex digest or UNSIGNED-PAYLOAD
 
     @property
     def writes(self) -> bool:
@@ -47,6 +57,11 @@ class S3Server:
     endpoint: str
     client: Any  # a boto3 S3 client straight to the server, to look at what landed
     requests: list[S3Request] = field(default_factory=list)
+    #: corruptions to come: each flips one byte of the next request body at least that many bytes long
+    corrupt: list[int] = field(default_factory=list)
+
+    def corrupt_next_body(self, min_size: int = 1) -> None:
+        self.corrupt.append(min_size)
 
     def objects(self, bucket: str) -> dict[str, bytes]:
         listed = self.client.list_objects_v2(Bucket=bucket).get("Contents", [])
@@ -60,15 +75,34 @@ class S3Server:
 def moto_s3(bucket: str = "etl-raw") -> Iterator[S3Server]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     requests: list[S3Request] = []
+    corrupt: list[int] = []
     app = DomainDispatcherApplication(create_backend_app)
 
     def logged(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if not path.startswith("/moto-api"):
-            _, _, key = path.lstrip("/").partition("/")  # PATH_INFO is already percent-decoded
-            copy = environ.get("HTTP_X_AMZ_COPY_SOURCE")
-            query = environ.get("QUERY_STRING", "")
-            requests.append(S3Request(environ["REQUEST_METHOD"], key, query, copy))
+        if path.startswith("/moto-api"):
+            return app(environ, start_response)
+        _, _, key = path.lstrip("/").partition("/")  # PATH_INFO is already percent-decoded
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        if body and corrupt and len(body) >= corrupt[0]:
+            corrupt.pop(0)
+            body = bytes([body[0] ^ 0xFF]) + body[1:]
+        environ["wsgi.input"] = io.BytesIO(body)
+        md5 = environ.get("HTTP_CONTENT_MD5")
+        requests.append(
+            S3Request(
+                environ["REQUEST_METHOD"],
+                key,
+                environ.get("QUERY_STRING", ""),
+                environ.get("HTTP_X_AMZ_COPY_SOURCE"),
+                len(body),
+                md5,
+                environ.get("HTTP_X_AMZ_CONTENT_SHA256"),
+            )
+        )
+        if md5 is not None and base64.b64encode(hashlib.md5(body).digest()).decode() != md5:
+            start_response("400 Bad Request", [("Content-Type", "application/xml")])
+            return [b"<Error><Code>BadDigest</Code><Message>Content-MD5 does not match the body</Message></Error>"]
         return app(environ, start_response)
 
     # moto's ThreadedMotoServer, with the request log in front of its application.
@@ -88,7 +122,7 @@ def moto_s3(bucket: str = "etl-raw") -> Iterator[S3Server]:
     client.create_bucket(Bucket=bucket)
     requests.clear()
     try:
-        yield S3Server(endpoint, client, requests)
+        yield S3Server(endpoint, client, requests, corrupt)
     finally:
         client.close()
         server.shutdown()
