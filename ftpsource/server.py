@@ -37,7 +37,7 @@ from .policy import authorize, check_exposure
 from .stage import load_stage_credentials
 from .status import collect
 from .store import AsyncStore, OutboxRow
-from .watcher import Watcher, refresh_unsettled, run_session
+from .watcher import Watcher, freeze_long_lived, refresh_unsettled, run_session
 
 __all__ = ["App", "EventingServicer", "Sessions", "SettlementServicer", "Superseded", "serve", "start_server"]
 
@@ -530,6 +530,9 @@ async def start_server(
     metrics = metrics or Metrics()
     # Before any stream: loading the S3 client's data holds the GIL for a fraction of a second.
     await asyncio.to_thread(stage.warm_up, settings.credentials_dir)
+    # What is loaded by now (modules, the S3 client's model) lives as long as the process: out of the
+    # cyclic collector's reach, so no full collection walks it again (tens of milliseconds each).
+    freeze_long_lived()
     store = AsyncStore.open(settings.state, settings.state_password_file)
     app = App(settings, store, metrics, clock)
     server = grpc.aio.server(options=keepalive_options(settings.keepalive_s))
