@@ -154,52 +154,68 @@ class Stager:
         self.target = target
         self._credentials = credentials
         self._timeout_s = timeout_s
-        self._client_cm: Any = None
+        self._clients = contextlib.AsyncExitStack()
         self.client: S3Client | None = None
+        #: the same, but a request's signature leaves its body out (``UNSIGNED-PAYLOAD``): for bodies
+        #: sent with their ``Content-MD5`` (object bytes), so botocore does not hash them on the loop
+        self.body_client: S3Client | None = None
 
     async def __aenter__(self) -> Self:
         creds = self._credentials
         assert creds.access_key is not None and creds.secret_key is not None
         from aiobotocore.config import AioConfig
 
-        config = AioConfig(
-            # No SHA-256 of each body in the signature: botocore computes it on the event loop (about 20 ms per
-            # 8 MiB part over http, where it always signs the payload). Content-MD5 is signed instead.
-            s3={"addressing_style": "path", "payload_signing_enabled": False},
-            connect_timeout=self._timeout_s,
-            read_timeout=self._timeout_s,
-            retries={"max_attempts": 2, "mode": "standard"},
-            # The SHA-256 ftpsource computes is the integrity check of the whole object; each request with
-            # a body carries its Content-MD5 (computed in a worker thread), which the server checks.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        )
         session = await asyncio.to_thread(_session)
-        self._client_cm = session.create_client(
-            "s3",
-            endpoint_url=creds.endpoint,
-            region_name=creds.region or "us-east-1",
-            aws_access_key_id=creds.access_key.reveal(),
-            aws_secret_access_key=creds.secret_key.reveal(),
-            verify=str(creds.ca_file) if creds.ca_file is not None else True,
-            config=config,
-        )
-        self.client = await self._client_cm.__aenter__()
+        try:
+            for unsigned in (False, True):
+                config = AioConfig(
+                    # Over http botocore signs a SHA-256 of every body, computed on the event loop: about
+                    # 20 ms per 8 MiB part. Object bytes go without it, with a Content-MD5 (worker thread)
+                    # that the server checks and the signature covers; every other body (the small XML
+                    # that completes an upload, say) stays signed.
+                    s3={"addressing_style": "path", "payload_signing_enabled": False}
+                    if unsigned
+                    else {"addressing_style": "path"},
+                    connect_timeout=self._timeout_s,
+                    read_timeout=self._timeout_s,
+                    retries={"max_attempts": 2, "mode": "standard"},
+                    # The SHA-256 ftpsource computes is the integrity check of the whole object; no extra
+                    # checksum headers, which not every S3-compatible server understands.
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                )
+                client = await self._clients.enter_async_context(
+                    session.create_client(
+                        "s3",
+                        endpoint_url=creds.endpoint,
+                        region_name=creds.region or "us-east-1",
+                        aws_access_key_id=creds.access_key.reveal(),
+                        aws_secret_access_key=creds.secret_key.reveal(),
+                        verify=str(creds.ca_file) if creds.ca_file is not None else True,
+                        config=config,
+                    )
+                )
+                if unsigned:
+                    self.body_client = client
+                else:
+                    self.client = client
+        except BaseException:
+            await self._clients.aclose()
+            raise
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._client_cm is not None:
-            await self._client_cm.__aexit__(exc_type, exc, tb)
-        self.client = None
+        self.client = self.body_client = None
+        await self._clients.aclose()
 
     def upload(self, expected_size: int, final_key: str | None = None, sha256: str | None = None) -> Upload:
         """``final_key``: where the object will go, when it is known before reading; the upload then goes
         straight there, with no temporary object and no copy. ``sha256``: the digest, when known before
         reading (the object carries it from the start)."""
-        assert self.client is not None, "use the Stager as an async context manager"
-        return Upload(self.client, self.target, expected_size, final_key, sha256)
+        assert self.client is not None and self.body_client is not None, "use the Stager as an async context manager"
+        return Upload(self.client, self.body_client, self.target, expected_size, final_key, sha256)
 
     async def holds(self, key: str, sha256: str, size: int) -> bool:
         """Whether ``key`` already holds these bytes (its ``x-amz-meta-sha256`` and size match)."""
@@ -234,12 +250,14 @@ class Upload:
     def __init__(
         self,
         client: S3Client,
+        body_client: S3Client,
         target: StageTarget,
         expected_size: int,
         final_key: str | None = None,
         sha256: str | None = None,
     ) -> None:
         self._client = client
+        self._body_client = body_client  # for the object bytes (see ``Stager.body_client``)
         self._target = target
         base = f"{target.prefix}/{INCOMING}" if target.prefix else INCOMING
         self._direct = final_key is not None
@@ -301,7 +319,7 @@ class Upload:
         body, md5 = await _assemble(pieces)
         del pieces
         with _errors("uploading"):
-            sent = await self._client.upload_part(
+            sent = await self._body_client.upload_part(
                 Bucket=self._target.bucket,
                 Key=self._temp_key,
                 UploadId=upload_id,
@@ -330,7 +348,9 @@ class Upload:
         if self._upload_id is None:
             body, md5 = await _assemble(self._take_rest())
             with _errors("uploading"):
-                await client.put_object(Bucket=target.bucket, Key=key, Body=body, ContentMD5=md5, Metadata=metadata)
+                await self._body_client.put_object(
+                    Bucket=target.bucket, Key=key, Body=body, ContentMD5=md5, Metadata=metadata
+                )
             return staged
         if self._pieces:
             await self._start_part(self._take_rest())

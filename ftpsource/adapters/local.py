@@ -23,13 +23,13 @@ import logging
 import os
 import stat as stat_mod
 from collections.abc import AsyncGenerator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from ..core.detect import VerifyRequest
 from ..core.model import Algorithm, Digest, Entry, Listing, Verifier
 from ..errors import ActionRefused, FileVanished, PermanentSourceError, TransientSourceError
 from .base import (
     CHUNK_SIZE,
-    HASH_POOL,
     Adapter,
     Sink,
     Verification,
@@ -44,6 +44,9 @@ __all__ = ["LocalAdapter"]
 
 log = logging.getLogger(__name__)
 
+#: The upload reads of staging sources (``LocalAdapter._digest_to``): their own threads, so a read that
+#: hangs holds none of the hashing threads every source shares.
+_READ_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ftpsource-read")
 # Hashing reads in large blocks: fewer syscalls, and hashlib releases the GIL on big buffers.
 HASH_BLOCK = 4 * 1024 * 1024
 # ... but the buffer is sized to the file: zeroing 4 MiB for a 20-byte file cost 20x the hashing.
@@ -216,13 +219,20 @@ class LocalAdapter(Adapter):
             log.warning("skipping %r: a symlink to outside the source root", rel_path)
         return False
 
-    def _open_inside(self, path: str, flags: int = os.O_RDONLY) -> int:
-        """Open a file of the root; ``FileVanished`` when it is (now) somewhere outside the root."""
+    def _open_inside(self, path: str) -> int:
+        """Open a regular file of the root for reading; ``FileVanished`` when it is (now) somewhere outside
+        the root, or no longer a regular file. ``O_NONBLOCK``, so that a FIFO swapped in after the
+        listing does not hang the thread until someone writes to it (reading a file ignores it)."""
         full = os.path.join(self.root, path)
-        fd = os.open(full, flags)
-        if not _inside(_opened_path(fd, full), self.real_root):
+        fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+                raise FileVanished(f"{path}: no longer a regular file; not read")
+            if not _inside(_opened_path(fd, full), self.real_root):
+                raise FileVanished(f"{path}: now leads outside the source root; not read")
+        except BaseException:
             os.close(fd)
-            raise FileVanished(f"{path}: now leads outside the source root; not read")
+            raise
         return fd
 
     async def list(self) -> Listing:
@@ -330,7 +340,8 @@ class LocalAdapter(Adapter):
         Each worker-thread job reads a chunk *and* hashes it, and the next one is read while the sink
         takes the last: a GiB is about 128 thread hand-offs, not the 2,000 of separate 1 MiB reads and
         hashes. Every hand-off is a chance for a worker thread to take the GIL while the event loop waits
-        for it, which under load added up to more than 100 ms of loop lag in one iteration.
+        for it, which under load added up to more than 100 ms of loop lag in one iteration. The reads have
+        their own threads: a read that hangs (a stuck network mount) holds no hashing thread.
         """
         try:
             fd = await asyncio.to_thread(self._open_inside, path)
@@ -339,30 +350,33 @@ class LocalAdapter(Adapter):
         except OSError as exc:
             raise TransientSourceError(f"cannot open {path!r}: {exc.strerror}", kind="io") from None
         hasher = hashlib.new(algorithm) if algorithm else None
-        size = max(CHUNK_SIZE, sink.read_size)
+        # One byte more than expected is enough to tell that the file grew; a small file is one read.
+        size = max(1, min(sink.read_size, expected_size + 1))
+        total = 0
 
         def read_and_hash() -> bytes:
             try:
-                chunk = os.read(fd, size)
+                chunk = os.read(fd, min(size, expected_size + 1 - total))
             except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ESTALE):
+                    raise FileVanished(f"{path}: disappeared while being read") from None
                 raise TransientSourceError(f"reading {path!r}: {exc.strerror}", kind="io") from None
             if hasher is not None:
                 hasher.update(chunk)
             return chunk
 
-        loop = asyncio.get_running_loop()
-        total = 0
-        reading = loop.run_in_executor(HASH_POOL, read_and_hash)
+        job = _READ_POOL.submit(read_and_hash)
         try:
-            while chunk := await reading:
+            while chunk := await asyncio.wrap_future(job):
                 total += len(chunk)
-                reading = loop.run_in_executor(HASH_POOL, read_and_hash)
+                if total > expected_size:
+                    raise FileVanished(f"{path}: grew while being read (more than {expected_size} bytes)")
+                job = _READ_POOL.submit(read_and_hash)
                 await sink.write(chunk)
         finally:
-            # The file is closed only once no job can still read it.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(reading)
-            os.close(fd)
+            # Closed once no job can still read it, even when this task is cancelled meanwhile: a number
+            # closed early could be reused, and a late read would then read something else.
+            job.add_done_callback(lambda _: os.close(fd))
         if total != expected_size:
             raise FileVanished(f"{path}: size changed while reading ({expected_size} -> {total} bytes)")
         return Digest(algorithm, hasher.hexdigest() if hasher else None, self.read_method, total)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,82 @@ async def test_small_files_verified_together_each_keep_their_own_result(tmp_path
     assert isinstance(gone, Verification) and gone.digest is None and gone.after is None and gone.vanished
     # A link out of the root is not read, whatever batch it is in.
     assert isinstance(link, Verification) and link.digest is None and "outside the source root" in str(link.vanished)
+
+
+class _Sink:
+    """An upload stand-in: keeps what it gets, in parts of ``read_size``; ``hold`` makes it wait."""
+
+    def __init__(self, read_size: int, on_write: Callable[[], object] | None = None) -> None:
+        self.read_size = read_size
+        self.chunks: list[bytes] = []
+        self.hold = asyncio.Event()
+        self.hold.set()
+        self._on_write = on_write
+
+    async def write(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        if self._on_write is not None:
+            self._on_write()
+        await self.hold.wait()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_the_upload_read_hands_whole_parts_and_the_digest_of_what_it_handed(big: Path) -> None:
+    sink = _Sink(HASH_BLOCK)
+    async with local(big.parent) as src:
+        d = await src.digest("big.bin", "sha256", None, big.stat().st_size, sink)
+    data = big.read_bytes()
+    assert b"".join(sink.chunks) == data and d.value == hashlib.sha256(data).hexdigest()
+    assert [len(c) for c in sink.chunks] == [HASH_BLOCK, HASH_BLOCK, 123]
+
+
+@pytest.mark.parametrize("change", ["truncate", "append"])
+async def test_the_upload_read_of_a_file_changed_meanwhile_is_vanished(big: Path, change: str) -> None:
+    def act() -> None:
+        if change == "truncate":
+            os.truncate(big, 10)
+        else:
+            with open(big, "ab") as f:
+                f.write(b"x" * HASH_BLOCK * 4)
+
+    sink = _Sink(HASH_BLOCK, act)
+    async with local(big.parent) as src:
+        with pytest.raises(FileVanished):
+            await src.digest("big.bin", "sha256", None, big.stat().st_size, sink)
+    # A file that grows is not read past one byte more than its listed size. (One deleted meanwhile
+    # reads to its end: the watcher's stat after the read finds it gone.)
+    assert sum(map(len, sink.chunks)) <= HASH_BLOCK * 2 + 124
+
+
+@pytest.mark.parametrize("stalled", [True, False], ids=["while the upload waits", "while a read is on its way"])
+async def test_a_cancelled_upload_read_leaves_no_file_open(big: Path, stalled: bool) -> None:
+    async with local(big.parent) as src:
+        await src.digest("big.bin", "sha256", None, big.stat().st_size, _Sink(HASH_BLOCK))
+        before = _open_fds()  # the adapter's own (its change watches) are open by now
+        for _ in range(5):
+            sink = _Sink(HASH_BLOCK if stalled else 64 * 1024)
+            if stalled:
+                sink.hold.clear()
+            task = asyncio.create_task(src.digest("big.bin", "sha256", None, big.stat().st_size, sink))
+            while not sink.chunks:
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        deadline = asyncio.get_running_loop().time() + 5
+        while _open_fds() > before and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)  # the last read job may still be finishing in its thread
+        assert _open_fds() == before
+
+
+@pytest.mark.parametrize("sink", [None, _Sink(HASH_BLOCK)], ids=["hashing read", "upload read"])
+async def test_a_fifo_swapped_in_for_a_file_is_not_read_and_hangs_nothing(tmp_path: Path, sink: _Sink | None) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    os.mkfifo(root / "a.csv")  # no writer: opening it for reading without O_NONBLOCK would hang
+    async with local(root) as src:
+        with pytest.raises(FileVanished, match="no longer a regular file"):
+            await asyncio.wait_for(src.digest("a.csv", "sha256", None, 10, sink), 10)

@@ -80,6 +80,10 @@ async def test_staged_object_holds_the_reported_bytes_once(tmp_path: Path, root:
         # signature does not hash the body again (botocore would do that on the loop).
         sent = [r for r in writes if r.method == "PUT"]
         assert sent and all(r.content_md5 and r.content_sha256 == "UNSIGNED-PAYLOAD" for r in sent)
+        # Every other body stays signed: the list of parts that completes the upload cannot be changed
+        # on the way (a part dropped from it).
+        (complete,) = [r for r in writes if r.method == "POST" and "uploadId" in r.query]
+        assert complete.body_size and len(complete.content_sha256 or "") == 64
         seen = len(s3.requests)
 
         # The same bytes under another name: the same object, not uploaded again; a small file: one PUT.
