@@ -29,7 +29,6 @@ from ..errors import ActionRefused, FileVanished, SourceError
 
 __all__ = [
     "CHUNK_SIZE",
-    "HASH_POOL",
     "Adapter",
     "AdapterFactory",
     "Sink",
@@ -44,7 +43,7 @@ __all__ = [
 
 CHUNK_SIZE = 1024 * 1024
 # Jobs are single chunks (see ``Adapter.digest``), so a busy pool delays a chunk by milliseconds only.
-HASH_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ftpsource-hash")
+_HASH_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="ftpsource-hash")
 
 
 class Adapter(abc.ABC):
@@ -146,7 +145,7 @@ class Adapter(abc.ABC):
                     if hashing is not None:
                         await hashing  # in order, and at most one chunk waiting per file
                     # Its own pool: the default executor also resolves host names, which a connect may need.
-                    hashing = loop.run_in_executor(HASH_POOL, feed, chunk)
+                    hashing = loop.run_in_executor(_HASH_POOL, feed, chunk)
                     if sink is not None:
                         await sink.write(chunk)
         finally:

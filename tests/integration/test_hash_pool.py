@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from ftpsource.adapters import Adapter
-from ftpsource.adapters.base import HASH_POOL
+from ftpsource.adapters.base import _HASH_POOL
 from ftpsource.config import parse_source_config
 from ftpsource.core.model import Entry, Listing
 from ftpsource.credentials import Credentials
@@ -42,7 +42,7 @@ class Trickle(Adapter):
 async def test_more_downloads_than_hashing_threads_all_progress(tmp_path: Path) -> None:
     config = parse_source_config(f"url: file://{tmp_path}".encode())
     src = Trickle(config, Credentials(), config.policy().path_filter)
-    n = HASH_POOL._max_workers * 3
+    n = _HASH_POOL._max_workers * 3
     digests = await asyncio.wait_for(
         asyncio.gather(*(src.digest(f"f{i}", "sha256", None, CHUNKS * 1024) for i in range(n))), 60
     )
