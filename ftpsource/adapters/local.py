@@ -507,7 +507,13 @@ class LocalAdapter(Adapter):
     async def __aenter__(self) -> LocalAdapter:
         # The root is watched from the start, so what arrives during the first poll wakes the next one;
         # the listing watches the directories below it.
-        await asyncio.to_thread(self._watches.start)
+        try:
+            await asyncio.to_thread(self._watches.start)
+        except BaseException:
+            # Cancelled while ``start`` runs in its thread (a stream that ends as it begins): nobody will
+            # close this adapter, so close the watches now; ``start`` closes what it makes after this.
+            self._watches.close()
+            raise
         self._watches.attach(asyncio.get_running_loop())
         return self
 
