@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
 from collections.abc import Callable
@@ -194,25 +193,3 @@ async def test_a_fifo_swapped_in_for_a_file_is_not_read_and_hangs_nothing(tmp_pa
     async with local(root) as src:
         with pytest.raises(FileVanished, match="no longer a regular file"):
             await asyncio.wait_for(src.digest("a.csv", "sha256", None, 10, sink), 10)
-
-
-def _inotify_fds() -> int:
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):  # closed meanwhile (the listing's own fd, say)
-            count += "inotify" in os.readlink(f"/proc/self/fd/{fd}")
-    return count
-
-
-async def test_an_adapter_cancelled_while_it_starts_leaves_no_inotify_instance_open(tmp_path: Path) -> None:
-    before = _inotify_fds()
-    for _ in range(5):
-        task = asyncio.create_task(local(tmp_path).__aenter__())
-        await asyncio.sleep(0)  # the change watches are being made in a worker thread
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    deadline = asyncio.get_running_loop().time() + 5
-    while _inotify_fds() > before and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.01)  # the last start may still be finishing in its thread
-    assert _inotify_fds() == before

@@ -8,6 +8,7 @@ import errno
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,18 @@ def inotify_fds() -> int:
     return n
 
 
+@contextlib.asynccontextmanager
+async def running(watcher: Watcher, store: AsyncStore) -> AsyncIterator[None]:
+    """The watcher running as a task for the block; then stopped, and its store closed."""
+    task = asyncio.create_task(watcher.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        store.close()
+
+
 async def woken_within(src: LocalAdapter, seconds: float) -> bool:
     """Whether a change wakes the adapter within ``seconds``; then what else is on its way is let
     through and forgotten, so the next call starts afresh."""
@@ -62,8 +75,7 @@ async def test_a_file_in_a_directory_made_after_the_start_is_polled_without_wait
         return adapters[-1]
 
     watcher = Watcher(config, "s", store, Credentials(), Metrics(), adapter_factory=factory)
-    task = asyncio.create_task(watcher.run())
-    try:
+    async with running(watcher, store):
         await asyncio.wait_for(watcher.polled.wait(), 20)
         (root / "late").mkdir()
         # The root's watch wakes a poll, whose listing walks and watches the new directory ...
@@ -71,10 +83,6 @@ async def test_a_file_in_a_directory_made_after_the_start_is_polled_without_wait
         (root / "late" / "a.csv").write_text("x\n")
         # ... so a file written there now is found long before the 60 s poll interval.
         await eventually(lambda: "late/a.csv" in watcher.records, 10, "the new file polled")
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        store.close()
 
 
 async def test_watches_follow_the_listing(tmp_path: Path, root: Path) -> None:
@@ -138,16 +146,11 @@ async def test_at_the_watch_limit_one_warning_and_polling_goes_on(
     config = parse_source_config(f"url: file://{root}\nstable_for: 0s\npoll_interval: 200ms\n".encode())
     store = AsyncStore.open(tmp_path / "state.db")
     watcher = Watcher(config, "s", store, Credentials(), Metrics(), adapter_factory=LocalAdapter)
-    task = asyncio.create_task(watcher.run())
-    try:
+    async with running(watcher, store):
         with caplog.at_level(logging.WARNING, logger="ftpsource.adapters.dirwatch"):
             await asyncio.wait_for(watcher.polled.wait(), 20)
             (root / "d1" / "a.csv").write_text("x\n")
             await eventually(lambda: "d1/a.csv" in watcher.records, 10, "the file polled")
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        store.close()
     limits = [r.getMessage() for r in caplog.records if "fs.inotify.max_user_watches" in r.getMessage()]
     assert len(limits) == 1, limits
 
@@ -165,3 +168,17 @@ async def test_without_an_inotify_instance_the_listing_still_works(
             assert [e.path for e in (await src.list()).entries] == ["a.csv"]
             assert list(src._watches.watched) == []
     assert any("fs.inotify.max_user_instances" in r.getMessage() for r in caplog.records)
+
+
+async def test_an_adapter_cancelled_while_it_starts_leaves_no_inotify_instance_open(root: Path) -> None:
+    before = inotify_fds()
+    for _ in range(5):
+        task = asyncio.create_task(local(root).__aenter__())
+        await asyncio.sleep(0)  # the change watches are being made in a worker thread
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    deadline = asyncio.get_running_loop().time() + 5
+    while inotify_fds() > before and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)  # the last start may still be finishing in its thread
+    assert inotify_fds() == before

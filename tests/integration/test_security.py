@@ -170,9 +170,8 @@ def test_allow_root_flag_and_environment(tmp_path: Path, monkeypatch: pytest.Mon
 # --- a malicious uploader -------------------------------------------------------------------------
 
 
-async def _three_polls_then_a_sentinel(srv: Any, root: Path, stream: Any) -> str:
-    """Let three polls pass over what is in the root, then wait for a fresh file's event (everything
-    polled before it has been decided). Returns the metrics page as it was after the three polls."""
+async def _after_three_polls(srv: Any) -> str:
+    """Wait until the server has polled three times; returns its metrics page as it was then."""
     text = ""
 
     def polled_thrice() -> bool:
@@ -181,6 +180,13 @@ async def _three_polls_then_a_sentinel(srv: Any, root: Path, stream: Any) -> str
         return _polls_ok(text) >= 3
 
     await eventually(polled_thrice, what="three polls")
+    return text
+
+
+async def _three_polls_then_a_sentinel(srv: Any, root: Path, stream: Any) -> str:
+    """Let three polls pass over what is in the root, then wait for a fresh file's event (everything
+    polled before it has been decided). Returns the metrics page as it was after the three polls."""
+    text = await _after_three_polls(srv)
     (root / "sentinel").write_bytes(b"s")
     await stream.until(ready("sentinel"))
     return text
@@ -341,14 +347,7 @@ async def test_hostile_sftp_server_names_are_skipped_warned_once_counted_never_r
         config = {"url": ssh.url(), "credentials": "sftp", "stable_for": "200ms", "poll_interval": "300ms"}
         async with run_server(tmp_path, credentials_dir=creds) as srv, stream_to(srv.port, config) as stream:
             await stream.until(ready("ok.csv"))
-            text = ""
-
-            def polled_thrice() -> bool:
-                nonlocal text
-                text = metrics_text(srv.metrics_port)
-                return _polls_ok(text) >= 3
-
-            await eventually(polled_thrice, what="three polls")
+            text = await _after_three_polls(srv)
     expected_bad = len(BAD_NAMES) + 2
     assert [e["data"]["path"] for e in stream.received] == ["ok.csv"]
     bad_count = [line for line in text.splitlines() if 'kind="bad_name"' in line and "source_errors_total{" in line]
