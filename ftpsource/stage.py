@@ -11,7 +11,8 @@ version is found ready, the upload is completed (and, from a temporary key, copi
 final key); objects whose digest is known carry it as object metadata, ``x-amz-meta-sha256``. If the
 final key already holds those bytes, nothing is copied. A version that changed while being read, or
 was not new, has its multipart upload aborted: nothing is left in the bucket. Files no bigger than one
-part are sent in one PUT at the end.
+part are sent in one PUT at the end. Every request runs on the S3 clients' own event loop, in a thread of
+its own (``ftpsource.offloop``): the server's loop only hands the parts over.
 
 What this relies on, as MinIO and S3 document it: path-style addressing, multipart parts of at least
 5 MiB except the last and at most 10,000 parts, ``CopyObject`` up to 5 GiB (``UploadPartCopy``
@@ -25,6 +26,7 @@ import base64
 import contextlib
 import functools
 import hashlib
+import io
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +41,7 @@ from .core.model import Staged
 from .core.stage import StageTarget
 from .credentials import Credentials, load_credentials
 from .errors import ConfigError, StageError
+from .offloop import Offloop
 from .policy import check_endpoint_host
 
 if TYPE_CHECKING:
@@ -58,6 +61,9 @@ INCOMING = ".ftpsource-incoming"
 #: Where each part is assembled and its Content-MD5 computed: a few milliseconds of memcpy and MD5 per
 #: 8 MiB part that must not run on the event loop (both release the GIL on big buffers).
 _PART_POOL = ThreadPoolExecutor(max_workers=PARTS_IN_FLIGHT, thread_name_prefix="ftpsource-stage")
+#: Where the S3 clients live and every request to object storage runs: a loop of its own, so sending
+#: gigabytes does not lag the server's loop (``ftpsource.offloop``). Nothing else touches the clients.
+_S3 = Offloop("ftpsource-s3")
 
 
 def check_stage_credentials(credentials: Credentials) -> None:
@@ -161,11 +167,15 @@ class Stager:
         self.body_client: S3Client | None = None
 
     async def __aenter__(self) -> Self:
+        session = await asyncio.to_thread(_session)
+        await _S3.run(self._open(session))
+        return self
+
+    async def _open(self, session: aiobotocore.session.AioSession) -> None:
         creds = self._credentials
         assert creds.access_key is not None and creds.secret_key is not None
         from aiobotocore.config import AioConfig
 
-        session = await asyncio.to_thread(_session)
         try:
             for unsigned in (False, True):
                 config = AioConfig(
@@ -202,13 +212,12 @@ class Stager:
         except BaseException:
             await self._clients.aclose()
             raise
-        return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.client = self.body_client = None
-        await self._clients.aclose()
+        await _S3.run(self._clients.aclose())
 
     def upload(self, expected_size: int, final_key: str | None = None, sha256: str | None = None) -> Upload:
         """``final_key``: where the object will go, when it is known before reading; the upload then goes
@@ -220,16 +229,23 @@ class Stager:
     async def holds(self, key: str, sha256: str, size: int) -> bool:
         """Whether ``key`` already holds these bytes (its ``x-amz-meta-sha256`` and size match)."""
         assert self.client is not None, "use the Stager as an async context manager"
-        return await _holds(self.client, self.target.bucket, key, sha256, size)
+        return await _S3.run(_holds(self.client, self.target.bucket, key, sha256, size))
 
 
-def _join(pieces: list[bytes]) -> tuple[bytes, str]:
-    body = b"".join(pieces)
-    return body, base64.b64encode(hashlib.md5(body, usedforsecurity=False).digest()).decode("ascii")
+def _join(pieces: list[bytes]) -> tuple[io.BytesIO, str]:
+    body = io.BytesIO()
+    md5 = hashlib.md5(usedforsecurity=False)
+    for piece in pieces:
+        body.write(piece)
+        md5.update(piece)
+    body.seek(0)
+    return body, base64.b64encode(md5.digest()).decode("ascii")
 
 
-async def _assemble(pieces: list[bytes]) -> tuple[bytes, str]:
-    """A request body joined from its pieces, and its Content-MD5, computed in a worker thread."""
+async def _assemble(pieces: list[bytes]) -> tuple[io.BytesIO, str]:
+    """A request body joined from its pieces, and its Content-MD5, computed in a worker thread. The body
+    is a ``BytesIO`` that owns its bytes, as botocore and aiohttp want it: handed ``bytes``, botocore
+    wraps them in a ``BytesIO`` that aiohttp then copies (``getbuffer``), on the loop."""
     return await asyncio.get_running_loop().run_in_executor(_PART_POOL, _join, pieces)
 
 
@@ -298,8 +314,10 @@ class Upload:
         if self._upload_id is None:
             self.failed = True  # until the upload exists
             with _errors("uploading"):
-                created = await self._client.create_multipart_upload(
-                    Bucket=self._target.bucket, Key=self._temp_key, Metadata=self._metadata
+                created = await _S3.run(
+                    self._client.create_multipart_upload(
+                        Bucket=self._target.bucket, Key=self._temp_key, Metadata=self._metadata
+                    )
                 )
             self._upload_id = created["UploadId"]
             self.failed = False
@@ -316,6 +334,11 @@ class Upload:
                 raise task.exception()  # type: ignore[misc]
 
     async def _send_part(self, number: int, upload_id: str, pieces: list[bytes]) -> dict[str, Any]:
+        sending = self._put_part(number, upload_id, pieces)
+        del pieces  # the part's bytes go with it, not kept here until it is sent
+        return await _S3.run(sending)
+
+    async def _put_part(self, number: int, upload_id: str, pieces: list[bytes]) -> dict[str, Any]:
         body, md5 = await _assemble(pieces)
         del pieces
         with _errors("uploading"):
@@ -341,16 +364,12 @@ class Upload:
         target, client = self._target, self._client
         key = target.key(source_id=source_id, path=path, sha256=sha256, generation=generation)
         staged = Staged(f"s3://{target.bucket}/{key}", target.bucket, key, self.size, sha256)
-        if await _holds(client, target.bucket, key, sha256, self.size):
+        if await _S3.run(_holds(client, target.bucket, key, sha256, self.size)):
             await self.abort()  # those bytes are there already: upload nothing more
             return staged
         metadata = {"sha256": sha256}
         if self._upload_id is None:
-            body, md5 = await _assemble(self._take_rest())
-            with _errors("uploading"):
-                await self._body_client.put_object(
-                    Bucket=target.bucket, Key=key, Body=body, ContentMD5=md5, Metadata=metadata
-                )
+            await _S3.run(self._put_object(key, self._take_rest(), metadata))
             return staged
         if self._pieces:
             await self._start_part(self._take_rest())
@@ -358,21 +377,31 @@ class Upload:
         if self._direct and (key != self._temp_key or self._metadata.get("sha256", sha256) != sha256):
             raise StageError(f"object storage: the key changed while reading ({self._temp_key!r} -> {key!r})")
         with _errors("completing the upload"):
-            await client.complete_multipart_upload(
-                Bucket=target.bucket,
-                Key=self._temp_key,
-                UploadId=self._upload_id,
-                MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+            await _S3.run(
+                client.complete_multipart_upload(
+                    Bucket=target.bucket,
+                    Key=self._temp_key,
+                    UploadId=self._upload_id,
+                    MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+                )
             )
         self._upload_id = None
         if self._direct:
             return staged
         try:
-            await self._copy(key, metadata)
+            await _S3.run(self._copy(key, metadata))
         finally:
             with contextlib.suppress(ClientError, BotoCoreError, OSError, TimeoutError):
-                await client.delete_object(Bucket=target.bucket, Key=self._temp_key)
+                await _S3.run(client.delete_object(Bucket=target.bucket, Key=self._temp_key))
         return staged
+
+    async def _put_object(self, key: str, pieces: list[bytes], metadata: dict[str, str]) -> None:
+        body, md5 = await _assemble(pieces)
+        del pieces
+        with _errors("uploading"):
+            await self._body_client.put_object(
+                Bucket=self._target.bucket, Key=key, Body=body, ContentMD5=md5, Metadata=metadata
+            )
 
     async def _copy(self, key: str, metadata: dict[str, str]) -> None:
         bucket, client = self._target.bucket, self._client
@@ -421,6 +450,6 @@ class Upload:
         if upload_id is None:
             return
         with _errors("aborting the upload"):
-            await self._client.abort_multipart_upload(
-                Bucket=self._target.bucket, Key=self._temp_key, UploadId=upload_id
+            await _S3.run(
+                self._client.abort_multipart_upload(Bucket=self._target.bucket, Key=self._temp_key, UploadId=upload_id)
             )

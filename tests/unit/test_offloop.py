@@ -1,0 +1,87 @@
+"""``Offloop``: work run on a loop of its own returns to its caller as if awaited there, and a cancelled
+caller gets control back only once that work has ended."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from ftpsource.offloop import Offloop
+
+OFF = Offloop("ftpsource-test-offloop")
+
+
+async def test_the_work_runs_on_another_thread_and_its_result_comes_back() -> None:
+    async def where() -> tuple[int, asyncio.AbstractEventLoop]:
+        await asyncio.sleep(0)
+        return threading.get_ident(), asyncio.get_running_loop()
+
+    ident, loop = await OFF.run(where())
+    assert ident != threading.get_ident() and loop is not asyncio.get_running_loop()
+    assert loop is OFF.loop()
+
+
+async def test_its_exception_is_the_callers() -> None:
+    class Boom(Exception):
+        pass
+
+    async def fail() -> None:
+        await asyncio.sleep(0)
+        raise Boom("no")
+
+    with pytest.raises(Boom, match="no"):
+        await OFF.run(fail())
+
+
+async def test_a_cancelled_caller_returns_only_after_the_work_has_ended() -> None:
+    started, ended = threading.Event(), threading.Event()
+
+    async def slow() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await asyncio.sleep(0.2)  # winding down takes a while, on the other loop
+            ended.set()
+
+    caller = asyncio.create_task(OFF.run(slow()))
+    await asyncio.to_thread(started.wait, 5)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert ended.is_set()
+
+
+async def test_a_caller_cancelled_twice_still_waits_and_is_cancelled() -> None:
+    started, ended = threading.Event(), threading.Event()
+
+    async def stubborn() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.2)
+            ended.set()
+            raise RuntimeError("what it ended with is nobody's now") from None
+
+    caller = asyncio.create_task(OFF.run(stubborn()))
+    await asyncio.to_thread(started.wait, 5)
+    caller.cancel()
+    await asyncio.sleep(0.05)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert ended.is_set()
+
+
+def test_callers_on_different_loops_share_it() -> None:
+    async def value(n: int) -> int:
+        await asyncio.sleep(0)
+        return n
+
+    async def call(n: int) -> int:
+        return await OFF.run(value(n))
+
+    assert [asyncio.run(call(n)) for n in range(3)] == [0, 1, 2]
