@@ -27,7 +27,7 @@ from .config import SourceConfig
 from .core.detect import PollPlan, VerifyOutcome, VerifyRequest, after_verify, plan_poll, tombstone, unknown_paths
 from .core.events import EVENT_TYPES, SourceInfo, encode_event
 from .core.expect import OPEN, advance, file_status, match_arrival, prunable, warn
-from .core.model import EventSpec, Expectation, FileRecord, SetMember, SetPeriod, State
+from .core.model import EventSpec, Expectation, FileRecord, SetMember, SetPeriod, Staged, State
 from .core.sets import OPEN as SET_OPEN
 from .core.sets import advance_sets, prunable_sets, set_status, todays
 from .core.settle import SettleVersion, render_target, still_the_version
@@ -36,7 +36,7 @@ from .credentials import Credentials
 from .errors import ActionRefused, FileVanished, LeaseLost, PermanentSourceError, SourceError, StageError, StateError
 from .gcpause import drop_in_slices, full_collections_paused
 from .metrics import EXPECTED_SERIES, Metrics
-from .stage import Stager, Upload
+from .stage import PART_SIZE, Stager, Upload
 from .store import AsyncStore, NewEvent, OutboxRow, VersionRow
 
 __all__ = ["Backoff", "Watcher", "cancel_and_wait", "freeze_long_lived", "refresh_unsettled", "run_session"]
@@ -54,6 +54,10 @@ LARGE_LISTING = 50_000
 MIN_RESCAN_S = 0.25
 GAUGES_EVERY_S = 1.0
 LOCAL_VERIFY_SLOTS = 8
+#: Files bigger than one part a source stages at once. Each such upload holds up to six parts in memory
+#: (48 MiB at 8 MiB parts, see ``stage``); eight at once, as a local directory is verified, would take
+#: most of a 512 Mi pod. Smaller files (one ``PutObject``, one part at most) are not counted.
+UPLOAD_SLOTS = 2
 COMMIT_MAX = 1024
 #: Delivered events and tombstones are kept this long by default (``serve --retention-days``).
 RETENTION_S = 35 * 86400.0
@@ -140,6 +144,7 @@ class Watcher:
         # and a burst of small files is bound by the hop to a thread, so more of them overlap.
         local = config.parsed_url.scheme == "file"
         self._verify_slots = asyncio.Semaphore(LOCAL_VERIFY_SLOTS if local else config.max_connections)
+        self._upload_slots = asyncio.Semaphore(UPLOAD_SLOTS)  # taken before, never inside, a verify slot
         self._gauges_due = 0.0
         self._gauges_stale = False
         self._bad_names_seen: set[str] = set()
@@ -534,6 +539,16 @@ class Watcher:
     ) -> tuple[VerifyOutcome | None, Expectation | None]:
         """Verify with the one read also streaming to ``upload``; complete it if the version is ready.
         ``expect``: the digest the upload's key and metadata were made for; other bytes abort it."""
+        async with self._upload_slot(req.entry.size):
+            return await self._verify_uploading(src, req, upload, expect)
+
+    def _upload_slot(self, size: int) -> contextlib.AbstractAsyncContextManager[object]:
+        """One of ``UPLOAD_SLOTS`` for a file that goes up as a multipart upload; nothing for a smaller one."""
+        return self._upload_slots if size > PART_SIZE else contextlib.nullcontext()
+
+    async def _verify_uploading(
+        self, src: Adapter, req: VerifyRequest, upload: Upload, expect: str | None
+    ) -> tuple[VerifyOutcome | None, Expectation | None]:
         finished = False
         try:
             outcome, met = await self._verify_once(src, req, upload)
@@ -576,29 +591,47 @@ class Watcher:
         except StageError as exc:
             return self._stage_error(path, exc)
         if not held:
-            upload = stager.upload(size, staged.key, sha256)
-            finished = False
-            try:
-                async with self._verify_slots:
-                    again = await src.digest(path, "sha256", None, size, upload)
-                after = await src.stat(path)
-                if again.value != sha256 or after is None or (after.size, after.mtime) != (size, event.mtime):
-                    raise FileVanished(f"{path}: changed between hashing and uploading")
-                await upload.finish(source_id=self.source_id, path=path, generation=event.generation, sha256=sha256)
-                finished = True
-            except FileVanished as exc:
-                return await self._changed_while_read(src, req, str(exc))
-            except StageError as exc:
-                return self._stage_error(path, exc)
-            except SourceError as exc:
-                self._count_error(exc.kind, f"{path}: {exc}")
-                log.warning("staging read failed, will retry: %s", exc, extra={"source": self.source_id, "path": path})
-                return None, None
-            finally:
-                if not finished:
-                    with contextlib.suppress(StageError):
-                        await asyncio.shield(upload.abort())
-            self.metrics.bytes_hashed.labels(self.source_id).inc(size)
+            async with self._upload_slot(size):
+                return await self._upload_hashed(src, req, outcome, met, stager, staged)
+        self._stage_backoff.reset()
+        return replace(outcome, event=replace(event, staged=staged)), met
+
+    async def _upload_hashed(
+        self,
+        src: Adapter,
+        req: VerifyRequest,
+        outcome: VerifyOutcome,
+        met: Expectation | None,
+        stager: Stager,
+        staged: Staged,
+    ) -> tuple[VerifyOutcome | None, Expectation | None]:
+        """``_stage_hashed``'s second read, streaming to the content-addressed key."""
+        event = _ready_event(outcome)
+        assert event is not None and event.size is not None
+        path, sha256, size = event.path, staged.sha256, event.size
+        upload = stager.upload(size, staged.key, sha256)
+        finished = False
+        try:
+            async with self._verify_slots:
+                again = await src.digest(path, "sha256", None, size, upload)
+            after = await src.stat(path)
+            if again.value != sha256 or after is None or (after.size, after.mtime) != (size, event.mtime):
+                raise FileVanished(f"{path}: changed between hashing and uploading")
+            await upload.finish(source_id=self.source_id, path=path, generation=event.generation, sha256=sha256)
+            finished = True
+        except FileVanished as exc:
+            return await self._changed_while_read(src, req, str(exc))
+        except StageError as exc:
+            return self._stage_error(path, exc)
+        except SourceError as exc:
+            self._count_error(exc.kind, f"{path}: {exc}")
+            log.warning("staging read failed, will retry: %s", exc, extra={"source": self.source_id, "path": path})
+            return None, None
+        finally:
+            if not finished:
+                with contextlib.suppress(StageError):
+                    await asyncio.shield(upload.abort())
+        self.metrics.bytes_hashed.labels(self.source_id).inc(size)
         self._stage_backoff.reset()
         return replace(outcome, event=replace(event, staged=staged)), met
 

@@ -338,3 +338,31 @@ async def test_stage_credentials_go_only_to_listed_hosts(tmp_path: Path, root: P
     async with run_server(tmp_path, credentials_dir=creds) as srv, stream_to(srv.port, _config(root)) as stream:
         assert await stream.wait_end() is grpc.StatusCode.INVALID_ARGUMENT
         assert "has no secret_key" in (stream.details or "")
+
+
+def _most_uploads_open(requests: list[Any]) -> int:
+    """The most multipart uploads open at once, from the order the server got their requests in."""
+    open_now = most = 0
+    for r in requests:
+        if r.method == "POST" and r.query.startswith("uploads"):
+            open_now += 1
+            most = max(most, open_now)
+        elif (r.method == "POST" or r.method == "DELETE") and "uploadId=" in r.query:
+            open_now -= 1
+    return most
+
+
+async def test_a_burst_of_big_files_goes_up_two_uploads_at_a_time(tmp_path: Path, root: Path, s3: S3Server) -> None:
+    # Each multipart upload holds up to six parts in memory: a local directory verifies eight files at
+    # once, but uploads only two of those bigger than a part.
+    files = {f"big{i}.bin": os.urandom(9 * 1024 * 1024) for i in range(6)}
+    async with (
+        run_server(tmp_path, credentials_dir=_creds(tmp_path, s3.endpoint)) as srv,
+        stream_to(srv.port, _config(root)) as stream,
+    ):
+        for name, data in files.items():
+            put(root, name, data, mtime=time.time() - 60)
+        events = await ready_events(stream, *files, timeout=120)
+    assert [e["data"]["checksum"]["value"] for e in events] == [hashlib.sha256(d).hexdigest() for d in files.values()]
+    assert sorted(s3.objects(BUCKET).values()) == sorted(files.values())
+    assert _most_uploads_open(s3.requests) == 2
