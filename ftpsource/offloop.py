@@ -7,7 +7,9 @@ iteration). On the server's loop that is lag for every stream and every delivery
 loop of its own it only competes for a CPU (the socket calls release the GIL).
 
 Cancelling the caller cancels ``coro`` on the other loop and waits until it has ended, so nothing it
-does outlives its caller (an aborted upload must not have a part still arriving afterwards).
+does outlives its caller (an aborted upload must not have a part still arriving afterwards). Clean-up
+that must finish (closing a client's connections) is run with ``cancellable=False``: the caller still
+waits for it, but a cancelled caller does not cut it short.
 """
 
 from __future__ import annotations
@@ -49,8 +51,9 @@ class Offloop:
                 self._loop = loop
             return self._loop
 
-    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """``await coro`` on this loop; its result or exception is the caller's."""
+    async def run(self, coro: Coroutine[Any, Any, T], *, cancellable: bool = True) -> T:
+        """``await coro`` on this loop; its result or exception is the caller's. A cancelled caller
+        cancels it (unless not ``cancellable``) and waits for it to end before it is cancelled itself."""
         there = self.loop()
         here = asyncio.get_running_loop()
         result: asyncio.Future[T] = here.create_future()
@@ -83,8 +86,9 @@ class Offloop:
         try:
             return await asyncio.shield(result)
         except asyncio.CancelledError:
-            # ``start`` ran first (one queue, in order): the task exists by the time ``cancel`` runs.
-            there.call_soon_threadsafe(cancel)
+            if cancellable:
+                # ``start`` ran first (one queue, in order): the task exists by the time ``cancel`` runs.
+                there.call_soon_threadsafe(cancel)
             while not result.done():
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.wait({result})

@@ -28,6 +28,7 @@ import functools
 import hashlib
 import io
 import uuid
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -161,6 +162,7 @@ class Stager:
         self._credentials = credentials
         self._timeout_s = timeout_s
         self._clients = contextlib.AsyncExitStack()
+        self._uploads: weakref.WeakSet[Upload] = weakref.WeakSet()
         self.client: S3Client | None = None
         #: the same, but a request's signature leaves its body out (``UNSIGNED-PAYLOAD``): for bodies
         #: sent with their ``Content-MD5`` (object bytes), so botocore does not hash them on the loop
@@ -216,15 +218,25 @@ class Stager:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.client = self.body_client = None
-        await _S3.run(self._clients.aclose())
+        try:
+            # An upload still open (its reader cancelled, or its abort still going on in the background)
+            # ends first: a request made once its client is closed opens a new connection pool that
+            # nothing closes.
+            await asyncio.gather(*(upload.abort() for upload in list(self._uploads)), return_exceptions=True)
+        finally:
+            self.client = self.body_client = None
+            # Closing must finish even if the stream is being cancelled: a client cut short leaves its
+            # connection pool open on the S3 loop for good.
+            await _S3.run(self._clients.aclose(), cancellable=False)
 
     def upload(self, expected_size: int, final_key: str | None = None, sha256: str | None = None) -> Upload:
         """``final_key``: where the object will go, when it is known before reading; the upload then goes
         straight there, with no temporary object and no copy. ``sha256``: the digest, when known before
         reading (the object carries it from the start)."""
         assert self.client is not None and self.body_client is not None, "use the Stager as an async context manager"
-        return Upload(self.client, self.body_client, self.target, expected_size, final_key, sha256)
+        upload = Upload(self.client, self.body_client, self.target, expected_size, final_key, sha256)
+        self._uploads.add(upload)
+        return upload
 
     async def holds(self, key: str, sha256: str, size: int) -> bool:
         """Whether ``key`` already holds these bytes (its ``x-amz-meta-sha256`` and size match)."""
@@ -289,6 +301,7 @@ class Upload:
         self._pending = 0
         self._upload_id: str | None = None
         self._sending: list[asyncio.Task[dict[str, Any]]] = []
+        self._aborting: asyncio.Future[None] | None = None
         self._slots = asyncio.Semaphore(PARTS_IN_FLIGHT)
         self.size = 0
         #: set when object storage failed during the read (the caller backs off before the next try)
@@ -439,7 +452,15 @@ class Upload:
                 raise
 
     async def abort(self) -> None:
-        """Leave nothing behind: the parts sent so far are discarded."""
+        """Leave nothing behind: the parts sent so far are discarded. Every call waits for the one abort
+        (a cancelled caller leaves it going on)."""
+        if self._aborting is None:
+            self._aborting = asyncio.ensure_future(self._abort())
+            # seen by whoever waits; if every caller was cancelled, nobody is left to be told
+            self._aborting.add_done_callback(lambda done: done.cancelled() or done.exception())
+        await asyncio.shield(self._aborting)
+
+    async def _abort(self) -> None:
         self._take_rest()
         for task in self._sending:
             task.cancel()

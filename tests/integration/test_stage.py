@@ -4,6 +4,7 @@ ready event carries where; through a real gRPC client."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
 import time
@@ -14,6 +15,9 @@ from typing import Any
 import grpc
 import pytest
 
+from ftpsource.core.stage import DEFAULT_KEY, StageTarget
+from ftpsource.credentials import Credentials, Secret
+from ftpsource.stage import Stager
 from tests.support import servers
 from tests.support.files import put
 from tests.support.harness import Proxy, eventually, ready, ready_events, run_server, stream_to
@@ -366,3 +370,21 @@ async def test_a_burst_of_big_files_goes_up_two_uploads_at_a_time(tmp_path: Path
     assert [e["data"]["checksum"]["value"] for e in events] == [hashlib.sha256(d).hexdigest() for d in files.values()]
     assert sorted(s3.objects(BUCKET).values()) == sorted(files.values())
     assert _most_uploads_open(s3.requests) == 2
+
+
+async def test_a_stager_closed_while_an_upload_aborts_in_the_background_waits_for_it(s3: S3Server) -> None:
+    # The watcher leaves an abort going on when its stream is cancelled; the stream then closes its
+    # Stager. A request made after the client closed would open a connection pool nobody closes.
+    import aiohttp
+
+    creds = Credentials(
+        name="minio", access_key=Secret(ACCESS_KEY), secret_key=Secret(SECRET_KEY), endpoint=s3.endpoint
+    )
+    async with Stager(StageTarget(BUCKET, "landing", DEFAULT_KEY), creds, 30.0) as stager:
+        upload = stager.upload(20 * 1024 * 1024)
+        await upload.write(os.urandom(9 * 1024 * 1024))  # a multipart upload, its first part on its way
+        background = asyncio.ensure_future(upload.abort())
+    assert background.done()
+    assert s3.multipart_uploads(BUCKET) == []
+    gc.collect()
+    assert [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed] == []

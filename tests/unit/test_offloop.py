@@ -85,3 +85,19 @@ def test_callers_on_different_loops_share_it() -> None:
         return await OFF.run(value(n))
 
     assert [asyncio.run(call(n)) for n in range(3)] == [0, 1, 2]
+
+
+async def test_clean_up_that_must_finish_is_not_cut_short_by_a_cancelled_caller() -> None:
+    started, ended = threading.Event(), threading.Event()
+
+    async def close() -> None:
+        started.set()
+        await asyncio.sleep(0.2)
+        ended.set()
+
+    caller = asyncio.create_task(OFF.run(close(), cancellable=False))
+    await asyncio.to_thread(started.wait, 5)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert ended.is_set()
