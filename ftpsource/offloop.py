@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["Offloop"]
+__all__ = ["Offloop", "until_ended"]
 
 T = TypeVar("T")
 
@@ -73,9 +73,18 @@ class Offloop:
             with contextlib.suppress(RuntimeError):  # the caller's loop has closed: nobody to tell
                 here.call_soon_threadsafe(settle, done)
 
+        def failed(exc: BaseException) -> None:  # on ``here``
+            if not result.done():
+                result.set_exception(exc)
+
         def start() -> None:
             nonlocal task
-            task = there.create_task(coro)
+            try:
+                task = there.create_task(coro)
+            except BaseException as exc:  # not a coroutine, say: the caller must not wait for ever
+                with contextlib.suppress(RuntimeError):
+                    here.call_soon_threadsafe(failed, exc)
+                raise
             task.add_done_callback(report)
 
         def cancel() -> None:
@@ -89,9 +98,21 @@ class Offloop:
             if cancellable:
                 # ``start`` ran first (one queue, in order): the task exists by the time ``cancel`` runs.
                 there.call_soon_threadsafe(cancel)
-            while not result.done():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait({result})
+            with contextlib.suppress(asyncio.CancelledError):
+                await until_ended([result])
             if not result.cancelled():
                 result.exception()  # what it ended with is not the caller's any more: it was cancelled
             raise
+
+
+async def until_ended(futures: Collection[asyncio.Future[Any]]) -> None:
+    """Wait until every one of ``futures`` is done, even if cancelled meanwhile (clean-up that must not
+    be cut short); such a cancellation is raised once they are."""
+    cancelled = False
+    while not all(f.done() for f in futures):
+        try:
+            await asyncio.wait([f for f in futures if not f.done()])
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError

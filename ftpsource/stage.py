@@ -42,7 +42,7 @@ from .core.model import Staged
 from .core.stage import StageTarget
 from .credentials import Credentials, load_credentials
 from .errors import ConfigError, StageError
-from .offloop import Offloop
+from .offloop import Offloop, until_ended
 from .policy import check_endpoint_host
 
 if TYPE_CHECKING:
@@ -170,7 +170,12 @@ class Stager:
 
     async def __aenter__(self) -> Self:
         session = await asyncio.to_thread(_session)
-        await _S3.run(self._open(session))
+        try:
+            await _S3.run(self._open(session))
+        except BaseException:
+            # cancelled just as the clients were made, say: close what ``_open`` left open
+            await _S3.run(self._clients.aclose(), cancellable=False)
+            raise
         return self
 
     async def _open(self, session: aiobotocore.session.AioSession) -> None:
@@ -220,9 +225,9 @@ class Stager:
     ) -> None:
         try:
             # An upload still open (its reader cancelled, or its abort still going on in the background)
-            # ends first: a request made once its client is closed opens a new connection pool that
-            # nothing closes.
-            await asyncio.gather(*(upload.abort() for upload in list(self._uploads)), return_exceptions=True)
+            # is aborted first, to its end even if this is cancelled meanwhile: a request reaching a
+            # closed client fails, and would leave the multipart upload in the bucket.
+            await until_ended([upload.aborting() for upload in list(self._uploads)])
         finally:
             self.client = self.body_client = None
             # Closing must finish even if the stream is being cancelled: a client cut short leaves its
@@ -326,19 +331,26 @@ class Upload:
         self._raise_failed_part()
         if self._upload_id is None:
             self.failed = True  # until the upload exists
-            with _errors("uploading"):
-                created = await _S3.run(
-                    self._client.create_multipart_upload(
-                        Bucket=self._target.bucket, Key=self._temp_key, Metadata=self._metadata
-                    )
-                )
-            self._upload_id = created["UploadId"]
+            await _S3.run(self._create())
             self.failed = False
         await self._slots.acquire()
+        upload_id = self._upload_id
+        if upload_id is None or self._aborting is not None:
+            self._slots.release()
+            raise StageError("object storage: the upload was aborted")
         number = len(self._sending) + 1
-        task = asyncio.create_task(self._send_part(number, self._upload_id, pieces))
+        task = asyncio.create_task(self._send_part(number, upload_id, pieces))
         task.add_done_callback(lambda _: self._slots.release())
         self._sending.append(task)
+
+    async def _create(self) -> None:
+        """Start the multipart upload (on the S3 loop). Its id is kept there, so that an upload made
+        just as the caller was cancelled is still known to ``abort``."""
+        with _errors("uploading"):
+            created = await self._client.create_multipart_upload(
+                Bucket=self._target.bucket, Key=self._temp_key, Metadata=self._metadata
+            )
+        self._upload_id = created["UploadId"]
 
     def _raise_failed_part(self) -> None:
         for task in self._sending:
@@ -454,23 +466,34 @@ class Upload:
     async def abort(self) -> None:
         """Leave nothing behind: the parts sent so far are discarded. Every call waits for the one abort
         (a cancelled caller leaves it going on)."""
+        await asyncio.shield(self.aborting())
+
+    def aborting(self) -> asyncio.Future[None]:
+        """The abort, started if it is not yet."""
         if self._aborting is None:
             self._aborting = asyncio.ensure_future(self._abort())
             # seen by whoever waits; if every caller was cancelled, nobody is left to be told
             self._aborting.add_done_callback(lambda done: done.cancelled() or done.exception())
-        await asyncio.shield(self._aborting)
+        return self._aborting
 
     async def _abort(self) -> None:
         self._take_rest()
         for task in self._sending:
             task.cancel()
-        # A part still arriving after the abort would be stored again: wait for every one to end first.
-        await asyncio.gather(*self._sending, return_exceptions=True)
-        self._sending.clear()
-        upload_id, self._upload_id = self._upload_id, None
-        if upload_id is None:
-            return
-        with _errors("aborting the upload"):
-            await _S3.run(
-                self._client.abort_multipart_upload(Bucket=self._target.bucket, Key=self._temp_key, UploadId=upload_id)
-            )
+        try:
+            # A part still arriving after the abort would be stored again: wait for every one to end
+            # first, even if this is cancelled meanwhile (at shutdown, say).
+            await until_ended(self._sending)
+        finally:
+            for task in self._sending:
+                task.cancelled() or task.exception()  # its failure is the abort's business now
+            self._sending.clear()
+            upload_id, self._upload_id = self._upload_id, None
+            if upload_id is not None:
+                with _errors("aborting the upload"):
+                    await _S3.run(
+                        self._client.abort_multipart_upload(
+                            Bucket=self._target.bucket, Key=self._temp_key, UploadId=upload_id
+                        ),
+                        cancellable=False,  # bounded by the client's timeouts; cut short, it leaves the parts
+                    )

@@ -36,6 +36,7 @@ from .credentials import Credentials
 from .errors import ActionRefused, FileVanished, LeaseLost, PermanentSourceError, SourceError, StageError, StateError
 from .gcpause import drop_in_slices, full_collections_paused
 from .metrics import EXPECTED_SERIES, Metrics
+from .offloop import until_ended
 from .stage import PART_SIZE, Stager, Upload
 from .store import AsyncStore, NewEvent, OutboxRow, VersionRow
 
@@ -540,6 +541,8 @@ class Watcher:
         """Verify with the one read also streaming to ``upload``; complete it if the version is ready.
         ``expect``: the digest the upload's key and metadata were made for; other bytes abort it."""
         async with self._upload_slot(req.entry.size):
+            if self.clock() < self._stage_wait_until:
+                return None, None  # object storage failed while this waited for its turn
             return await self._verify_uploading(src, req, upload, expect)
 
     def _upload_slot(self, size: int) -> contextlib.AbstractAsyncContextManager[object]:
@@ -592,6 +595,8 @@ class Watcher:
             return self._stage_error(path, exc)
         if not held:
             async with self._upload_slot(size):
+                if self.clock() < self._stage_wait_until:
+                    return None, None  # object storage failed while this waited for its turn
                 return await self._upload_hashed(src, req, outcome, met, stager, staged)
         self._stage_backoff.reset()
         return replace(outcome, event=replace(event, staged=staged)), met
@@ -1096,14 +1101,7 @@ async def cancel_and_wait(tasks: Sequence[asyncio.Future[Any]]) -> None:
     if this is cancelled again meanwhile; that cancellation is re-raised afterwards."""
     for task in tasks:
         task.cancel()
-    cancelled_again = False
-    while not all(task.done() for task in tasks):
-        try:
-            await asyncio.wait([task for task in tasks if not task.done()])
-        except asyncio.CancelledError:
-            cancelled_again = True
-    if cancelled_again:
-        raise asyncio.CancelledError
+    await until_ended(tasks)
 
 
 async def run_session(

@@ -388,3 +388,34 @@ async def test_a_stager_closed_while_an_upload_aborts_in_the_background_waits_fo
     assert s3.multipart_uploads(BUCKET) == []
     gc.collect()
     assert [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed] == []
+
+
+async def test_a_stager_cancelled_twice_while_closing_still_aborts_its_uploads_first(s3: S3Server) -> None:
+    import aiohttp
+
+    host, port = s3.endpoint.removeprefix("http://").split(":")
+    proxy = await Proxy.start(host, int(port))
+    endpoint = f"http://127.0.0.1:{proxy.port}"
+    creds = Credentials(name="minio", access_key=Secret(ACCESS_KEY), secret_key=Secret(SECRET_KEY), endpoint=endpoint)
+    stager = Stager(StageTarget(BUCKET, "landing", DEFAULT_KEY), creds, 30.0)
+    try:
+        await stager.__aenter__()
+        upload = stager.upload(20 * 1024 * 1024)
+        await upload.write(os.urandom(9 * 1024 * 1024))  # a multipart upload, its first part on its way
+        await eventually(lambda: any("partNumber=1" in r.query for r in s3.requests), 10, "the part to arrive")
+        proxy.freeze()  # the abort's request hangs on the way
+        closing = asyncio.ensure_future(stager.__aexit__(None, None, None))
+        await asyncio.sleep(0.2)
+        closing.cancel()
+        await asyncio.sleep(0.2)
+        closing.cancel()
+        await asyncio.sleep(0.2)
+        assert not closing.done()  # the abort is still on its way: the clients stay open for it
+        proxy.restore()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+        assert s3.multipart_uploads(BUCKET) == []
+    finally:
+        await proxy.close()
+    gc.collect()
+    assert [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed] == []

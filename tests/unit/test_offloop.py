@@ -101,3 +101,8 @@ async def test_clean_up_that_must_finish_is_not_cut_short_by_a_cancelled_caller(
     with pytest.raises(asyncio.CancelledError):
         await caller
     assert ended.is_set()
+
+
+async def test_work_that_cannot_start_fails_its_caller_instead_of_hanging() -> None:
+    with pytest.raises(TypeError):
+        await asyncio.wait_for(OFF.run(42), 5)  # type: ignore[arg-type]
