@@ -55,6 +55,11 @@ __all__ = ["PART_SIZE", "Stager", "Upload", "check_stage_credentials", "load_sta
 PART_SIZE = 8 * 1024 * 1024
 #: Parts on their way at once: memory stays at most this many parts, and the read overlaps the sending.
 PARTS_IN_FLIGHT = 4
+#: Parts on their way at once across every upload of the server (of its event loop): however many
+#: sources stage, what waits for object storage stays at 64 MiB of 8 MiB parts (each upload also holds
+#: the part being read and the one read ahead).
+PARTS_IN_FLIGHT_TOTAL = 8
+_part_budgets: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 MAX_PARTS = 9_000  # below S3's 10,000, so a file that grew a little still fits
 COPY_LIMIT = 5 * 1024**3
 COPY_PART = 512 * 1024 * 1024
@@ -249,6 +254,15 @@ class Stager:
         return await _S3.run(_holds(self.client, self.target.bucket, key, sha256, size))
 
 
+def _part_budget() -> asyncio.Semaphore:
+    """``PARTS_IN_FLIGHT_TOTAL`` for the running loop (the server has one; each test its own)."""
+    loop = asyncio.get_running_loop()
+    budget = _part_budgets.get(loop)
+    if budget is None:
+        budget = _part_budgets[loop] = asyncio.Semaphore(PARTS_IN_FLIGHT_TOTAL)
+    return budget
+
+
 def _join(pieces: list[bytes]) -> tuple[io.BytesIO, str]:
     body = io.BytesIO()
     md5 = hashlib.md5(usedforsecurity=False)
@@ -333,13 +347,21 @@ class Upload:
             self.failed = True  # until the upload exists
             await _S3.run(self._create())
             self.failed = False
+        budget = _part_budget()
         await self._slots.acquire()
+        try:
+            await budget.acquire()
+        except BaseException:
+            self._slots.release()
+            raise
         upload_id = self._upload_id
         if upload_id is None or self._aborting is not None:
+            budget.release()
             self._slots.release()
             raise StageError("object storage: the upload was aborted")
         number = len(self._sending) + 1
         task = asyncio.create_task(self._send_part(number, upload_id, pieces))
+        task.add_done_callback(lambda _: budget.release())
         task.add_done_callback(lambda _: self._slots.release())
         self._sending.append(task)
 

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 
+from ftpsource import stage
 from ftpsource.core.stage import DEFAULT_KEY, StageTarget
 from ftpsource.credentials import Credentials, Secret
 from ftpsource.stage import Stager
@@ -419,3 +420,27 @@ async def test_a_stager_cancelled_twice_while_closing_still_aborts_its_uploads_f
         await proxy.close()
     gc.collect()
     assert [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed] == []
+
+
+async def test_parts_on_their_way_share_one_budget_across_sources(
+    tmp_path: Path, s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each upload may have four parts on their way; all the server's uploads together only
+    # PARTS_IN_FLIGHT_TOTAL (3 here, so that two sources' two uploads would exceed it).
+    monkeypatch.setattr(stage, "PARTS_IN_FLIGHT_TOTAL", 3)
+    s3.parts.delay_s = 0.3  # a slow link: parts pile up waiting for their answers
+    roots = [tmp_path / "a", tmp_path / "b"]
+    for root in roots:
+        root.mkdir()
+    files = {root: os.urandom(40 * 1024 * 1024) for root in roots}
+    async with (
+        run_server(tmp_path, credentials_dir=_creds(tmp_path, s3.endpoint)) as srv,
+        stream_to(srv.port, _config(roots[0], id="a")) as a,
+        stream_to(srv.port, _config(roots[1], id="b")) as b,
+    ):
+        for root, data in files.items():
+            put(root, "big.bin", data, mtime=time.time() - 60)
+        for stream, root in ((a, roots[0]), (b, roots[1])):
+            event = await stream.until(ready("big.bin"), timeout=120)
+            assert event["data"]["checksum"]["value"] == hashlib.sha256(files[root]).hexdigest()
+    assert s3.parts.most == 3

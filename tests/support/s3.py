@@ -17,6 +17,7 @@ import hashlib
 import io
 import logging
 import threading
+import time
 import urllib.request
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -53,12 +54,34 @@ class S3Request:
 
 
 @dataclass
+class PartsInFlight:
+    """``UploadPart`` requests the server is handling at once (from arrival to response), and the most;
+    ``delay_s`` holds each response back, as a slow link to object storage would."""
+
+    now: int = 0
+    most: int = 0
+    delay_s: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __enter__(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(self.delay_s)
+        with self.lock:
+            self.now -= 1
+
+
+@dataclass
 class S3Server:
     endpoint: str
     client: Any  # a boto3 S3 client straight to the server, to look at what landed
     requests: list[S3Request] = field(default_factory=list)
     #: corruptions to come: each flips one byte of the next request body at least that many bytes long
     corrupt: list[int] = field(default_factory=list)
+    parts: PartsInFlight = field(default_factory=PartsInFlight)
 
     def corrupt_next_body(self, min_size: int = 1) -> None:
         self.corrupt.append(min_size)
@@ -76,6 +99,7 @@ def moto_s3(bucket: str = "etl-raw") -> Iterator[S3Server]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     requests: list[S3Request] = []
     corrupt: list[int] = []
+    parts = PartsInFlight()
     app = DomainDispatcherApplication(create_backend_app)
 
     def logged(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -103,6 +127,9 @@ def moto_s3(bucket: str = "etl-raw") -> Iterator[S3Server]:
         if md5 is not None and base64.b64encode(hashlib.md5(body).digest()).decode() != md5:
             start_response("400 Bad Request", [("Content-Type", "application/xml")])
             return [b"<Error><Code>BadDigest</Code><Message>Content-MD5 does not match the body</Message></Error>"]
+        if environ["REQUEST_METHOD"] == "PUT" and "partNumber=" in environ.get("QUERY_STRING", ""):
+            with parts:
+                return list(app(environ, start_response))
         return app(environ, start_response)
 
     # moto's ThreadedMotoServer, with the request log in front of its application.
@@ -122,7 +149,7 @@ def moto_s3(bucket: str = "etl-raw") -> Iterator[S3Server]:
     client.create_bucket(Bucket=bucket)
     requests.clear()
     try:
-        yield S3Server(endpoint, client, requests, corrupt)
+        yield S3Server(endpoint, client, requests, corrupt, parts)
     finally:
         client.close()
         server.shutdown()
