@@ -597,7 +597,7 @@ class Watcher:
             async with self._upload_slot(size):
                 if self.clock() < self._stage_wait_until:
                     return None, None  # object storage failed while this waited for its turn
-                return await self._upload_hashed(src, req, outcome, met, stager, staged)
+                return await self._upload_hashed(src, req, outcome, event, met, stager, staged)
         self._stage_backoff.reset()
         return replace(outcome, event=replace(event, staged=staged)), met
 
@@ -606,14 +606,13 @@ class Watcher:
         src: Adapter,
         req: VerifyRequest,
         outcome: VerifyOutcome,
+        event: EventSpec,
         met: Expectation | None,
         stager: Stager,
         staged: Staged,
     ) -> tuple[VerifyOutcome | None, Expectation | None]:
         """``_stage_hashed``'s second read, streaming to the content-addressed key."""
-        event = _ready_event(outcome)
-        assert event is not None and event.size is not None
-        path, sha256, size = event.path, staged.sha256, event.size
+        path, sha256, size = event.path, staged.sha256, staged.size
         upload = stager.upload(size, staged.key, sha256)
         finished = False
         try:

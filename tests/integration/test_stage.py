@@ -373,32 +373,35 @@ async def test_a_burst_of_big_files_goes_up_two_uploads_at_a_time(tmp_path: Path
     assert _most_uploads_open(s3.requests) == 2
 
 
+def _stager(endpoint: str) -> Stager:
+    creds = Credentials(name="minio", access_key=Secret(ACCESS_KEY), secret_key=Secret(SECRET_KEY), endpoint=endpoint)
+    return Stager(StageTarget(BUCKET, "landing", DEFAULT_KEY), creds, 30.0)
+
+
+def _open_sessions() -> list[Any]:
+    """aiohttp sessions alive and not closed (after a full collection)."""
+    import aiohttp
+
+    gc.collect()
+    return [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed]
+
+
 async def test_a_stager_closed_while_an_upload_aborts_in_the_background_waits_for_it(s3: S3Server) -> None:
     # The watcher leaves an abort going on when its stream is cancelled; the stream then closes its
     # Stager. A request made after the client closed would open a connection pool nobody closes.
-    import aiohttp
-
-    creds = Credentials(
-        name="minio", access_key=Secret(ACCESS_KEY), secret_key=Secret(SECRET_KEY), endpoint=s3.endpoint
-    )
-    async with Stager(StageTarget(BUCKET, "landing", DEFAULT_KEY), creds, 30.0) as stager:
+    async with _stager(s3.endpoint) as stager:
         upload = stager.upload(20 * 1024 * 1024)
         await upload.write(os.urandom(9 * 1024 * 1024))  # a multipart upload, its first part on its way
         background = asyncio.ensure_future(upload.abort())
     assert background.done()
     assert s3.multipart_uploads(BUCKET) == []
-    gc.collect()
-    assert [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed] == []
+    assert _open_sessions() == []
 
 
 async def test_a_stager_cancelled_twice_while_closing_still_aborts_its_uploads_first(s3: S3Server) -> None:
-    import aiohttp
-
     host, port = s3.endpoint.removeprefix("http://").split(":")
     proxy = await Proxy.start(host, int(port))
-    endpoint = f"http://127.0.0.1:{proxy.port}"
-    creds = Credentials(name="minio", access_key=Secret(ACCESS_KEY), secret_key=Secret(SECRET_KEY), endpoint=endpoint)
-    stager = Stager(StageTarget(BUCKET, "landing", DEFAULT_KEY), creds, 30.0)
+    stager = _stager(f"http://127.0.0.1:{proxy.port}")
     try:
         await stager.__aenter__()
         upload = stager.upload(20 * 1024 * 1024)
@@ -418,8 +421,7 @@ async def test_a_stager_cancelled_twice_while_closing_still_aborts_its_uploads_f
         assert s3.multipart_uploads(BUCKET) == []
     finally:
         await proxy.close()
-    gc.collect()
-    assert [o for o in gc.get_objects() if isinstance(o, aiohttp.ClientSession) and not o.closed] == []
+    assert _open_sessions() == []
 
 
 async def test_parts_on_their_way_share_one_budget_across_sources(

@@ -5,12 +5,26 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Awaitable
 
 import pytest
 
 from ftpsource.offloop import Offloop
 
 OFF = Offloop("ftpsource-test-offloop")
+
+
+async def _cancel_once_started(work: Awaitable[None], started: threading.Event, times: int = 1) -> None:
+    """Await ``work`` in a task and cancel it ``times`` (0.05 s apart) once ``started`` is set: the
+    task must end cancelled."""
+    caller = asyncio.ensure_future(work)
+    await asyncio.to_thread(started.wait, 5)
+    for i in range(times):
+        if i:
+            await asyncio.sleep(0.05)
+        caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
 
 
 async def test_the_work_runs_on_another_thread_and_its_result_comes_back() -> None:
@@ -46,11 +60,7 @@ async def test_a_cancelled_caller_returns_only_after_the_work_has_ended() -> Non
             await asyncio.sleep(0.2)  # winding down takes a while, on the other loop
             ended.set()
 
-    caller = asyncio.create_task(OFF.run(slow()))
-    await asyncio.to_thread(started.wait, 5)
-    caller.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await caller
+    await _cancel_once_started(OFF.run(slow()), started)
     assert ended.is_set()
 
 
@@ -66,13 +76,7 @@ async def test_a_caller_cancelled_twice_still_waits_and_is_cancelled() -> None:
             ended.set()
             raise RuntimeError("what it ended with is nobody's now") from None
 
-    caller = asyncio.create_task(OFF.run(stubborn()))
-    await asyncio.to_thread(started.wait, 5)
-    caller.cancel()
-    await asyncio.sleep(0.05)
-    caller.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await caller
+    await _cancel_once_started(OFF.run(stubborn()), started, times=2)
     assert ended.is_set()
 
 
@@ -95,11 +99,7 @@ async def test_clean_up_that_must_finish_is_not_cut_short_by_a_cancelled_caller(
         await asyncio.sleep(0.2)
         ended.set()
 
-    caller = asyncio.create_task(OFF.run(close(), cancellable=False))
-    await asyncio.to_thread(started.wait, 5)
-    caller.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await caller
+    await _cancel_once_started(OFF.run(close(), cancellable=False), started)
     assert ended.is_set()
 
 
